@@ -1,0 +1,256 @@
+"""Payload types shared by activities, workflows and the starter.
+
+This module is the leaf of the dependency graph: it imports nothing from Podium, only pydantic.
+Every activity takes one input model and returns one result model defined here. Money is carried
+as integer cents so no rounding ever happens on the way to a system of record.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "AuditEventInput",
+    "AuditEventResult",
+    "CustomerInfo",
+    "CustomerStanding",
+    "CustomerTier",
+    "DraftReplyInput",
+    "DraftReplyResult",
+    "Intent",
+    "IssueRefundInput",
+    "IssueRefundResult",
+    "LookupOrderInput",
+    "LookupOrderResult",
+    "NotifyEscalationInput",
+    "NotifyEscalationResult",
+    "OpenTicketInput",
+    "OrderInfo",
+    "OrderStatus",
+    "SendReplyInput",
+    "SendReplyResult",
+    "Sentiment",
+    "TicketResult",
+    "TicketStatus",
+    "TriageInput",
+    "TriageResult",
+    "UpdateTicketInput",
+]
+
+
+class Intent(StrEnum):
+    """The intent taxonomy shared by every process."""
+
+    ORDER_STATUS = "order_status"
+    REFUND_REQUEST = "refund_request"
+    CANCEL_ORDER = "cancel_order"
+    CHANGE_ORDER = "change_order"
+    PAYMENT_ISSUE = "payment_issue"
+    INVOICE = "invoice"
+    COMPLAINT = "complaint"
+    FEEDBACK = "feedback"
+    ACCOUNT = "account"
+    PASSWORD_RESET = "password_reset"
+    HUMAN_AGENT = "human_agent"
+    DELIVERY_OPTIONS = "delivery_options"
+    PLACE_ORDER = "place_order"
+    ACCESS_REQUEST = "access_request"
+    HARDWARE_REQUEST = "hardware_request"
+    HR_QUESTION = "hr_question"
+    OTHER = "other"
+
+
+class Sentiment(StrEnum):
+    NEGATIVE = "negative"
+    NEUTRAL = "neutral"
+    POSITIVE = "positive"
+
+
+class CustomerTier(StrEnum):
+    STANDARD = "standard"
+    GOLD = "gold"
+    PLATINUM = "platinum"
+
+
+class CustomerStanding(StrEnum):
+    """Account standing: only `good` customers may be refunded without a person."""
+
+    GOOD = "good"
+    WATCH = "watch"
+    BLOCKED = "blocked"
+
+
+class OrderStatus(StrEnum):
+    PROCESSING = "processing"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+
+
+class TicketStatus(StrEnum):
+    OPEN = "open"
+    AWAITING_APPROVAL = "awaiting_approval"
+    ESCALATED = "escalated"
+    NEEDS_HUMAN = "needs_human"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+# --- Intelligence -------------------------------------------------------------------------------
+
+
+class TriageInput(BaseModel):
+    case_id: str
+    text: str
+    channel: str
+
+
+class TriageResult(BaseModel):
+    intent: Intent
+    intent_confidence: float = Field(ge=0.0, le=1.0)
+    sentiment: Sentiment
+    sentiment_score: float = Field(ge=-1.0, le=1.0, description="VADER compound score")
+    order_ids: list[str] = Field(default_factory=list, description="Order ids found in the text")
+    model: str = Field(description="Which model produced the result")
+
+
+class DraftReplyInput(BaseModel):
+    case_id: str
+    template: str = Field(description="Reply template name, e.g. 'refund_approved'")
+    customer_name: str
+    order_id: str | None = None
+    amount_cents: int | None = None
+    currency: str = "USD"
+    reason: str | None = None
+
+
+class DraftReplyResult(BaseModel):
+    text: str
+    model: str
+
+
+# --- Systems of record --------------------------------------------------------------------------
+
+
+class CustomerInfo(BaseModel):
+    customer_id: str
+    name: str
+    email: str
+    tier: CustomerTier
+    standing: CustomerStanding
+
+
+class OrderInfo(BaseModel):
+    order_id: str
+    customer_id: str
+    amount_cents: int
+    currency: str
+    status: OrderStatus
+    ordered_at: datetime
+    promised_by: datetime
+    shipped_at: datetime | None = None
+    delivered_at: datetime | None = None
+    refunded: bool = False
+
+
+class LookupOrderInput(BaseModel):
+    customer_id: str
+    order_id: str | None = None
+
+
+class LookupOrderResult(BaseModel):
+    customer: CustomerInfo | None = None
+    order: OrderInfo | None = None
+    problem: str | None = Field(
+        default=None, description="Why the order could not be used, when it could not"
+    )
+
+
+class IssueRefundInput(BaseModel):
+    idempotency_key: str = Field(description="Workflow id + step: the same key never refunds twice")
+    case_id: str
+    order_id: str
+    customer_id: str
+    amount_cents: int = Field(gt=0)
+    currency: str = "USD"
+    reason: str
+
+
+class IssueRefundResult(BaseModel):
+    refund_id: str
+    amount_cents: int
+    created: bool = Field(description="False when an earlier attempt had already issued it")
+
+
+class OpenTicketInput(BaseModel):
+    idempotency_key: str
+    case_id: str
+    customer_id: str
+    order_id: str | None = None
+    subject: str
+    channel: str
+
+
+class UpdateTicketInput(BaseModel):
+    case_id: str
+    status: TicketStatus
+    note: str
+    escalated: bool | None = None
+
+
+class TicketResult(BaseModel):
+    ticket_id: str
+    status: TicketStatus
+    escalated: bool
+
+
+# --- Notifications ------------------------------------------------------------------------------
+
+
+class SendReplyInput(BaseModel):
+    idempotency_key: str
+    case_id: str
+    customer_id: str
+    channel: str
+    text: str
+
+
+class SendReplyResult(BaseModel):
+    message_id: str
+    created: bool
+
+
+class NotifyEscalationInput(BaseModel):
+    idempotency_key: str
+    case_id: str
+    reason: str
+    amount_cents: int | None = None
+    waiting_since: datetime
+
+
+class NotifyEscalationResult(BaseModel):
+    notified: bool
+    channel: str
+
+
+# --- Audit --------------------------------------------------------------------------------------
+
+
+class AuditEventInput(BaseModel):
+    idempotency_key: str = Field(description="Workflow id + step, so a retry records once")
+    case_id: str
+    process: str
+    action: str
+    actor: str = Field(description="'podium' for automated steps, else the person's id")
+    detail: dict[str, Any] = Field(default_factory=dict)
+    occurred_at: datetime
+
+
+class AuditEventResult(BaseModel):
+    event_id: int
+    created: bool

@@ -1,0 +1,67 @@
+"""Typed settings, loaded once at each entry point and passed down.
+
+Every Podium setting reads from the environment with the `PODIUM_` prefix (or a `.env` file).
+The Temporal connection follows Temporal's own environment configuration (`TEMPORAL_ADDRESS`,
+`TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, `TEMPORAL_TLS*`, `TEMPORAL_PROFILE`); see
+`core.temporal`.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PODIUM_", env_file=".env", extra="ignore")
+
+    # Where the embedded runtime keeps its state (git-ignored).
+    data_dir: Path = Path("var")
+    # SQLAlchemy URL of the systems-of-record database; SQLite under data_dir by default.
+    # PostgreSQL: postgresql+psycopg://user:password@host:5432/podium
+    database_url: str | None = None
+
+    # Temporal
+    task_queue: str = "podium"
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    temporal_ui_url: str | None = Field(
+        default=None, description="Base URL of the Temporal UI, for links (default: embedded UI)"
+    )
+
+    # Starter HTTP API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    # Worker sizing
+    max_cached_workflows: int = 2_000
+    max_concurrent_activities: int = 64
+    activity_threads: int = 16
+
+    # Refund policy defaults (stamped on each case when it starts)
+    auto_refund_limit: float = Field(default=100.0, ge=0, description="Dollars")
+    return_window_days: int = 30
+    min_intent_confidence: float = 0.5
+    approval_sla_hours: float = 48.0
+    approval_deadline_hours: float = 168.0
+
+    # Logging
+    log_level: str = "INFO"
+    log_json: bool | None = Field(
+        default=None, description="JSON lines; default: JSON unless stderr is a terminal"
+    )
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'podium.db'}"
+
+    @property
+    def ui_base_url(self) -> str:
+        return self.temporal_ui_url or f"http://localhost:{self.temporal_ui_port}"

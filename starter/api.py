@@ -1,0 +1,356 @@
+"""Podium's HTTP API: open refund cases, read them, decide approvals, list what waits for people.
+
+Routes (OpenAPI at /docs):
+
+    POST /cases/refund               open a case (header Idempotency-Key makes retries safe)
+    GET  /cases/{case_id}            the case as the workflow sees it
+    POST /cases/{case_id}/approve    approve the pending refund
+    POST /cases/{case_id}/reject     reject the pending refund
+    GET  /approvals/pending          cases waiting for a person, most urgent SLA first
+    GET  /healthz                    liveness, and whether Temporal answers
+
+Every error is an RFC 9457 `application/problem+json` body; callers never see a stack trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, StringConstraints
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from temporalio.client import Client
+
+from core.settings import Settings
+from core.temporal import connect
+from starter.client import (
+    IDEMPOTENCY_KEY_PATTERN,
+    CaseClosed,
+    CaseNotFound,
+    CaseRef,
+    CaseView,
+    DecisionRefused,
+    IdempotencyConflict,
+    InvalidRequest,
+    PendingApproval,
+    PodiumClient,
+    PodiumError,
+    RefundRequest,
+    TemporalUnavailable,
+)
+from workflows.types import ApprovalDecisionResult
+
+__all__ = ["DecisionBody", "FieldError", "Health", "Problem", "app", "create_app"]
+
+log = structlog.get_logger()
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_PREFIX = "urn:podium:problem:"
+
+ClientFactory = Callable[[Settings], Awaitable[Client]]
+
+
+# --- bodies -------------------------------------------------------------------------------------
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Dotted path of the field inside its location")
+    location: str = Field(description="body, query, header or path")
+    message: str
+    type: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class DecisionBody(BaseModel):
+    approver: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+    comment: str | None = Field(default=None, max_length=2_000)
+    request_id: str | None = Field(
+        default=None, min_length=1, description="Defaults to the approval pending right now"
+    )
+
+
+class Health(BaseModel):
+    status: str = "ok"
+    temporal_reachable: bool
+
+
+# --- problems -----------------------------------------------------------------------------------
+
+# Podium's errors and the HTTP answer each one gets: status, problem type, title.
+_PROBLEMS: dict[type[PodiumError], tuple[int, str, str]] = {
+    CaseNotFound: (404, "case-not-found", "Case not found"),
+    CaseClosed: (409, "case-closed", "Case closed"),
+    IdempotencyConflict: (409, "idempotency-conflict", "Idempotency key reused"),
+    DecisionRefused: (409, "decision-refused", "Decision refused"),
+    InvalidRequest: (422, "invalid-request", "Invalid request"),
+    TemporalUnavailable: (503, "temporal-unavailable", "Temporal unavailable"),
+}
+
+_PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}
+    for status in (404, 409, 422, 503)
+}
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    type_: str = "about:blank",
+    instance: str | None = None,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    problem = Problem(
+        type=type_, title=title, status=status, detail=detail, instance=instance, errors=errors
+    )
+    return JSONResponse(
+        problem.model_dump(mode="json", exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def _field_errors(errors: Any) -> list[FieldError]:
+    result = []
+    for error in errors:
+        location, *path = error.get("loc") or ("body",)
+        result.append(
+            FieldError(
+                field=".".join(str(part) for part in path) or str(location),
+                location=str(location),
+                message=str(error.get("msg", "invalid")),
+                type=str(error.get("type", "value_error")),
+            )
+        )
+    return result
+
+
+class _ProblemOnCrash:
+    """Turn an unexpected exception into a generic 500 problem, and log it with its traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception:
+            log.exception("api_unhandled_error", method=scope.get("method"), path=scope.get("path"))
+            if started:
+                raise
+            response = problem_response(
+                500,
+                "Internal error",
+                "Podium could not handle this request; the error has been logged.",
+                instance=scope.get("path"),
+            )
+            await response(scope, receive, send)
+
+
+def _install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(PodiumError)
+    async def _podium_error(request: Request, exc: PodiumError) -> JSONResponse:
+        status, slug, title = next(
+            (problem for cls, problem in _PROBLEMS.items() if isinstance(exc, cls)),
+            (500, "internal", "Internal error"),
+        )
+        errors = None
+        if isinstance(exc, InvalidRequest) and exc.field:
+            errors = [
+                FieldError(
+                    field=exc.field, location="body", message=exc.message, type="value_error"
+                )
+            ]
+        headers = {"Retry-After": "5"} if status == 503 else None
+        log.info("api_request_refused", path=request.url.path, status=status, problem=slug)
+        return problem_response(
+            status,
+            title,
+            exc.message,
+            type_=PROBLEM_TYPE_PREFIX + slug,
+            instance=request.url.path,
+            errors=errors,
+            headers=headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _field_errors(exc.errors())
+        return problem_response(
+            422,
+            "Invalid request",
+            "; ".join(f"{e.location} {e.field}: {e.message}" for e in errors),
+            type_=PROBLEM_TYPE_PREFIX + "validation",
+            instance=request.url.path,
+            errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = HTTPStatus(exc.status_code).phrase
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+        return problem_response(
+            exc.status_code,
+            title,
+            detail,
+            instance=request.url.path,
+            headers=dict(exc.headers) if exc.headers else None,
+        )
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+
+async def _connect_lazily(settings: Settings) -> Client:
+    # Lazy: the API starts (and /healthz answers) even while Temporal is still coming up.
+    return await connect(settings, lazy=True)
+
+
+def _podium(request: Request) -> PodiumClient:
+    podium = request.app.state.podium
+    assert isinstance(podium, PodiumClient)
+    return podium
+
+
+Podium = Annotated[PodiumClient, Depends(_podium)]
+CaseId = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+def create_app(
+    settings: Settings | None = None, client_factory: ClientFactory | None = None
+) -> FastAPI:
+    """Build the API; `client_factory` lets tests hand in their own Temporal client."""
+    factory = client_factory or _connect_lazily
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resolved = settings or Settings()
+        temporal = await factory(resolved)
+        app.state.podium = PodiumClient(temporal, resolved)
+        log.info("api_started", namespace=temporal.namespace, task_queue=resolved.task_queue)
+        yield
+        log.info("api_stopped")
+
+    app = FastAPI(
+        title="Podium",
+        summary="Durable refund cases on Temporal: open, inspect and decide them.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_middleware(_ProblemOnCrash)
+    _install_problem_handlers(app)
+
+    @app.post(
+        "/cases/refund",
+        status_code=201,
+        response_model=CaseRef,
+        responses={
+            200: {"model": CaseRef, "description": "The case already exists"},
+            **_PROBLEM_RESPONSES,
+        },
+        tags=["cases"],
+    )
+    async def create_refund_case(
+        body: RefundRequest,
+        podium: Podium,
+        response: Response,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                pattern=IDEMPOTENCY_KEY_PATTERN,
+                description="Retry-safe key: the same key and body return the same case",
+            ),
+        ] = None,
+    ) -> CaseRef:
+        """Open a refund case; Podium adds the refund policy from its settings."""
+        ref = await podium.create_refund_case(body, idempotency_key)
+        response.headers["Location"] = f"/cases/{ref.case_id}"
+        if not ref.created:
+            response.status_code = 200
+        return ref
+
+    @app.get(
+        "/cases/{case_id}", response_model=CaseView, responses=_PROBLEM_RESPONSES, tags=["cases"]
+    )
+    async def get_case(case_id: CaseId, podium: Podium) -> CaseView:
+        return await podium.get_case(case_id)
+
+    @app.post(
+        "/cases/{case_id}/approve",
+        response_model=ApprovalDecisionResult,
+        responses=_PROBLEM_RESPONSES,
+        tags=["approvals"],
+    )
+    async def approve(
+        case_id: CaseId, body: Annotated[DecisionBody, Body()], podium: Podium
+    ) -> ApprovalDecisionResult:
+        """Approve the pending refund; answers once the refund has been carried out."""
+        return await podium.decide(case_id, True, body.approver, body.comment, body.request_id)
+
+    @app.post(
+        "/cases/{case_id}/reject",
+        response_model=ApprovalDecisionResult,
+        responses=_PROBLEM_RESPONSES,
+        tags=["approvals"],
+    )
+    async def reject(
+        case_id: CaseId, body: Annotated[DecisionBody, Body()], podium: Podium
+    ) -> ApprovalDecisionResult:
+        """Reject the pending refund; answers once the customer has been told."""
+        return await podium.decide(case_id, False, body.approver, body.comment, body.request_id)
+
+    @app.get(
+        "/approvals/pending",
+        response_model=list[PendingApproval],
+        responses=_PROBLEM_RESPONSES,
+        tags=["approvals"],
+    )
+    async def pending_approvals(
+        podium: Podium,
+        min_amount: Annotated[
+            float | None, Query(ge=0, allow_inf_nan=False, description="Dollars, exclusive")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1_000)] = 100,
+    ) -> list[PendingApproval]:
+        return await podium.list_pending(min_amount=min_amount, limit=limit)
+
+    @app.get("/healthz", response_model=Health, tags=["ops"])
+    async def healthz(podium: Podium) -> Health:
+        return Health(temporal_reachable=await podium.ping())
+
+    return app
+
+
+app = create_app()

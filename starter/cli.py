@@ -1,0 +1,365 @@
+"""The `podium` command line: run the stack, open refund cases, decide approvals.
+
+Every command except `up` talks to the HTTP API (`--api-url`, env `PODIUM_API_URL`), so it works
+the same against a laptop and a shared deployment. `--json` prints the API's answer as JSON.
+
+Exit codes: 0 success, 1 the API refused the request (its problem is printed), 2 the API could
+not be reached.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
+
+import httpx
+import typer
+
+__all__ = ["DEFAULT_API_URL", "app", "create_cli", "main"]
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+# `approve`/`reject` answer once the refund has been carried out, which can take a while.
+HTTP_TIMEOUT = httpx.Timeout(90.0, connect=5.0)
+
+EXIT_REFUSED = 1
+EXIT_UNREACHABLE = 2
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's answer as JSON.")]
+
+
+@dataclass(frozen=True)
+class _Api:
+    """How commands reach the HTTP API; `transport` is for tests."""
+
+    base_url: str
+    transport: httpx.BaseTransport | None = None
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            with httpx.Client(
+                base_url=self.base_url, transport=self.transport, timeout=HTTP_TIMEOUT
+            ) as http:
+                response = http.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            _fail(
+                f"cannot reach the Podium API at {self.base_url} (is `make up` running?)",
+                EXIT_UNREACHABLE,
+            )
+        except httpx.TimeoutException:
+            _fail(f"the Podium API at {self.base_url} did not answer in time", EXIT_UNREACHABLE)
+        except httpx.TransportError as err:
+            _fail(f"cannot talk to the Podium API at {self.base_url}: {err}", EXIT_UNREACHABLE)
+        if response.is_error:
+            _fail_with_problem(response)
+        return response.json()
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _fail_with_problem(response: httpx.Response) -> NoReturn:
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    if not isinstance(problem, dict):
+        text = response.text.strip()[:200] or response.reason_phrase
+        _fail(f"HTTP {response.status_code}: {text}", EXIT_REFUSED)
+    title = problem.get("title") or response.reason_phrase
+    errors = problem.get("errors") or []
+    detail = problem.get("detail")
+    if errors:
+        # The field list says it better than the joined detail.
+        typer.echo(f"error: {title}", err=True)
+        for error in errors:
+            typer.echo(f"  {error.get('field')}: {error.get('message')}", err=True)
+        raise typer.Exit(EXIT_REFUSED)
+    _fail(f"{title}: {detail}" if detail else str(title), EXIT_REFUSED)
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+# --- human output -------------------------------------------------------------------------------
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(abs(seconds) // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m"
+
+
+def time_left(due: datetime | None, now: datetime) -> str:
+    if due is None:
+        return "-"
+    seconds = (due - now).total_seconds()
+    return _duration(seconds) if seconds >= 0 else f"overdue {_duration(seconds)}"
+
+
+def _money(cents: int | None) -> str:
+    return "-" if cents is None else f"${cents / 100:,.2f}"
+
+
+def _stamp(value: str | None) -> str:
+    parsed = _parse_time(value)
+    return parsed.strftime("%Y-%m-%d %H:%M UTC") if parsed else "-"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in [headers, *rows]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _show_case(view: dict[str, Any]) -> None:
+    state: dict[str, Any] = view.get("state") or {}
+    result: dict[str, Any] = view.get("result") or {}
+    now = datetime.now(UTC)
+    fields: list[tuple[str, str]] = [
+        ("Case", view["case_id"]),
+        ("Workflow", view.get("workflow_status") or "-"),
+        ("Status", view.get("status") or "-"),
+        ("Outcome", view.get("outcome") or "-"),
+    ]
+    if view.get("summary"):
+        fields.append(("Summary", view["summary"]))
+    if state:
+        tier = f" ({state['customer_tier']})" if state.get("customer_tier") else ""
+        fields.append(("Customer", f"{state['customer_id']}{tier}"))
+        fields.append(("Order", state.get("order_id") or "-"))
+        if state.get("intent"):
+            confidence = state.get("intent_confidence")
+            suffix = f" ({confidence:.2f})" if confidence is not None else ""
+            fields.append(("Intent", f"{state['intent']}{suffix}"))
+        fields.append(("Amount", _money(state.get("amount_cents"))))
+        approval = state.get("approval")
+        decision = state.get("decision")
+        if approval and not decision:
+            due = _parse_time(approval.get("sla_due_at"))
+            fields.append(
+                (
+                    "Approval",
+                    f"pending (request {approval['request_id']}), Podium recommends "
+                    f"{approval.get('recommendation')}; SLA {time_left(due, now)}"
+                    + (", escalated" if approval.get("escalated") else ""),
+                )
+            )
+            fields.extend(("Reason", reason) for reason in approval.get("reasons") or [])
+        if decision:
+            verdict = "approved" if decision.get("approved") else "rejected"
+            decided_at = _stamp(decision.get("decided_at"))
+            fields.append(("Decision", f"{verdict} by {decision.get('approver')} at {decided_at}"))
+        if state.get("refund_id"):
+            fields.append(("Refund", state["refund_id"]))
+        if state.get("ticket_id"):
+            fields.append(("Ticket", state["ticket_id"]))
+    elif result:
+        fields.append(("Amount", _money(result.get("amount_cents"))))
+        fields.append(("Decided by", result.get("decided_by") or "-"))
+        if result.get("refund_id"):
+            fields.append(("Refund", result["refund_id"]))
+        fields.extend(("Reason", reason) for reason in result.get("reasons") or [])
+    fields.append(("Started", _stamp(view.get("started_at"))))
+    if view.get("closed_at"):
+        fields.append(("Closed", _stamp(view["closed_at"])))
+    fields.append(("UI", view.get("ui_url") or "-"))
+    width = max(len(label) for label, _ in fields) + 1
+    for label, value in fields:
+        typer.echo(f"{label + ':':<{width}} {value}")
+
+
+def _show_decision(case_id: str, result: dict[str, Any]) -> None:
+    verdict = "approved" if result.get("approved") else "rejected"
+    line = (
+        f"{case_id}: {verdict} by {result.get('approver')} "
+        f"(request {result.get('request_id')}); outcome {result.get('outcome')}"
+    )
+    if result.get("refund_id"):
+        line += f", refund {result['refund_id']}"
+    typer.secho(line, fg=typer.colors.GREEN if result.get("approved") else typer.colors.YELLOW)
+
+
+def _show_pending(items: list[dict[str, Any]]) -> None:
+    if not items:
+        typer.echo("No refunds are waiting for approval.")
+        return
+    now = datetime.now(UTC)
+    rows = []
+    for item in items:
+        due = _parse_time(item.get("sla_due_at"))
+        amount = item.get("amount")
+        rows.append(
+            [
+                item["case_id"],
+                item.get("customer_id") or "-",
+                item.get("tier") or "-",
+                item.get("intent") or "-",
+                "-" if amount is None else f"${amount:,.2f}",
+                due.strftime("%Y-%m-%d %H:%M") if due else "-",
+                time_left(due, now),
+                "yes" if item.get("escalated") else "",
+            ]
+        )
+    headers = ["CASE", "CUSTOMER", "TIER", "INTENT", "AMOUNT", "SLA DUE (UTC)", "LEFT", "ESCALATED"]
+    typer.echo(_table(headers, rows))
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
+    """Build the `podium` command; `transport` routes its HTTP calls (tests)."""
+    cli = typer.Typer(
+        name="podium",
+        help="Podium: durable refund cases on Temporal.",
+        no_args_is_help=True,
+        pretty_exceptions_show_locals=False,
+    )
+
+    @cli.callback()
+    def _root(
+        ctx: typer.Context,
+        api_url: Annotated[
+            str, typer.Option("--api-url", envvar="PODIUM_API_URL", help="Podium HTTP API.")
+        ] = DEFAULT_API_URL,
+    ) -> None:
+        ctx.obj = _Api(api_url.rstrip("/"), transport)
+
+    @cli.command()
+    def up() -> None:
+        """Run Podium locally: Temporal dev server, worker and HTTP API."""
+        from core.settings import Settings
+        from starter.runtime import run
+
+        run(Settings())
+
+    @cli.command()
+    def refund(
+        ctx: typer.Context,
+        customer: Annotated[str, typer.Option(help="Customer id, e.g. C-1002.")],
+        message: Annotated[str, typer.Option(help="What the customer wrote.")],
+        order: Annotated[str | None, typer.Option(help="Order id, e.g. O-5004.")] = None,
+        channel: Annotated[str, typer.Option(help="Where the request came from.")] = "web",
+        key: Annotated[
+            str | None, typer.Option(help="Idempotency key: retries with it open one case.")
+        ] = None,
+        json_output: JsonOption = False,
+    ) -> None:
+        """Open a refund case."""
+        body = {"channel": channel, "customer_id": customer, "order_id": order, "message": message}
+        headers = {"Idempotency-Key": key} if key is not None else {}
+        ref = ctx.obj.call("POST", "/cases/refund", json=body, headers=headers)
+        if json_output:
+            _print_json(ref)
+            return
+        if ref["created"]:
+            typer.secho(f"Created case {ref['case_id']}", fg=typer.colors.GREEN)
+        else:
+            typer.echo(f"Case {ref['case_id']} already exists (same key and request)")
+        typer.echo(f"  {ref['ui_url']}")
+
+    @cli.command()
+    def status(
+        ctx: typer.Context,
+        case_id: Annotated[str, typer.Argument(metavar="CASE")],
+        json_output: JsonOption = False,
+    ) -> None:
+        """Show a case: where it stands, the pending approval, the decision."""
+        view = ctx.obj.call("GET", f"/cases/{quote(case_id, safe='')}")
+        if json_output:
+            _print_json(view)
+        else:
+            _show_case(view)
+
+    def _decide(
+        ctx: typer.Context,
+        case_id: str,
+        verb: str,
+        approver: str,
+        comment: str | None,
+        request_id: str | None,
+        json_output: bool,
+    ) -> None:
+        body = {"approver": approver, "comment": comment, "request_id": request_id}
+        result = ctx.obj.call("POST", f"/cases/{quote(case_id, safe='')}/{verb}", json=body)
+        if json_output:
+            _print_json(result)
+        else:
+            _show_decision(case_id, result)
+
+    @cli.command()
+    def approve(
+        ctx: typer.Context,
+        case_id: Annotated[str, typer.Argument(metavar="CASE")],
+        approver: Annotated[str, typer.Option(help="Who approves.")],
+        comment: Annotated[str | None, typer.Option(help="Why.")] = None,
+        request_id: Annotated[
+            str | None, typer.Option(help="The approval request (default: the pending one).")
+        ] = None,
+        json_output: JsonOption = False,
+    ) -> None:
+        """Approve the pending refund; returns once the refund has been issued."""
+        _decide(ctx, case_id, "approve", approver, comment, request_id, json_output)
+
+    @cli.command()
+    def reject(
+        ctx: typer.Context,
+        case_id: Annotated[str, typer.Argument(metavar="CASE")],
+        approver: Annotated[str, typer.Option(help="Who rejects.")],
+        comment: Annotated[str, typer.Option(help="Why the refund is rejected.")],
+        request_id: Annotated[
+            str | None, typer.Option(help="The approval request (default: the pending one).")
+        ] = None,
+        json_output: JsonOption = False,
+    ) -> None:
+        """Reject the pending refund."""
+        _decide(ctx, case_id, "reject", approver, comment, request_id, json_output)
+
+    @cli.command()
+    def pending(
+        ctx: typer.Context,
+        min_amount: Annotated[
+            float | None, typer.Option(help="Only refunds above this many dollars.")
+        ] = None,
+        limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+        json_output: JsonOption = False,
+    ) -> None:
+        """Refunds waiting for a person, the most urgent SLA first."""
+        params: dict[str, Any] = {"limit": limit}
+        if min_amount is not None:
+            params["min_amount"] = min_amount
+        items = ctx.obj.call("GET", "/approvals/pending", params=params)
+        if json_output:
+            _print_json(items)
+        else:
+            _show_pending(items)
+
+    return cli
+
+
+app = create_cli()
+
+
+def main() -> None:
+    app(prog_name="podium")

@@ -1,0 +1,123 @@
+"""Podium worker: load settings, configure logging, connect, build dependencies, register, run.
+
+    python worker.py            # or: podium worker
+
+Stops gracefully on SIGINT/SIGTERM, letting running activities finish (up to 15 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.engine import Engine
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.ai import IntelligenceActivities
+from activities.audit import AuditActivities
+from activities.intelligence import EmbeddedModels
+from activities.notifications import NotificationActivities
+from activities.systems import SystemsOfRecordActivities
+from core.db import create_tables, make_engine
+from core.logging import configure_logging
+from core.settings import Settings
+from core.temporal import connect
+from workflows.refund import RefundWorkflow
+
+__all__ = ["WORKFLOWS", "build_activities", "build_worker", "run", "workflow_runner"]
+
+log = structlog.get_logger()
+
+WORKFLOWS: Sequence[type] = (RefundWorkflow,)
+GRACEFUL_SHUTDOWN = timedelta(seconds=15)
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox, with Podium's payload modules passed through (imported once, not per run)."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(
+            "activities.types", "workflows.types", "pydantic", "pydantic_core"
+        )
+    )
+
+
+def build_activities(engine: Engine, models: EmbeddedModels) -> list[Callable[..., Any]]:
+    systems = SystemsOfRecordActivities(engine)
+    notifications = NotificationActivities(engine)
+    audit = AuditActivities(engine)
+    intelligence = IntelligenceActivities(models)
+    return [
+        systems.lookup_order,
+        systems.issue_refund,
+        systems.open_ticket,
+        systems.update_ticket,
+        notifications.send_reply,
+        notifications.notify_escalation,
+        audit.record_audit_event,
+        intelligence.triage_request,
+        intelligence.draft_reply,
+    ]
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    activities: Sequence[Callable[..., Any]],
+    executor: ThreadPoolExecutor,
+    task_queue: str | None = None,
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=list(WORKFLOWS),
+        activities=list(activities),
+        activity_executor=executor,
+        workflow_runner=workflow_runner(),
+        max_cached_workflows=settings.max_cached_workflows,
+        max_concurrent_activities=settings.max_concurrent_activities,
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+
+
+async def run(settings: Settings) -> None:
+    engine = make_engine(settings.resolved_database_url)
+    create_tables(engine)
+    models = EmbeddedModels.load()
+    client: Client = await connect(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with ThreadPoolExecutor(max_workers=settings.activity_threads) as executor:
+        worker = build_worker(
+            client, settings, activities=build_activities(engine, models), executor=executor
+        )
+        async with worker:
+            log.info(
+                "worker_started",
+                task_queue=settings.task_queue,
+                namespace=client.namespace,
+                workflows=[w.__name__ for w in WORKFLOWS],
+            )
+            await stop.wait()
+            log.info("worker_stopping")
+    engine.dispose()
+    log.info("worker_stopped")
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()
