@@ -1,0 +1,262 @@
+"""The embedded runtime behind `make up` / `podium up`: one foreground command, Ctrl-C stops it.
+
+It starts, in order, and supervises:
+1. the Temporal dev server with SQLite persistence under the data folder (state survives a
+   restart), the Temporal UI, and Podium's search attributes registered; skipped when Temporal's
+   env config names a server (`TEMPORAL_ADDRESS`, a profile, Temporal Cloud), where the search
+   attributes are registered through the operator API instead;
+2. the systems-of-record database (tables created, demo data seeded on first run);
+3. the worker (`python -m worker`) and the starter HTTP API (uvicorn).
+
+Children run in their own process groups so Ctrl-C reaches only this supervisor, which stops them
+in reverse order (API, worker, server), each with a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from core.db import create_tables, make_engine
+from core.logging import configure_logging
+from core.seed import DEMO_CUSTOMERS, seed_demo_data
+from core.settings import Settings
+from core.temporal import connect, connect_config, uses_external_temporal
+from workflows import search_attributes
+
+__all__ = ["register_search_attributes", "run", "temporal_cli_args"]
+
+log = structlog.get_logger()
+
+STARTUP_TIMEOUT = 60.0
+STOP_GRACE = 20.0
+
+_CLI_TYPES = {
+    IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD: "Keyword",
+    IndexedValueType.INDEXED_VALUE_TYPE_TEXT: "Text",
+    IndexedValueType.INDEXED_VALUE_TYPE_BOOL: "Bool",
+    IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE: "Double",
+    IndexedValueType.INDEXED_VALUE_TYPE_INT: "Int",
+    IndexedValueType.INDEXED_VALUE_TYPE_DATETIME: "Datetime",
+    IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST: "KeywordList",
+}
+
+
+@dataclass
+class _Child:
+    name: str
+    process: subprocess.Popen[bytes]
+
+
+def temporal_cli_args(settings: Settings, db_file: Path) -> list[str]:
+    """Arguments for `temporal server start-dev`: persistent, loopback-only, attributes set."""
+    args = [
+        str(Path(sys.executable).parent / "temporal"),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(db_file),
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(settings.temporal_port),
+        "--ui-port",
+        str(settings.temporal_ui_port),
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
+        "--log-level",
+        "error",
+    ]
+    for key in search_attributes.ALL:
+        args += ["--search-attribute", f"{key.name}={_CLI_TYPES[key.indexed_value_type]}"]
+    return args
+
+
+async def register_search_attributes(client: Client) -> list[str]:
+    """Register Podium's search attributes on an existing cluster; returns the ones added."""
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    known = set(existing.custom_attributes) | set(existing.system_attributes)
+    missing = {
+        key.name: IndexedValueType.ValueType(key.indexed_value_type)
+        for key in search_attributes.ALL
+        if key.name not in known
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+        )
+    return sorted(missing)
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+async def _wait_for_temporal(settings: Settings, server: _Child | None) -> Client:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if server is not None and server.process.poll() is not None:
+            raise RuntimeError(
+                f"the Temporal dev server exited with code {server.process.returncode}; "
+                f"is port {settings.temporal_port} or {settings.temporal_ui_port} already in use?"
+            )
+        try:
+            return await connect(settings)  # connecting fetches the server's system info
+        except Exception as err:  # any failure means "not up yet"
+            last = err
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"Temporal did not become reachable in {STARTUP_TIMEOUT:.0f}s: {last}")
+
+
+def _spawn(name: str, args: list[str], env: dict[str, str]) -> _Child:
+    process = subprocess.Popen(args, env=env, start_new_session=True)
+    log.info("process_started", process=name, pid=process.pid)
+    return _Child(name, process)
+
+
+def _stop(children: list[_Child]) -> None:
+    for child in reversed(children):
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM if child.name != "temporal" else signal.SIGINT)
+            try:
+                child.process.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                log.warning("process_killed", process=child.name)
+                child.process.kill()
+                child.process.wait()
+        log.info("process_stopped", process=child.name, code=child.process.returncode)
+
+
+def _banner(settings: Settings, embedded: bool, seeded: bool) -> str:
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    target = connect_config(settings)["target_host"]
+    customer = DEMO_CUSTOMERS[1]["id"]
+    lines = [
+        "",
+        "Podium is up.",
+        f"  Temporal UI   {settings.ui_base_url}"
+        + ("" if embedded else f"  (external Temporal at {target})"),
+        f"  Temporal      {target}"
+        + ("  (embedded dev server, state in " if embedded else "")
+        + (f"{settings.data_dir}/temporal.db)" if embedded else ""),
+        f"  HTTP API      {api}   (OpenAPI: {api}/docs)",
+        f"  Database      {settings.resolved_database_url}"
+        + ("  (demo data seeded)" if seeded else ""),
+        "",
+        "Try a refund over the automatic limit, then approve it:",
+        f"  .venv/bin/podium refund --customer {customer} --order O-5003 "
+        '--message "My order O-5003 arrived broken, I want my money back"',
+        "  .venv/bin/podium pending",
+        "  .venv/bin/podium approve <case-id> --approver lead@example.com",
+        "",
+        "Stop with Ctrl-C.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+async def _run(settings: Settings) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    embedded = not uses_external_temporal()
+    children: list[_Child] = []
+    env = dict(os.environ)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        server: _Child | None = None
+        if embedded:
+            if _port_open("127.0.0.1", settings.temporal_port):
+                raise RuntimeError(
+                    f"port {settings.temporal_port} is in use; stop what runs there or set "
+                    "PODIUM_TEMPORAL_PORT (or TEMPORAL_ADDRESS to use that server)"
+                )
+            server = _spawn(
+                "temporal", temporal_cli_args(settings, settings.data_dir / "temporal.db"), env
+            )
+            children.append(server)
+        client = await _wait_for_temporal(settings, server)
+        if not embedded:
+            try:
+                added = await register_search_attributes(client)
+                log.info("search_attributes_registered", added=added)
+            except RPCError as err:
+                log.warning("search_attributes_not_registered", error=err.message)
+
+        engine = make_engine(settings.resolved_database_url)
+        create_tables(engine)
+        seeded = seed_demo_data(engine)
+        engine.dispose()
+
+        children.append(_spawn("worker", [sys.executable, "-m", "worker"], env))
+        children.append(
+            _spawn(
+                "api",
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "starter.api:app",
+                    "--host",
+                    settings.api_host,
+                    "--port",
+                    str(settings.api_port),
+                    "--log-level",
+                    "warning",
+                ],
+                env,
+            )
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not _port_open(settings.api_host, settings.api_port):
+            if time.monotonic() > deadline or any(c.process.poll() is not None for c in children):
+                raise RuntimeError("the API did not start; see the errors above")
+            await asyncio.sleep(0.2)
+        print(_banner(settings, embedded, seeded), flush=True)
+
+        while not stop.is_set():
+            exited = [c for c in children if c.process.poll() is not None]
+            if exited:
+                log.error(
+                    "process_exited", process=exited[0].name, code=exited[0].process.returncode
+                )
+                return 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+        log.info("shutting_down")
+        return 0
+    except RuntimeError as err:
+        log.error("startup_failed", error=str(err))
+        return 1
+    finally:
+        _stop(children)
+
+
+def run(settings: Settings) -> None:
+    configure_logging(settings.log_level, settings.log_json)
+    raise SystemExit(asyncio.run(_run(settings)))
