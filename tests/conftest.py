@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -21,6 +22,19 @@ from workflows import search_attributes
 BIN_DIR = Path(sys.executable).parent
 TEMPORAL_CLI = BIN_DIR / "temporal"
 TEMPORAL_TEST_SERVER = BIN_DIR / "temporal-test-server"
+
+
+async def register_search_attributes(client: Client) -> None:
+    """The time-skipping server starts with none of Podium's search attributes."""
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={
+                key.name: IndexedValueType.ValueType(key.indexed_value_type)
+                for key in search_attributes.ALL
+            },
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -45,15 +59,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         test_server_existing_path=str(TEMPORAL_TEST_SERVER),
     )
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=env.client.namespace,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(key.indexed_value_type)
-                for key in search_attributes.ALL
-            },
-        )
-    )
+    await register_search_attributes(env.client)
     try:
         yield env
     finally:
