@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.podium-installed
 
-.PHONY: up test lint fmt bench venv clean
+.PHONY: up test lint fmt bench histories venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.refund $(ARGS)
+
+# Re-record the committed workflow histories (only for a deliberate, versioned change).
+histories: $(STAMP)
+	$(BIN)/python -m tests.record_histories
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -32,9 +32,9 @@ _DIGITS_END = r"\b(?![.,]\d)"
 _ORDER_REFERENCE = re.compile(
     rf"""
     \bO-?(?P<canonical>\d{{{_MIN_DIGITS},}}){_DIGITS_END}
-    | (?P<before>\b(?:order|ord|purchase)s?\b\.?\s*)
-      (?P<marker>(?:number|num|nr|no|id|ref)\b\.?[\s:#]*|[:#][\s#]*)?
-      (?:O-?)?(?P<keyed>\d{{{_MIN_DIGITS},}}){_DIGITS_END}
+    | (?P<before>\b(?:order|ord|purchase)s?\b[.-]?\s*)
+      (?P<marker>(?:number|num|nr|no|id|ref)\b\.?[\s:#]*|[:#][\s#]*|O-?)?
+      (?P<keyed>\d{{{_MIN_DIGITS},}}){_DIGITS_END}
     | (?<![\w&])\#\s?(?P<hashed>\d{{{_MIN_DIGITS},}}){_DIGITS_END}
     """,
     re.IGNORECASE | re.VERBOSE,
@@ -84,14 +84,15 @@ def _order_reference_spans(text: str) -> list[tuple[int, int, str]]:
     spans: list[tuple[int, int, str]] = []
     position = 0
     while (match := _ORDER_REFERENCE.search(text, position)) is not None:
-        position = match.end()
         if not _is_order_reference(text, match):
+            position = match.start() + 1
             continue
+        position = match.end()
         if match.group("keyed") is not None:
             # Keep the word "order" itself: it is a useful signal for the classifier.
             spans.append((match.end("before"), match.end(), match.group("keyed")))
             while (more := _LIST_CONTINUATION.match(text, position)) is not None:
-                spans.append((more.start("digits"), more.end(), more.group("digits")))
+                spans.append((more.start(), more.end(), more.group("digits")))
                 position = more.end()
         else:
             digits = match.group("canonical") or match.group("hashed")
