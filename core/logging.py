@@ -36,7 +36,8 @@ def _temporal_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventD
     record = event_dict.get("_record")
     if record is None:
         return event_dict
-    for attr, fields in (("temporal_workflow", _WORKFLOW_FIELDS), ("temporal_activity", _ACTIVITY_FIELDS)):
+    sources = (("temporal_workflow", _WORKFLOW_FIELDS), ("temporal_activity", _ACTIVITY_FIELDS))
+    for attr, fields in sources:
         info = getattr(record, attr, None)
         if isinstance(info, dict):
             for source, target in fields.items():
@@ -89,4 +90,5 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
 
 
 def get_logger(**initial: Any) -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger(**initial)  # type: ignore[no-any-return]
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(**initial)
+    return logger

@@ -115,7 +115,7 @@ def seed_demo_data(engine: Engine, now: datetime | None = None) -> bool:
         if session.exec(select(Customer).limit(1)).first() is not None:
             return False
         for row in DEMO_CUSTOMERS:
-            session.add(Customer(**row))
+            session.add(Customer.model_validate(row))
         session.flush()
         for order in _demo_orders(now):
             session.add(order)

@@ -48,7 +48,7 @@ log = structlog.get_logger()
 STARTUP_TIMEOUT = 60.0
 STOP_GRACE = 20.0
 
-_CLI_TYPES = {
+_CLI_TYPES: dict[int, str] = {
     IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD: "Keyword",
     IndexedValueType.INDEXED_VALUE_TYPE_TEXT: "Text",
     IndexedValueType.INDEXED_VALUE_TYPE_BOOL: "Bool",
@@ -87,7 +87,7 @@ def temporal_cli_args(settings: Settings, db_file: Path) -> list[str]:
         "error",
     ]
     for key in search_attributes.ALL:
-        args += ["--search-attribute", f"{key.name}={_CLI_TYPES[key.indexed_value_type]}"]
+        args += ["--search-attribute", f"{key.name}={_CLI_TYPES[int(key.indexed_value_type)]}"]
     return args
 
 

@@ -44,7 +44,6 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(TEMPORAL_CLI),
         search_attributes=list(search_attributes.ALL),
-        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
     )
     try:
         yield env

@@ -22,7 +22,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import TEMPORAL_TEST_SERVER, register_search_attributes
-from tests.helpers import fake_draft, fake_triage, make_worker, real_system_activities, seeded_engine
+from tests.helpers import (
+    fake_draft,
+    fake_triage,
+    make_worker,
+    real_system_activities,
+    seeded_engine,
+)
 from workflows.types import ApprovalDecisionInput, RefundCaseInput, RefundCaseState
 
 HISTORIES = Path(__file__).parent / "histories"

@@ -1,5 +1,4 @@
 # STYLE.md asks for `assert expected == actual`, which ruff's SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
 """The HTTP API end to end against a real Temporal dev server.
 
 Cases that only need to exist are started on a fresh task queue with no worker: the workflow just

@@ -1,5 +1,4 @@
 # STYLE.md asks for `assert expected == actual`, which ruff's SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
 """The `podium` CLI: against a mocked API for output and errors, and once against the real stack.
 
 The end-to-end test serves the real app with uvicorn on a loopback port, backed by the dev server

@@ -79,7 +79,9 @@ async def stack(
         return dev_env.client
 
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, factory), host="127.0.0.1", port=port, log_level="error")
+        uvicorn.Config(
+            create_app(settings, factory), host="127.0.0.1", port=port, log_level="error"
+        )
     )
     with ThreadPoolExecutor(max_workers=8) as executor:
         worker = build_worker(

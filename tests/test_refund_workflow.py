@@ -21,7 +21,13 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from core.db import AuditEvent, Message, Refund, Ticket
-from tests.helpers import fake_draft, fake_triage, make_worker, real_system_activities, seeded_engine
+from tests.helpers import (
+    fake_draft,
+    fake_triage,
+    make_worker,
+    real_system_activities,
+    seeded_engine,
+)
 from workflows.types import (
     ApprovalDecisionInput,
     CaseStatus,
