@@ -33,11 +33,6 @@ class Spread:
             return cls(math.nan, 0, 0)
         return cls(sum(values) / len(values), min(values), max(values))
 
-    def __str__(self) -> str:
-        if self.min == self.max:
-            return str(self.min)
-        return f"{self.mean:.1f} ({self.min}-{self.max})"
-
     def as_dict(self) -> dict[str, float]:
         return {"mean": round(self.mean, 2), "min": self.min, "max": self.max}
 
