@@ -97,6 +97,16 @@ class SystemsOfRecordActivities:
     @activity.defn(name="issue_refund")
     def issue_refund(self, input: IssueRefundInput) -> IssueRefundResult:
         with Session(self._engine) as session:
+            # Read the order before adding the refund: a query with the refund pending would
+            # autoflush its INSERT outside the `try` below, so a retry's unique-key conflict (or
+            # an unknown order's foreign key) would escape as a raw IntegrityError.
+            order = session.get(Order, input.order_id)
+            if order is None:
+                raise ApplicationError(
+                    f"order {input.order_id} does not exist",
+                    type="UnknownOrder",
+                    non_retryable=True,
+                )
             refund = Refund(
                 idempotency_key=input.idempotency_key,
                 case_id=input.case_id,
@@ -107,13 +117,6 @@ class SystemsOfRecordActivities:
                 reason=input.reason,
             )
             session.add(refund)
-            order = session.get(Order, input.order_id)
-            if order is None:
-                raise ApplicationError(
-                    f"order {input.order_id} does not exist",
-                    type="UnknownOrder",
-                    non_retryable=True,
-                )
             order.status = OrderStatus.REFUNDED.value
             try:
                 session.commit()

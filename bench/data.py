@@ -105,5 +105,7 @@ def seed_cases(
 
 def count_refunds(engine: Engine, case_ids: list[str]) -> int:
     with Session(engine) as session:
-        statement = select(func.count()).select_from(Refund).where(col(Refund.case_id).in_(case_ids))
+        statement = (
+            select(func.count()).select_from(Refund).where(col(Refund.case_id).in_(case_ids))
+        )
         return int(session.exec(statement).one())

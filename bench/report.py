@@ -1,10 +1,12 @@
-"""Phase measurements and the report: percentiles, ratios, the printed table and the JSON."""
+"""Phase measurements and the report: percentiles, ratios, the printed tables and the JSON."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from bench.history import CaseTimeline
 
 __all__ = ["PhaseResult", "Spread", "percentile", "ratios", "render_table"]
 
@@ -17,6 +19,10 @@ def percentile(values: list[float], q: float) -> float:
     rank = (len(ordered) - 1) * q / 100
     low, high = math.floor(rank), math.ceil(rank)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
 
 
 @dataclass
@@ -47,8 +53,7 @@ class PhaseResult:
     latencies_ms: list[float]
     mismatches: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    history_events: Spread | None = None
-    activities: Spread | None = None
+    timelines: list[CaseTimeline] = field(default_factory=list)
     update_attempts: Spread | None = None
     refund_rows: int | None = None
     expected_activities: int | None = None
@@ -62,18 +67,52 @@ class PhaseResult:
         return self.completed / self.wall_s if self.wall_s > 0 else math.nan
 
     @property
+    def activities(self) -> Spread:
+        return Spread.of([t.activities for t in self.timelines])
+
+    @property
+    def history_events(self) -> Spread:
+        return Spread.of([t.events for t in self.timelines])
+
+    @property
     def verified(self) -> bool:
+        acts = self.activities
         return (
             not self.mismatches
             and not self.errors
             and self.completed == self.n
             and (self.refund_rows is None or self.refund_rows == self.n)
             and (
-                self.expected_activities is None
-                or self.activities is None
-                or (self.activities.min == self.activities.max == self.expected_activities)
+                self.expected_activities is None or acts.min == acts.max == self.expected_activities
             )
         )
+
+    def time_split(self) -> dict[str, float]:
+        """Mean ms per case, from the server's event times."""
+        tl = self.timelines
+        return {
+            "activity_queue": round(_mean([t.activity_wait_ms for t in tl]), 1),
+            "activity_run": round(_mean([t.activity_run_ms for t in tl]), 1),
+            "workflow_task_queue": round(_mean([t.task_wait_ms for t in tl]), 1),
+            "workflow_task_run": round(_mean([t.task_run_ms for t in tl]), 1),
+        }
+
+    def activity_types(self) -> dict[str, dict[str, float]]:
+        """Per activity type: calls per case and mean run time per call (ms)."""
+        calls: dict[str, int] = {}
+        run: dict[str, float] = {}
+        for t in self.timelines:
+            for name, count in t.calls_by_type.items():
+                calls[name] = calls.get(name, 0) + count
+                run[name] = run.get(name, 0.0) + t.run_ms_by_type[name]
+        cases = max(1, len(self.timelines))
+        return {
+            name: {
+                "calls_per_case": round(calls[name] / cases, 2),
+                "run_ms_mean": round(run[name] / calls[name], 2),
+            }
+            for name in sorted(calls)
+        }
 
     def as_dict(self) -> dict[str, Any]:
         lat = self.latencies_ms
@@ -89,16 +128,16 @@ class PhaseResult:
                 "p50": round(percentile(lat, 50), 1),
                 "p95": round(percentile(lat, 95), 1),
                 "max": round(max(lat), 1) if lat else math.nan,
-                "mean": round(sum(lat) / len(lat), 1) if lat else math.nan,
+                "mean": round(_mean(lat), 1),
             },
-            "history_events_per_case": self.history_events.as_dict()
-            if self.history_events
-            else None,
-            "activities_per_case": self.activities.as_dict() if self.activities else None,
+            "history_events_per_case": self.history_events.as_dict(),
+            "activities_per_case": self.activities.as_dict(),
             "expected_activities_per_case": self.expected_activities,
             "update_attempts_per_case": self.update_attempts.as_dict()
             if self.update_attempts
             else None,
+            "time_split_ms_per_case": self.time_split(),
+            "activity_types": self.activity_types(),
             "refund_rows": self.refund_rows,
             "mismatches": len(self.mismatches),
             "mismatch_details": self.mismatches,
@@ -121,6 +160,9 @@ def ratios(podium: PhaseResult, bare: PhaseResult) -> dict[str, float]:
     }
 
 
+# --- rendering ----------------------------------------------------------------------------------
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
 
@@ -133,63 +175,78 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-def render_table(report: dict[str, Any]) -> str:
-    phases = report["phases"]
-    rows = []
-    for p in phases:
-        lat = p["latency_ms"]
-        events = p["history_events_per_case"] or {}
-        acts = p["activities_per_case"] or {}
-        rows.append(
-            [
-                p["phase"],
-                str(p["n"]),
-                f"{p['cases_per_s']:.1f}",
-                f"{lat['p50']:.0f}",
-                f"{lat['p95']:.0f}",
-                f"{lat['max']:.0f}",
-                _spread(events),
-                _spread(acts),
-                f"{p['completed'] - p['mismatches']}/{p['n']}",
-                "-" if p["refund_rows"] is None else str(p["refund_rows"]),
-            ]
-        )
-    table = _table(
-        [
-            "phase",
-            "N",
-            "cases/s",
-            "p50 ms",
-            "p95 ms",
-            "max ms",
-            "events/case",
-            "activities/case",
-            "outcome ok",
-            "refund rows",
-        ],
-        rows,
-    )
-    ratio_rows = [
-        [path, f"{r['throughput']:.2f}x", f"{r['p50']:.2f}x", f"{r['p95']:.2f}x"]
-        for path, r in report["ratios"].items()
-    ]
-    ratio_table = _table(
-        ["Podium / bare", "throughput", "p50 latency", "p95 latency"], ratio_rows
-    )
-    cfg, machine = report["config"], report["machine"]
-    header = (
-        f"Podium refund benchmark  {report['date']}  N={cfg['n']} concurrency={cfg['concurrency']}"
-        f" warm-up={cfg['warmup']}\n"
-        f"machine: {machine['cpus']} cores, {machine['platform']}, Python {machine['python']},"
-        f" temporalio {machine['temporalio']}, {machine['temporal_cli']}"
-    )
-    verdict = "all outcomes verified" if report["verified"] else "VERIFICATION FAILED"
-    return f"{header}\n\n{table}\n\n{ratio_table}\n\n{verdict}"
-
-
-def _spread(d: dict[str, Any]) -> str:
+def _spread(d: dict[str, Any] | None) -> str:
     if not d:
         return "-"
     if d["min"] == d["max"]:
         return str(d["min"])
     return f"{d['mean']:.1f} ({d['min']}-{d['max']})"
+
+
+def render_table(report: dict[str, Any]) -> str:
+    phases = report["phases"]
+    main_headers = "phase|N|cases/s|p50 ms|p95 ms|max ms|events/case|activities/case|outcome ok"
+    main = _table(
+        [*main_headers.split("|"), "refund rows"],
+        [
+            [
+                p["phase"],
+                str(p["n"]),
+                f"{p['cases_per_s']:.1f}",
+                f"{p['latency_ms']['p50']:.0f}",
+                f"{p['latency_ms']['p95']:.0f}",
+                f"{p['latency_ms']['max']:.0f}",
+                _spread(p["history_events_per_case"]),
+                _spread(p["activities_per_case"]),
+                f"{p['completed'] - p['mismatches']}/{p['n']}",
+                "-" if p["refund_rows"] is None else str(p["refund_rows"]),
+            ]
+            for p in phases
+        ],
+    )
+    ratio = _table(
+        ["Podium / bare", "throughput", "p50 latency", "p95 latency"],
+        [
+            [path, f"{r['throughput']:.2f}x", f"{r['p50']:.2f}x", f"{r['p95']:.2f}x"]
+            for path, r in report["ratios"].items()
+        ],
+    )
+    split_headers = "latency|activity queue|activity run|wf task queue|wf task run|decide tries"
+    split = _table(
+        ["mean ms per case", *split_headers.split("|")],
+        [
+            [
+                p["phase"],
+                f"{p['latency_ms']['mean']:.0f}",
+                *(f"{v:.0f}" for v in p["time_split_ms_per_case"].values()),
+                _spread(p["update_attempts_per_case"]),
+            ]
+            for p in phases
+        ],
+    )
+    types: dict[str, dict[str, str]] = {}
+    for p in phases:
+        for name, t in p["activity_types"].items():
+            types.setdefault(name, {})[p["phase"]] = (
+                f"{t['run_ms_mean']:.1f} x{t['calls_per_case']:g}"
+            )
+    names = [p["phase"] for p in phases]
+    per_type = _table(
+        ["activity: ms per call x calls", *names],
+        [[name, *(cells.get(n, "-") for n in names)] for name, cells in sorted(types.items())],
+    )
+    cfg, machine = report["config"], report["machine"]
+    header = (
+        f"Podium refund benchmark  {report['date']}  N={cfg['n']} "
+        f"concurrency={cfg['concurrency']} warm-up={cfg['warmup']}\n"
+        f"machine: {machine['cpus']} cores, {machine['platform']}, Python {machine['python']}, "
+        f"temporalio {machine['temporalio']}, {machine['temporal_cli']}, "
+        f"load average at start {machine['loadavg_at_start'][0]:.2f}"
+    )
+    verdict = "all outcomes verified" if report["verified"] else "VERIFICATION FAILED"
+    notes = (
+        "Latency: start call -> workflow result, approval included. Time split and per-activity\n"
+        "times come from the server's event times in each case's history (queue = scheduled ->\n"
+        "started, run = started -> completed)."
+    )
+    return "\n\n".join([header, main, ratio, split, per_type, notes, verdict])

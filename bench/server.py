@@ -76,9 +76,11 @@ async def _connect(process: asyncio.subprocess.Process, address: str, log: Path)
             return await Client.connect(
                 address, namespace="default", data_converter=pydantic_data_converter
             )
-        except RuntimeError:
+        except RuntimeError as err:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"temporal dev server not ready after {START_TIMEOUT:.0f} s")
+                raise TimeoutError(
+                    f"temporal dev server not ready after {START_TIMEOUT:.0f} s"
+                ) from err
             await asyncio.sleep(0.2)
 
 

@@ -40,8 +40,9 @@ class Settings(BaseSettings):
 
     # Worker sizing
     max_cached_workflows: int = 2_000
-    max_concurrent_activities: int = 64
-    activity_threads: int = 16
+    # Podium's activities are synchronous (thread pool): one slot per thread.
+    max_concurrent_activities: int = 32
+    activity_threads: int = 32
 
     # Refund policy defaults (stamped on each case when it starts)
     auto_refund_limit: float = Field(default=100.0, ge=0, description="Dollars")

@@ -252,7 +252,8 @@ def _details(request: RefundRequest) -> str:
     message = request.message
     if len(message) > DETAILS_MESSAGE_LIMIT:
         message = message[:DETAILS_MESSAGE_LIMIT].rstrip() + "…"
-    quoted = "\n".join(f"> {line}" for line in message.splitlines())
+    # The UI renders `$...$` as math: escape dollar signs.
+    quoted = "\n".join(f"> {line}" for line in message.replace("$", "\\$").splitlines())
     return (
         f"**Channel:** {request.channel}  \n"
         f"**Customer:** {request.customer_id}  \n"

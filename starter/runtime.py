@@ -26,11 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
@@ -130,6 +132,17 @@ async def _wait_for_temporal(settings: Settings, server: _Child | None) -> Clien
             last = err
             await asyncio.sleep(0.5)
     raise RuntimeError(f"Temporal did not become reachable in {STARTUP_TIMEOUT:.0f}s: {last}")
+
+
+async def _worker_polling(client: Client, task_queue: str) -> bool:
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    return len(response.pollers) > 0
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str]) -> _Child:
@@ -233,10 +246,13 @@ async def _run(settings: Settings) -> int:
             )
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not _port_open(settings.api_host, settings.api_port):
+        while not (
+            _port_open(settings.api_host, settings.api_port)
+            and await _worker_polling(client, settings.task_queue)
+        ):
             if time.monotonic() > deadline or any(c.process.poll() is not None for c in children):
-                raise RuntimeError("the API did not start; see the errors above")
-            await asyncio.sleep(0.2)
+                raise RuntimeError("the worker or the API did not start; see the errors above")
+            await asyncio.sleep(0.3)
         print(_banner(settings, embedded, seeded), flush=True)
 
         while not stop.is_set():

@@ -19,6 +19,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from workflows import search_attributes
 
+pytest_plugins = ["tests.postgres"]
+
 BIN_DIR = Path(sys.executable).parent
 TEMPORAL_CLI = BIN_DIR / "temporal"
 TEMPORAL_TEST_SERVER = BIN_DIR / "temporal-test-server"

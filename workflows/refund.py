@@ -543,7 +543,8 @@ class RefundWorkflow:
             lines.append(f"**Decided by:** {s.decision.approver} ({verdict})")
         if s.refund_id:
             lines.append(f"**Refund:** {s.refund_id}")
-        workflow.set_current_details("\n\n".join(lines))
+        # The UI renders `$...$` as math: escape dollar signs.
+        workflow.set_current_details("\n\n".join(lines).replace("$", "\\$"))
 
 
 def _stamp(value: datetime) -> str:

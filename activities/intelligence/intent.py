@@ -1,5 +1,5 @@
 """The intent classifier: TF-IDF word and character n-grams plus WordLlama sentence embeddings,
-fed to a multinomial logistic regression.
+fed to a multinomial logistic regression whose probabilities are temperature-scaled.
 
 It trains in about a second from `datasets/intents/train.jsonl` when a worker starts, so the
 model always matches the committed examples and nothing is downloaded or unpickled. Training is
@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from scipy.sparse import csr_matrix, hstack
+from scipy.special import softmax
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
@@ -35,6 +36,10 @@ __all__ = ["IntentClassifier", "IntentExample", "load_examples"]
 _EMBEDDING_WEIGHT = 0.25
 _REGULARISATION_C = 20.0
 _MAX_ITER = 3000
+# Logistic regression at this C is under-confident (mean probability 0.84 at 93% accuracy in
+# cross-validation). Dividing the logits by this temperature gives an expected calibration
+# error of 0.02; 0.65 minimises log-loss, we stay slightly cautious.
+_TEMPERATURE = 0.7
 # Long e-mail threads: the customer's own request comes first; quoted history adds only noise.
 MAX_CLASSIFIED_CHARS = 4000
 
@@ -90,13 +95,20 @@ def _ngram_features() -> FeatureUnion:
                     token_pattern=r"(?u)\b\w+\b",
                 ),
             ),
-            ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)),
+            (
+                "chars",
+                # min_df=2 drops a quarter of the features (and training time), same accuracy.
+                TfidfVectorizer(
+                    analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2
+                ),
+            ),
         ]
     )
 
 
 def _fingerprint(examples: Sequence[IntentExample], embeddings: bool) -> str:
-    digest = hashlib.sha256(f"embeddings={embeddings}".encode())
+    settings = f"C={_REGULARISATION_C};T={_TEMPERATURE};w={_EMBEDDING_WEIGHT};e={embeddings}"
+    digest = hashlib.sha256(settings.encode())
     for example in examples:
         digest.update(f"\n{example.intent.value}\t{example.text}".encode())
     return digest.hexdigest()[:8]
@@ -143,7 +155,10 @@ class IntentClassifier:
         """The most probable intent of each text and its probability."""
         normalized = [normalize_for_intent(text[:MAX_CLASSIFIED_CHARS]) for text in texts]
         matrix = self._combine(self._features.transform(normalized), self._embedder, normalized)
-        probabilities = self._model.predict_proba(matrix)
+        logits = np.asarray(self._model.decision_function(matrix), dtype=np.float64)
+        if logits.ndim == 1:  # two intents only: the logit of the second against the first
+            logits = np.column_stack([np.zeros_like(logits), logits])
+        probabilities = softmax(logits / _TEMPERATURE, axis=1)
         best = probabilities.argmax(axis=1)
         return [
             (self._classes[int(index)], float(row[index]))
