@@ -42,6 +42,7 @@ class CaseTimeline:
     activity_run_ms: float = 0.0
     task_wait_ms: float = 0.0
     task_run_ms: float = 0.0
+    first_task_run_ms: float = 0.0  # includes creating the workflow in the sandbox
     run_ms_by_type: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     calls_by_type: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -95,6 +96,9 @@ def timeline(history: WorkflowHistory) -> CaseTimeline:
             attrs_w = e.workflow_task_completed_event_attributes
             scheduled = by_id[attrs_w.scheduled_event_id]
             started = by_id[attrs_w.started_event_id]
+            run = _ms(e.event_time, started.event_time)
+            if t.task_run_ms == 0.0:
+                t.first_task_run_ms = run
             t.task_wait_ms += _ms(started.event_time, scheduled.event_time)
-            t.task_run_ms += _ms(e.event_time, started.event_time)
+            t.task_run_ms += run
     return t

@@ -36,12 +36,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 import temporalio
 from sqlalchemy.engine import Engine
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.intelligence import EmbeddedModels
@@ -139,6 +141,11 @@ async def _decide(handle: WorkflowHandle[Any, Any], result_type: type) -> int:
             reason = str(getattr(err.cause, "message", err.cause))
             if NOT_PENDING not in reason or time.monotonic() > deadline:
                 raise
+        except RPCError as err:
+            # The case finished without asking (a wrong path): its result tells the outcome.
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return attempts
+            raise
         await asyncio.sleep(UPDATE_RETRY_INTERVAL_S)
 
 
@@ -233,57 +240,6 @@ async def _histories(client: Client, case_ids: Sequence[str]) -> list[WorkflowHi
     return list(await asyncio.gather(*(fetch(case_id) for case_id in case_ids)))
 
 
-async def _phase(
-    name: str,
-    runs: Sequence[tuple[str, CaseRun]],
-    *,
-    client: Client,
-    opts: Options,
-    progress: Progress,
-    engine: Engine | None,
-    expected_activities: int,
-) -> PhaseResult:
-    system, path = name.split("/")
-    progress.say(f"{name}: {len(runs)} cases, {opts.concurrency} in flight")
-    wall, outcomes, errors = await _run_cases(name, runs, opts.concurrency, progress)
-    case_ids = [case_id for case_id, _ in runs]
-    histories = await _histories(client, case_ids)
-    result = PhaseResult(
-        phase=name,
-        system="podium" if system == "refund" else system,
-        path=path,
-        n=len(runs),
-        wall_s=wall,
-        latencies_ms=[o.latency_ms for o in outcomes],
-        mismatches=[f"{o.case_id}: {o.detail}" for o in outcomes if not o.ok],
-        errors=errors,
-        timelines=[timeline(h) for h in histories],
-        update_attempts=Spread.of([o.update_attempts for o in outcomes])
-        if path == "approval"
-        else None,
-        refund_rows=count_refunds(engine, case_ids) if engine is not None else None,
-        expected_activities=expected_activities,
-    )
-    progress.say(
-        f"{name}: {result.throughput:.1f} cases/s, {len(result.mismatches)} mismatches, "
-        f"{len(errors)} errors"
-    )
-    for line in [*result.mismatches, *errors]:
-        progress.say(f"  {name} FAILED {line}")
-    return result
-
-
-async def _warm_up(
-    name: str, runs: Sequence[tuple[str, CaseRun]], opts: Options, progress: Progress
-) -> None:
-    """Untimed cases first (sandbox imports, thread pool, SQLite); they must verify too."""
-    _, outcomes, errors = await _run_cases(name, runs, opts.concurrency, None)
-    failures = [f"{o.case_id}: {o.detail}" for o in outcomes if not o.ok] + errors
-    if failures:
-        raise RuntimeError(f"warm-up {name} failed:\n" + "\n".join(failures))
-    progress.say(f"warm-up {name}: {len(runs)} cases ok")
-
-
 def bare_worker(podium: Worker, task_queue: str) -> Worker:
     """A worker for the baseline with exactly the Podium worker's configuration."""
     config = podium.config()
@@ -291,6 +247,199 @@ def bare_worker(podium: Worker, task_queue: str) -> Worker:
     config["workflows"] = [BareWorkflow]
     config["activities"] = [noop]
     return Worker(**config)
+
+
+@dataclass(frozen=True)
+class CaseSets:
+    """The generated refund cases: timed and warm-up, per path."""
+
+    auto: list[BenchCase]
+    approval: list[BenchCase]
+    warm_auto: list[BenchCase]
+    warm_approval: list[BenchCase]
+
+    @classmethod
+    def seed(cls, engine: Engine, opts: Options, run: str, policy: RefundPolicy) -> CaseSets:
+        limit = policy.auto_refund_limit_cents
+        # Under the limit: automatic. Over it (and under the high-risk multiple): approval.
+        under, over = (limit // 20, limit - 100), (limit + 100, 4 * limit)
+        rng = random.Random(opts.seed)
+        groups = [
+            ("auto", AUTO_ORDERS, opts.n, under),
+            ("approval", APPROVAL_ORDERS, opts.n, over),
+            ("warm-auto", WARM_AUTO_ORDERS, opts.warmup, under),
+            ("warm-approval", WARM_APPROVAL_ORDERS, opts.warmup, over),
+        ]
+        return cls(
+            *(
+                seed_cases(
+                    engine,
+                    label=f"{run}-{label}",
+                    first_number=first,
+                    count=count,
+                    min_cents=low,
+                    max_cents=high,
+                    rng=rng,
+                )
+                for label, first, count, (low, high) in groups
+            )
+        )
+
+
+class Bench:
+    """One run's client, task queues and cases: builds case runs and measures phases."""
+
+    def __init__(
+        self,
+        client: Client,
+        engine: Engine,
+        opts: Options,
+        progress: Progress,
+        *,
+        run: str,
+        policy: RefundPolicy,
+        podium_queue: str,
+        bare_queue: str,
+    ) -> None:
+        self.client = client
+        self.engine = engine
+        self.opts = opts
+        self.progress = progress
+        self.run = run
+        self.policy = policy
+        self.podium_queue = podium_queue
+        self.bare_queue = bare_queue
+
+    def refund_runs(self, cases: list[BenchCase], *, approve: bool) -> list[tuple[str, CaseRun]]:
+        return [
+            (
+                case.case_id,
+                partial(
+                    _refund_case, self.client, self.podium_queue, case, self.policy, approve=approve
+                ),
+            )
+            for case in cases
+        ]
+
+    def bare_runs(self, label: str, count: int, shape: BareInput) -> list[tuple[str, CaseRun]]:
+        ids = [f"bench-{self.run}-{label}-{i:05d}" for i in range(count)]
+        return [
+            (case_id, partial(_bare_case, self.client, self.bare_queue, case_id, shape))
+            for case_id in ids
+        ]
+
+    async def warm_up(self, name: str, runs: Sequence[tuple[str, CaseRun]]) -> None:
+        """Untimed cases first (sandbox imports, thread pool, SQLite); they must verify too."""
+        _, outcomes, errors = await _run_cases(name, runs, self.opts.concurrency, None)
+        failures = [f"{o.case_id}: {o.detail}" for o in outcomes if not o.ok] + errors
+        if failures:
+            raise RuntimeError(f"warm-up {name} failed:\n" + "\n".join(failures))
+        self.progress.say(f"warm-up {name}: {len(runs)} cases ok")
+
+    async def phase(
+        self, name: str, runs: Sequence[tuple[str, CaseRun]], *, expected_activities: int
+    ) -> PhaseResult:
+        system, path = name.split("/")
+        say = self.progress.say
+        say(f"{name}: {len(runs)} cases, {self.opts.concurrency} in flight")
+        wall, outcomes, errors = await _run_cases(name, runs, self.opts.concurrency, self.progress)
+        # Everything below happens after the clock stopped.
+        case_ids = [case_id for case_id, _ in runs]
+        histories = await _histories(self.client, case_ids)
+        result = PhaseResult(
+            phase=name,
+            system="podium" if system == "refund" else system,
+            path=path,
+            n=len(runs),
+            wall_s=wall,
+            latencies_ms=[o.latency_ms for o in outcomes],
+            mismatches=[f"{o.case_id}: {o.detail}" for o in outcomes if not o.ok],
+            errors=errors,
+            timelines=[timeline(h) for h in histories],
+            update_attempts=(
+                Spread.of([o.update_attempts for o in outcomes]) if path == "approval" else None
+            ),
+            refund_rows=count_refunds(self.engine, case_ids) if system == "refund" else None,
+            expected_activities=expected_activities,
+        )
+        say(
+            f"{name}: {result.throughput:.1f} cases/s, {len(result.mismatches)} mismatches, "
+            f"{len(errors)} errors"
+        )
+        for line in [*result.mismatches, *errors]:
+            say(f"  {name} FAILED {line}")
+        return result
+
+    async def run_phases(self, cases: CaseSets) -> dict[str, Any]:
+        await self.warm_up("refund/auto", self.refund_runs(cases.warm_auto, approve=False))
+        await self.warm_up("refund/approval", self.refund_runs(cases.warm_approval, approve=True))
+        # The baseline's shape comes from the refund cases' own histories.
+        auto_history, approval_history = await _histories(
+            self.client, [cases.warm_auto[0].case_id, cases.warm_approval[0].case_id]
+        )
+        auto_count = scheduled_activities(auto_history)
+        gate = approval_shape(approval_history)
+        self.progress.say(
+            f"a refund/auto case runs {auto_count} activities; a refund/approval case "
+            f"{gate.total}: {gate.before} before the gate opens, {gate.during} more "
+            f"before it waits, {gate.after} after the decision"
+        )
+        bare_auto = BareInput(before=auto_count, start_to_close=SYSTEM_TIMEOUT)
+        bare_approval = BareInput(
+            before=gate.before,
+            during=gate.during,
+            after=gate.after,
+            gate=True,
+            start_to_close=SYSTEM_TIMEOUT,
+        )
+        await self.warm_up(
+            "bare/auto", self.bare_runs("warm-bare-auto", self.opts.warmup, bare_auto)
+        )
+        await self.warm_up(
+            "bare/approval", self.bare_runs("warm-bare-approval", self.opts.warmup, bare_approval)
+        )
+
+        n = self.opts.n
+        phases = [
+            await self.phase(
+                "refund/auto",
+                self.refund_runs(cases.auto, approve=False),
+                expected_activities=auto_count,
+            ),
+            await self.phase(
+                "bare/auto",
+                self.bare_runs("bare-auto", n, bare_auto),
+                expected_activities=auto_count,
+            ),
+            await self.phase(
+                "refund/approval",
+                self.refund_runs(cases.approval, approve=True),
+                expected_activities=gate.total,
+            ),
+            await self.phase(
+                "bare/approval",
+                self.bare_runs("bare-approval", n, bare_approval),
+                expected_activities=gate.total,
+            ),
+        ]
+        by_name = {p.phase: p for p in phases}
+        return {
+            "shapes": {
+                "auto": {"activities": auto_count},
+                "approval": {
+                    "activities": gate.total,
+                    "before_gate": gate.before,
+                    "gate_open_before_wait": gate.during,
+                    "after_decision": gate.after,
+                },
+            },
+            "phases": [p.as_dict() for p in phases],
+            "ratios": {
+                path: ratios(by_name[f"refund/{path}"], by_name[f"bare/{path}"])
+                for path in ("auto", "approval")
+            },
+            "verified": all(p.verified for p in phases),
+        }
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -318,8 +467,13 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
     if opts.n < 1 or opts.concurrency < 1 or opts.warmup < 1:
         raise ValueError("--n, --concurrency and --warmup must be at least 1")
     progress = Progress(out)
-    machine = _machine()
+    report: dict[str, Any] = {
+        "benchmark": "refund",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+    }
     run = uuid.uuid4().hex[:8]
+    policy = RefundPolicy()
     with tempfile.TemporaryDirectory(prefix="podium-bench-") as tmp:
         workdir = Path(tmp)
         settings = Settings(
@@ -327,213 +481,54 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
             database_url=f"sqlite:///{workdir / 'podium.db'}",
             task_queue=f"bench-refund-{run}",
         )
+        report["config"] = {
+            "n": opts.n,
+            "concurrency": opts.concurrency,
+            "warmup": opts.warmup,
+            "seed": opts.seed,
+            "auto_refund_limit_cents": policy.auto_refund_limit_cents,
+            "max_cached_workflows": settings.max_cached_workflows,
+            "max_concurrent_activities": settings.max_concurrent_activities,
+            "activity_threads": settings.activity_threads,
+            "activity_start_to_close_s": SYSTEM_TIMEOUT.total_seconds(),
+            "update_retry_interval_s": UPDATE_RETRY_INTERVAL_S,
+        }
         engine = make_engine(settings.resolved_database_url)
         try:
             create_tables(engine)
-            policy = RefundPolicy()
-            limit = policy.auto_refund_limit_cents
-            rng = random.Random(opts.seed)
-            # Under the limit: automatic. Over it (but under the high-risk multiple): approval.
-            under = {"min_cents": limit // 20, "max_cents": limit - 100}
-            over = {"min_cents": limit + 100, "max_cents": 4 * limit}
-            auto = seed_cases(
-                engine,
-                label=f"{run}-auto",
-                first_number=AUTO_ORDERS,
-                count=opts.n,
-                rng=rng,
-                **under,
-            )
-            approval = seed_cases(
-                engine,
-                label=f"{run}-approval",
-                first_number=APPROVAL_ORDERS,
-                count=opts.n,
-                rng=rng,
-                **over,
-            )
-            warm_auto = seed_cases(
-                engine,
-                label=f"{run}-warm-auto",
-                first_number=WARM_AUTO_ORDERS,
-                count=opts.warmup,
-                rng=rng,
-                **under,
-            )
-            warm_approval = seed_cases(
-                engine,
-                label=f"{run}-warm-approval",
-                first_number=WARM_APPROVAL_ORDERS,
-                count=opts.warmup,
-                rng=rng,
-                **over,
-            )
+            cases = CaseSets.seed(engine, opts, run, policy)
             progress.say(f"seeded {2 * (opts.n + opts.warmup)} customers and orders in {workdir}")
             started = time.perf_counter()
             models = EmbeddedModels.load()
             progress.say(f"embedded models loaded in {time.perf_counter() - started:.1f}s")
             async with asyncio.timeout(opts.timeout_s):
-                report = await _run_on_server(
-                    opts,
-                    settings,
-                    engine,
-                    models,
-                    policy,
-                    run,
-                    progress,
-                    auto=auto,
-                    approval=approval,
-                    warm_auto=warm_auto,
-                    warm_approval=warm_approval,
-                )
+                progress.say("starting the Temporal dev server")
+                async with dev_server(workdir, sa.ALL) as server:
+                    progress.say(f"Temporal dev server ready on {server.address}")
+                    bench = Bench(
+                        server.client,
+                        engine,
+                        opts,
+                        progress,
+                        run=run,
+                        policy=policy,
+                        podium_queue=settings.task_queue,
+                        bare_queue=f"bench-bare-{run}",
+                    )
+                    with ThreadPoolExecutor(max_workers=settings.activity_threads) as executor:
+                        podium = build_worker(
+                            server.client,
+                            settings,
+                            activities=build_activities(engine, models),
+                            executor=executor,
+                            task_queue=bench.podium_queue,
+                        )
+                        async with podium, bare_worker(podium, bench.bare_queue):
+                            report |= await bench.run_phases(cases)
+                    progress.say("stopping the Temporal dev server")
         finally:
             engine.dispose()
-    report["machine"] = machine
-    report["config"] = {
-        "n": opts.n,
-        "concurrency": opts.concurrency,
-        "warmup": opts.warmup,
-        "seed": opts.seed,
-        "auto_refund_limit_cents": limit,
-        "max_cached_workflows": settings.max_cached_workflows,
-        "max_concurrent_activities": settings.max_concurrent_activities,
-        "activity_threads": settings.activity_threads,
-        "activity_start_to_close_s": SYSTEM_TIMEOUT.total_seconds(),
-        "update_retry_interval_s": UPDATE_RETRY_INTERVAL_S,
-    }
     return report
-
-
-async def _run_on_server(
-    opts: Options,
-    settings: Settings,
-    engine: Engine,
-    models: EmbeddedModels,
-    policy: RefundPolicy,
-    run: str,
-    progress: Progress,
-    *,
-    auto: list[BenchCase],
-    approval: list[BenchCase],
-    warm_auto: list[BenchCase],
-    warm_approval: list[BenchCase],
-) -> dict[str, Any]:
-    progress.say("starting the Temporal dev server")
-    async with dev_server(Path(settings.data_dir), sa.ALL) as server:
-        client = server.client
-        progress.say(f"Temporal dev server ready on {server.address}")
-        podium_queue, bare_queue = settings.task_queue, f"bench-bare-{run}"
-        with ThreadPoolExecutor(max_workers=settings.activity_threads) as executor:
-            podium = build_worker(
-                client,
-                settings,
-                activities=build_activities(engine, models),
-                executor=executor,
-                task_queue=podium_queue,
-            )
-            async with podium, bare_worker(podium, bare_queue):
-
-                def refund_runs(cases: list[BenchCase], approve: bool) -> list[tuple[str, CaseRun]]:
-                    return [
-                        (
-                            c.case_id,
-                            lambda c=c: _refund_case(
-                                client, podium_queue, c, policy, approve=approve
-                            ),
-                        )
-                        for c in cases
-                    ]
-
-                def bare_runs(
-                    label: str, count: int, shape: BareInput
-                ) -> list[tuple[str, CaseRun]]:
-                    ids = [f"bench-{run}-{label}-{i:05d}" for i in range(count)]
-                    return [(i, lambda i=i: _bare_case(client, bare_queue, i, shape)) for i in ids]
-
-                # Warm up the refund paths, then read the baseline's shape off their histories.
-                await _warm_up("refund/auto", refund_runs(warm_auto, False), opts, progress)
-                await _warm_up("refund/approval", refund_runs(warm_approval, True), opts, progress)
-                auto_history, approval_history = await _histories(
-                    client, [warm_auto[0].case_id, warm_approval[0].case_id]
-                )
-                auto_count = scheduled_activities(auto_history)
-                gate = approval_shape(approval_history)
-                progress.say(
-                    f"a refund/auto case runs {auto_count} activities; a refund/approval case "
-                    f"{gate.total}: {gate.before} before the gate opens, {gate.during} more "
-                    f"before it waits, {gate.after} after the decision"
-                )
-                timeout = SYSTEM_TIMEOUT
-                bare_auto = BareInput(before=auto_count, start_to_close=timeout)
-                bare_approval = BareInput(
-                    before=gate.before,
-                    during=gate.during,
-                    after=gate.after,
-                    gate=True,
-                    start_to_close=timeout,
-                )
-                await _warm_up(
-                    "bare/auto", bare_runs("warm-bare-auto", opts.warmup, bare_auto), opts, progress
-                )
-                await _warm_up(
-                    "bare/approval",
-                    bare_runs("warm-bare-approval", opts.warmup, bare_approval),
-                    opts,
-                    progress,
-                )
-
-                common: dict[str, Any] = {"client": client, "opts": opts, "progress": progress}
-                phases = [
-                    await _phase(
-                        "refund/auto",
-                        refund_runs(auto, False),
-                        engine=engine,
-                        expected_activities=auto_count,
-                        **common,
-                    ),
-                    await _phase(
-                        "bare/auto",
-                        bare_runs("bare-auto", opts.n, bare_auto),
-                        engine=None,
-                        expected_activities=auto_count,
-                        **common,
-                    ),
-                    await _phase(
-                        "refund/approval",
-                        refund_runs(approval, True),
-                        engine=engine,
-                        expected_activities=gate.total,
-                        **common,
-                    ),
-                    await _phase(
-                        "bare/approval",
-                        bare_runs("bare-approval", opts.n, bare_approval),
-                        engine=None,
-                        expected_activities=gate.total,
-                        **common,
-                    ),
-                ]
-            progress.say("stopping the workers and the Temporal dev server")
-    by_name = {p.phase: p for p in phases}
-    return {
-        "benchmark": "refund",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "shapes": {
-            "auto": {"activities": auto_count},
-            "approval": {
-                "activities": gate.total,
-                "before_gate": gate.before,
-                "while_gate_opens": gate.during,
-                "after_decision": gate.after,
-            },
-        },
-        "phases": [p.as_dict() for p in phases],
-        "ratios": {
-            path: ratios(by_name[f"refund/{path}"], by_name[f"bare/{path}"])
-            for path in ("auto", "approval")
-        },
-        "verified": all(p.verified for p in phases),
-    }
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -582,8 +577,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = asyncio.run(run_benchmark(opts))
     except KeyboardInterrupt:
-        print("interrupted; the Temporal dev server was stopped", file=sys.stderr)
+        print("interrupted: the Temporal dev server is stopped", file=sys.stderr)
         return 130
+    except TimeoutError:
+        print(f"gave up after --timeout {opts.timeout_s:.0f} s", file=sys.stderr)
+        return 2
     text = json.dumps(report, indent=2, allow_nan=True)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

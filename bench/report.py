@@ -95,6 +95,7 @@ class PhaseResult:
             "activity_run": round(_mean([t.activity_run_ms for t in tl]), 1),
             "workflow_task_queue": round(_mean([t.task_wait_ms for t in tl]), 1),
             "workflow_task_run": round(_mean([t.task_run_ms for t in tl]), 1),
+            "first_workflow_task_run": round(_mean([t.first_task_run_ms for t in tl]), 1),
         }
 
     def activity_types(self) -> dict[str, dict[str, float]]:
@@ -211,9 +212,9 @@ def render_table(report: dict[str, Any]) -> str:
             for path, r in report["ratios"].items()
         ],
     )
-    split_headers = "latency|activity queue|activity run|wf task queue|wf task run|decide tries"
+    split_headers = "latency|activity queue|activity run|wf task queue|wf task run|1st wf task"
     split = _table(
-        ["mean ms per case", *split_headers.split("|")],
+        ["mean ms per case", *split_headers.split("|"), "decide tries"],
         [
             [
                 p["phase"],

@@ -31,19 +31,28 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-__all__ = ["create_database", "drop_database", "find_postgres_bin", "postgres_url", "scratch_database"]
+__all__ = [
+    "create_database",
+    "drop_database",
+    "find_postgres_bin",
+    "postgres_url",
+    "scratch_database",
+]
 
 DISABLE_ENV = "PODIUM_TEST_NO_POSTGRES"
 POSTGRES_GLOB = "/usr/lib/postgresql/*/bin"
 OS_USER = "postgres"
 DATABASE = "podium"
 START_TIMEOUT_S = 60
+START_ATTEMPTS = 3
 STOP_TIMEOUT_S = 30
 COMMAND_TIMEOUT_S = 120
-# A test server: durability is worthless here, speed and a small footprint are not.
+# A test server: durability is worthless here, speed and a small footprint are not. The time zone
+# is deliberately not UTC (and not a whole hour off), so a stored date that only looks right on
+# a UTC server fails here.
 SERVER_OPTIONS = (
     "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-    "-c shared_buffers=16MB -c max_connections=200 -c timezone=UTC"
+    "-c shared_buffers=16MB -c max_connections=200 -c timezone=Asia/Kolkata"
 )
 
 
@@ -88,8 +97,10 @@ def _run(prefix: list[str], *args: str, timeout: float = COMMAND_TIMEOUT_S) -> N
 
 def _admin_url(url: str) -> str:
     """A libpq URL for the server's maintenance database."""
-    return make_url(url).set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False
+    return (
+        make_url(url)
+        .set(drivername="postgresql", database="postgres")
+        .render_as_string(hide_password=False)
     )
 
 
@@ -157,7 +168,25 @@ def postgres_url() -> Iterator[str]:
                 "--no-sync",
                 "--no-instructions",
             )  # fmt: skip
-            port = _free_port()
+            port = _start(prefix, pg_ctl, data, root, log)
+            server = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+            url = create_database(server, DATABASE)
+        except (RuntimeError, subprocess.TimeoutExpired, psycopg.Error) as exc:
+            server_log = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            pytest.fail(f"private PostgreSQL did not start: {exc}\n{server_log}", pytrace=False)
+        yield url
+    finally:
+        _stop(prefix, pg_ctl, data)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _start(prefix: list[str], pg_ctl: str, data: Path, root: Path, log: Path) -> int:
+    """Start the server on a free loopback port; return the port."""
+    attempts_left = START_ATTEMPTS
+    while True:
+        # Another process on a shared machine may take the port before the server binds it.
+        port = _free_port()
+        try:
             _run(
                 prefix,
                 pg_ctl, "start",
@@ -167,14 +196,11 @@ def postgres_url() -> Iterator[str]:
                 "-o", f"-h 127.0.0.1 -p {port} -k {root} {SERVER_OPTIONS}",
                 timeout=START_TIMEOUT_S + 10,
             )  # fmt: skip
-            url = create_database(f"postgresql+psycopg://postgres@127.0.0.1:{port}/x", DATABASE)
-        except (RuntimeError, subprocess.TimeoutExpired, psycopg.Error) as exc:
-            server_log = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            pytest.fail(f"private PostgreSQL did not start: {exc}\n{server_log}", pytrace=False)
-        yield url
-    finally:
-        _stop(prefix, pg_ctl, data)
-        shutil.rmtree(root, ignore_errors=True)
+            return port
+        except RuntimeError:
+            attempts_left -= 1
+            if not attempts_left or (data / "postmaster.pid").exists():
+                raise
 
 
 def _stop(prefix: list[str], pg_ctl: str, data: Path) -> None:

@@ -114,7 +114,9 @@ def race(fn: Callable[[Any], T], inputs: list[Any]) -> list[T | BaseException]:
         return [future.result(timeout=RACE_TIMEOUT_S) for future in futures]
 
 
-def refund_input(key: str = "case-1/refund", order_id: str = "O-5001", **overrides: Any) -> Any:
+def refund_input(
+    key: str = "case-1/refund", order_id: str = "O-5001", **overrides: Any
+) -> IssueRefundInput:
     fields: dict[str, Any] = {
         "idempotency_key": key,
         "case_id": key.split("/", 1)[0],
@@ -358,7 +360,9 @@ def test_concurrent_open_ticket_opens_one_ticket(
     results = race(systems.open_ticket, [ticket_input()] * RACERS)
 
     assert [] == [result for result in results if isinstance(result, BaseException)]
-    assert 1 == len({result.ticket_id for result in results if not isinstance(result, Exception)})
+    assert 1 == len(
+        {result.ticket_id for result in results if not isinstance(result, BaseException)}
+    )
     assert 1 == count(engine, Ticket)
 
 
@@ -465,13 +469,13 @@ def test_concurrent_send_reply_queues_one_message(
     results = race(notifications.send_reply, [reply] * RACERS)
 
     assert [] == [result for result in results if isinstance(result, BaseException)]
-    assert 1 == len({result.message_id for result in results if not isinstance(result, Exception)})
+    assert 1 == len(
+        {result.message_id for result in results if not isinstance(result, BaseException)}
+    )
     assert 1 == count(engine, Message)
 
 
-def test_record_audit_event_is_idempotent_per_key(
-    audit: AuditActivities, engine: Engine
-) -> None:
+def test_record_audit_event_is_idempotent_per_key(audit: AuditActivities, engine: Engine) -> None:
     event = AuditEventInput(
         idempotency_key="case-1/decided",
         case_id="case-1",

@@ -51,11 +51,14 @@ class EmbeddedModels:
         intent: IntentClassifier,
         replies: ReplyTemplates,
         training_seconds: float = 0.0,
+        training_cpu_seconds: float = 0.0,
     ) -> None:
         self._intent = intent
         self._replies = replies
         self._sentiment = SentimentIntensityAnalyzer()
+        # Wall time depends on what else the machine is doing; CPU time is the budget (< 3 s).
         self.training_seconds = training_seconds
+        self.training_cpu_seconds = training_cpu_seconds
 
     @classmethod
     def load(
@@ -71,11 +74,16 @@ class EmbeddedModels:
         datasets_dir = datasets_dir or DEFAULT_DATASETS_DIR
         templates_dir = templates_dir or DEFAULT_TEMPLATES_DIR
         replies = ReplyTemplates(templates_dir / REPLIES_DIR)
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         intent = IntentClassifier.train(
             load_examples(datasets_dir / TRAIN_FILE), word_embeddings=word_embeddings
         )
-        return cls(intent, replies, training_seconds=time.perf_counter() - started)
+        return cls(
+            intent,
+            replies,
+            training_seconds=time.perf_counter() - started,
+            training_cpu_seconds=time.process_time() - started_cpu,
+        )
 
     @property
     def intent_model(self) -> str:

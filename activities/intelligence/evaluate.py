@@ -62,7 +62,10 @@ def main() -> None:
     expected = [example.intent.value for example in result.examples]
     labels = [intent.value for intent, _ in result.predicted]
     print(f"model          {models.intent_model}")
-    print(f"training       {models.training_seconds:.2f} s")
+    print(
+        f"training       {models.training_cpu_seconds:.2f} s CPU "
+        f"({models.training_seconds:.2f} s wall)"
+    )
     print(f"held-out       {len(result.examples)} examples")
     print(f"accuracy       {result.accuracy:.3f}")
     print(f"macro-F1       {result.macro_f1:.3f}")
