@@ -239,7 +239,8 @@ def test_template_renders_with_amount(models: EmbeddedModels, template: str) -> 
     assert result.text.startswith("Hi Ada,")
     assert "$129.00" in result.text
     assert "O-5004" in result.text
-    assert "The item arrived damaged." in result.text
+    # Only a rejection explains itself; elsewhere the reason may be an internal note.
+    assert ("The item arrived damaged." in result.text) == (template == "refund_rejected")
     assert "None" not in result.text
     assert "\n\n\n" not in result.text
     assert result.model.startswith("embedded:jinja-replies@")

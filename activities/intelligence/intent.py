@@ -25,6 +25,7 @@ from scipy.special import softmax
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
+from threadpoolctl import threadpool_limits
 
 from activities.intelligence.text import normalize_for_intent
 from activities.types import Intent
@@ -139,7 +140,9 @@ class IntentClassifier:
         texts = [normalize_for_intent(example.text) for example in examples]
         matrix = cls._combine(features.fit_transform(texts), embedder, texts)
         model = LogisticRegression(C=_REGULARISATION_C, max_iter=_MAX_ITER)
-        model.fit(matrix, [example.intent.value for example in examples])
+        # Multi-threaded BLAS makes this small fit several times slower on a busy 2-core host.
+        with threadpool_limits(limits=1, user_api="blas"):
+            model.fit(matrix, [example.intent.value for example in examples])
         kind = "tfidf+wordllama-lr" if word_embeddings else "tfidf-lr"
         name = f"embedded:intent-{kind}@{_fingerprint(examples, word_embeddings)}"
         return cls(features, embedder, model, name)

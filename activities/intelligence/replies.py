@@ -4,8 +4,9 @@ Templates are plain text (no HTML escaping) and use `StrictUndefined`, so a miss
 a template fails loudly instead of leaving a gap in a message a customer will read. Every
 template receives the same variables: `customer_name`, `order_id`, `amount` (already formatted,
 e.g. "$129.00", or None), `amount_cents`, `currency`, `reason` and `case_id`. Optional values are
-None when absent and templates leave their sentence out. `reason` is shown to the customer
-verbatim (as the reason in `refund_rejected`, as a note elsewhere): pass customer-facing text.
+None when absent and templates leave their sentence out. Only `refund_rejected` shows `reason`,
+verbatim, as the reason for the decision; elsewhere it may be an internal note (an SLA breach,
+the customer's standing) and no template shows it.
 """
 
 from __future__ import annotations
