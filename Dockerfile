@@ -5,7 +5,9 @@ FROM python:3.11-slim-trixie
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PODIUM_DATASETS_DIR=/app/datasets \
+    PODIUM_TEMPLATES_DIR=/app/templates
 
 RUN groupadd --system --gid 10001 podium \
     && useradd --system --uid 10001 --gid podium --home-dir /app --no-create-home \

@@ -90,7 +90,7 @@ def build_worker(
 async def run(settings: Settings) -> None:
     engine = make_engine(settings.resolved_database_url)
     create_tables(engine)
-    models = EmbeddedModels.load()
+    models = EmbeddedModels.load(settings.datasets_dir, settings.templates_dir)
     client: Client = await connect(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     # PostgreSQL: postgresql+psycopg://user:password@host:5432/podium
     database_url: str | None = None
 
+    # Data the product reads: intent examples and reply templates (default: the repository's).
+    datasets_dir: Path | None = None
+    templates_dir: Path | None = None
+
     # Temporal
     task_queue: str = "podium"
     temporal_port: int = 7233

@@ -83,7 +83,7 @@ async def stack(
             create_app(settings, factory), host="127.0.0.1", port=port, log_level="error"
         )
     )
-    with ThreadPoolExecutor(max_workers=8) as executor:
+    with ThreadPoolExecutor(max_workers=settings.activity_threads) as executor:
         worker = build_worker(
             dev_env.client,
             settings,

@@ -359,6 +359,8 @@ class RefundWorkflow:
     ) -> RefundCaseResult:
         if refund:
             outcome, reasons = await self._issue_refund(outcome, reasons)
+        # The outcome is settled here; what follows tells the ticket and the customer.
+        self._state.outcome = outcome
         decision = self._gate.decision
         if decision is not None:
             self._state.decision = ApprovalDecisionResult(
@@ -412,7 +414,6 @@ class RefundWorkflow:
             reply_model=draft.model,
         )
 
-        self._state.outcome = outcome
         self._state.status = CaseStatus.COMPLETED
         workflow.upsert_search_attributes(
             [
