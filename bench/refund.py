@@ -102,6 +102,8 @@ class Options:
     warmup: int = DEFAULT_WARMUP
     timeout_s: float = DEFAULT_TIMEOUT_S
     seed: int = DEFAULT_SEED
+    # Extra `--dynamic-config-value KEY=VALUE` settings for the dev server.
+    dynamic_config: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -492,6 +494,7 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
             "activity_threads": settings.activity_threads,
             "activity_start_to_close_s": SYSTEM_TIMEOUT.total_seconds(),
             "update_retry_interval_s": UPDATE_RETRY_INTERVAL_S,
+            "server_dynamic_config": list(opts.dynamic_config),
         }
         engine = make_engine(settings.resolved_database_url)
         try:
@@ -503,7 +506,8 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
             progress.say(f"embedded models loaded in {time.perf_counter() - started:.1f}s")
             async with asyncio.timeout(opts.timeout_s):
                 progress.say("starting the Temporal dev server")
-                async with dev_server(workdir, sa.ALL) as server:
+                extra = [a for kv in opts.dynamic_config for a in ("--dynamic-config-value", kv)]
+                async with dev_server(workdir, sa.ALL, extra) as server:
                     progress.say(f"Temporal dev server ready on {server.address}")
                     bench = Bench(
                         server.client,
@@ -557,6 +561,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, bool, Path |
         "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="give up after this many seconds"
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the generated data")
+    parser.add_argument(
+        "--dynamic-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dev server dynamic config (repeatable), e.g. history.transferProcessorMaxPollRPS=1000",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument("--out", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args(argv)
@@ -566,6 +577,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, bool, Path |
         warmup=args.warmup,
         timeout_s=args.timeout,
         seed=args.seed,
+        dynamic_config=tuple(args.dynamic_config),
     )
     return opts, args.json, args.out
 
