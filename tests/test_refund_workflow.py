@@ -6,6 +6,8 @@ deterministic fakes for the model activities (registered under the real names).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -46,6 +48,9 @@ async def engine(time_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator
     engine.dispose()
 
 
+_STARTED: list[WorkflowHandle[object, RefundCaseResult]] = []
+
+
 @pytest.fixture
 async def worker(time_env: WorkflowEnvironment, engine: Engine) -> AsyncIterator[Worker]:
     with ThreadPoolExecutor(max_workers=4) as executor:
@@ -56,18 +61,25 @@ async def worker(time_env: WorkflowEnvironment, engine: Engine) -> AsyncIterator
         )
         async with worker:
             yield worker
+            # A case left running (a failed test) would stall time skipping for the next tests.
+            for handle in _STARTED:
+                with contextlib.suppress(Exception):
+                    await handle.terminate("test finished")
+            _STARTED.clear()
 
 
 async def start_case(
     env: WorkflowEnvironment, worker: Worker, *, customer: str, order: str | None, text: str
 ) -> WorkflowHandle[object, RefundCaseResult]:
-    return await env.client.start_workflow(
+    handle = await env.client.start_workflow(
         "refund",
         RefundCaseInput(channel="email", customer_id=customer, order_id=order, message=text),
         id=f"refund-test-{uuid.uuid4().hex}",
         task_queue=worker.task_queue,
         result_type=RefundCaseResult,
     )
+    _STARTED.append(handle)
+    return handle
 
 
 async def state_of(handle: WorkflowHandle[object, RefundCaseResult]) -> RefundCaseState:
@@ -81,8 +93,17 @@ async def wait_for_status(
         state = await state_of(handle)
         if state.status == status:
             return state
-        time.sleep(0.02)
+        await asyncio.sleep(0.02)
     raise AssertionError(f"case never reached {status}; last {state.status}")
+
+
+async def wait_for_ticket(engine: Engine, case_id: str, status: str) -> None:
+    # The state changes before the ticket activity has run: poll the system of record.
+    for _ in range(200):
+        if ticket(engine, case_id).status == status:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"ticket never reached {status}")
 
 
 def refunds(engine: Engine, case_id: str) -> list[Refund]:
@@ -148,7 +169,7 @@ async def test_approval_after_three_days_wait(time_env, worker, engine) -> None:
     )
     state = await wait_for_status(handle, CaseStatus.AWAITING_APPROVAL)
     assert state.approval is not None
-    assert ticket(engine, handle.id).status == "awaiting_approval"
+    await wait_for_ticket(engine, handle.id, "awaiting_approval")
 
     await time_env.sleep(timedelta(days=3))
     state = await state_of(handle)
