@@ -7,7 +7,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PODIUM_DATASETS_DIR=/app/datasets \
-    PODIUM_TEMPLATES_DIR=/app/templates
+    PODIUM_TEMPLATES_DIR=/app/templates \
+    PODIUM_MODELS_FILE=/app/config/models.yaml
+
+# OCR (opencv, bundled with rapidocr) links against libGL and GLib.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0t64 \
+    && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --system --gid 10001 podium \
     && useradd --system --uid 10001 --gid podium --home-dir /app --no-create-home \
@@ -27,6 +33,7 @@ RUN pip install --no-cache-dir . \
 # Data the worker reads at run time.
 COPY datasets/ datasets/
 COPY templates/ templates/
+COPY config/ config/
 
 # PODIUM_DATA_DIR defaults to ./var; the only path the process writes to.
 RUN mkdir var && chown podium:podium var

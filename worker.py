@@ -23,7 +23,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.ai import IntelligenceActivities
 from activities.audit import AuditActivities
 from activities.intelligence import EmbeddedModels
-from activities.notifications import NotificationActivities
+from activities.intelligence.gateway import ModelGateway
+from activities.intelligence.ledger import ModelLedger
+from activities.notifications import ApprovalNotifier, NotificationActivities, approval_notifier
 from activities.systems import SystemsOfRecordActivities
 from core.db import create_tables, make_engine
 from core.logging import configure_logging
@@ -48,11 +50,20 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     )
 
 
-def build_activities(engine: Engine, models: EmbeddedModels) -> list[Callable[..., Any]]:
+def build_activities(
+    engine: Engine,
+    models: EmbeddedModels,
+    gateway: ModelGateway | None = None,
+    *,
+    approvals: ApprovalNotifier | None = None,
+) -> list[Callable[..., Any]]:
+    """Without a gateway: the repository's `config/models.yaml`, its ledger on `engine`."""
     systems = SystemsOfRecordActivities(engine)
-    notifications = NotificationActivities(engine)
+    # Approver notices go to `approvals` (log or webhook channel); default: the log.
+    notifications = NotificationActivities(engine, approvals)
     audit = AuditActivities(engine)
-    intelligence = IntelligenceActivities(models)
+    gateway = gateway or ModelGateway.from_file(None, models, ledger=ModelLedger(engine))
+    intelligence = IntelligenceActivities(models, gateway)
     return [
         systems.lookup_order,
         systems.issue_refund,
@@ -60,6 +71,7 @@ def build_activities(engine: Engine, models: EmbeddedModels) -> list[Callable[..
         systems.update_ticket,
         notifications.send_reply,
         notifications.notify_escalation,
+        notifications.notify_approvers,
         audit.record_audit_event,
         intelligence.triage_request,
         intelligence.draft_reply,
@@ -91,6 +103,8 @@ async def run(settings: Settings) -> None:
     engine = make_engine(settings.resolved_database_url)
     create_tables(engine)
     models = EmbeddedModels.load(settings.datasets_dir, settings.templates_dir)
+    gateway = ModelGateway.from_file(settings.models_file, models, ledger=ModelLedger(engine))
+    approvals = approval_notifier(settings)  # approver notices: log, or the webhook's pool
     client: Client = await connect(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -98,7 +112,10 @@ async def run(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(max_workers=settings.activity_threads) as executor:
         worker = build_worker(
-            client, settings, activities=build_activities(engine, models), executor=executor
+            client,
+            settings,
+            activities=build_activities(engine, models, gateway, approvals=approvals),
+            executor=executor,
         )
         async with worker:
             log.info(
@@ -109,6 +126,8 @@ async def run(settings: Settings) -> None:
             )
             await stop.wait()
             log.info("worker_stopping")
+    await asyncio.to_thread(gateway.close)
+    await approvals.aclose()
     engine.dispose()
     log.info("worker_stopped")
 

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 __all__ = [
+    "ApprovalNoticeKind",
     "AuditEventInput",
     "AuditEventResult",
     "CustomerInfo",
@@ -26,11 +27,14 @@ __all__ = [
     "IssueRefundResult",
     "LookupOrderInput",
     "LookupOrderResult",
+    "NotifyApproversInput",
+    "NotifyApproversResult",
     "NotifyEscalationInput",
     "NotifyEscalationResult",
     "OpenTicketInput",
     "OrderInfo",
     "OrderStatus",
+    "RiskLevel",
     "SendReplyInput",
     "SendReplyResult",
     "Sentiment",
@@ -62,6 +66,14 @@ class Intent(StrEnum):
     HARDWARE_REQUEST = "hardware_request"
     HR_QUESTION = "hr_question"
     OTHER = "other"
+
+
+class RiskLevel(StrEnum):
+    """How much a wrong model answer would cost; picks the model chain in `config/models.yaml`."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
 
 
 class Sentiment(StrEnum):
@@ -108,6 +120,7 @@ class TriageInput(BaseModel):
     case_id: str
     text: str
     channel: str
+    risk: RiskLevel | None = Field(default=None, description="Model route; default: medium")
 
 
 class TriageResult(BaseModel):
@@ -117,6 +130,14 @@ class TriageResult(BaseModel):
     sentiment_score: float = Field(ge=-1.0, le=1.0, description="VADER compound score")
     order_ids: list[str] = Field(default_factory=list, description="Order ids found in the text")
     model: str = Field(description="Which model produced the result")
+    # Added with the model gateway: defaults keep older histories decodable.
+    cost_usd: float = Field(default=0.0, description="Model spend of this call, USD")
+    tokens_in: int = 0
+    tokens_out: int = 0
+    needs_human: bool = Field(
+        default=False, description="No model in the route gave an answer good enough"
+    )
+    attempts: list[str] = Field(default_factory=list, description="Models tried, in order")
 
 
 class DraftReplyInput(BaseModel):
@@ -127,11 +148,18 @@ class DraftReplyInput(BaseModel):
     amount_cents: int | None = None
     currency: str = "USD"
     reason: str | None = None
+    risk: RiskLevel | None = Field(default=None, description="Model route; default: medium")
 
 
 class DraftReplyResult(BaseModel):
     text: str
     model: str
+    # Added with the model gateway: defaults keep older histories decodable.
+    cost_usd: float = Field(default=0.0, description="Model spend of this call, USD")
+    tokens_in: int = 0
+    tokens_out: int = 0
+    needs_human: bool = False
+    attempts: list[str] = Field(default_factory=list, description="Models tried, in order")
 
 
 # --- Systems of record --------------------------------------------------------------------------
@@ -236,6 +264,42 @@ class NotifyEscalationInput(BaseModel):
 class NotifyEscalationResult(BaseModel):
     notified: bool
     channel: str
+
+
+class ApprovalNoticeKind(StrEnum):
+    REQUEST = "request"  # a level starts: its approvers are asked
+    REMINDER = "reminder"  # a reminder point of the level's SLA passed
+    ESCALATION = "escalation"  # the SLA passed: the next level (or the same, escalated) is asked
+    BACKUP = "backup"  # the SLA passed: the level's backup roles are asked too
+    DELEGATION = "delegation"  # a person was delegated the decision
+
+
+class NotifyApproversInput(BaseModel):
+    """A notice to the people who may decide an approval now. The activity adds the link."""
+
+    idempotency_key: str = Field(description="Case + level + kind + index: one notice each")
+    case_id: str
+    workflow_id: str
+    namespace: str
+    process: str
+    kind: ApprovalNoticeKind
+    index: int = Field(default=1, ge=1, description="Which reminder/delegation of the level")
+    request_id: str
+    level: int = Field(ge=1)
+    level_name: str
+    roles: list[str] = Field(default_factory=list)
+    users: list[str] = Field(default_factory=list)
+    subject: str = Field(description="What is asked, in one line")
+    amount_cents: int | None = None
+    due_at: datetime | None = None
+    deadline_at: datetime | None = None
+
+
+class NotifyApproversResult(BaseModel):
+    message_id: str
+    created: bool = Field(description="False when an earlier attempt had written the outbox row")
+    channel: str
+    link: str
 
 
 # --- Audit --------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Podium's benchmarks. `make bench` runs `python -m bench.refund`; see `bench/README.md`."""

@@ -11,6 +11,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.converter import decode_typed_search_attributes
 
 from workflows import search_attributes as sa
+from workflows.types import CaseStatus
 
 __all__ = ["ApprovalShape", "CaseTimeline", "approval_shape", "scheduled_activities", "timeline"]
 
@@ -19,8 +20,8 @@ E = EventType
 
 @dataclass(frozen=True)
 class ApprovalShape:
-    """Where a refund approval case waits: activities before the gate opens, while it is open
-    but before the case waits on it, and after the decision."""
+    """Where an approval case's activities fall: before its gate opens, after it opened but
+    before the case waits for the decision, and after the decision."""
 
     before: int
     during: int
@@ -52,24 +53,30 @@ def scheduled_activities(history: WorkflowHistory) -> int:
 
 
 def approval_shape(history: WorkflowHistory) -> ApprovalShape:
-    """Split an approved refund case's activities around its approval gate, using the
-    `PodiumAwaitingApproval` upserts: true when the gate opens, false once it is decided."""
+    """Split the activities of an approved refund case whose decision arrived only once it was
+    waiting: the gate opens with the upsert of status `awaiting_approval` (or
+    `PodiumAwaitingApproval` true), and the decision is the accepted update (or the signal)."""
     counts = [0, 0, 0]
     section = 0
     for event in history.events:
         if event.event_type == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             counts[section] += 1
-        elif event.event_type == E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+        elif event.event_type == E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES and section == 0:
             attrs = decode_typed_search_attributes(
                 event.upsert_workflow_search_attributes_event_attributes.search_attributes
             )
-            awaiting = attrs.get(sa.AWAITING_APPROVAL)
-            if awaiting is True and section == 0:
+            if (
+                attrs.get(sa.STATUS) == CaseStatus.AWAITING_APPROVAL.value
+                or attrs.get(sa.AWAITING_APPROVAL) is True
+            ):
                 section = 1
-            elif awaiting is False and section == 1:
-                section = 2
+        elif section == 1 and event.event_type in (
+            E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+            E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+        ):
+            section = 2
     if section != 2:
-        raise RuntimeError("the case's history shows no approval gate opening and closing")
+        raise RuntimeError("the case's history shows no approval gate opening and a decision")
     return ApprovalShape(*counts)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import random
@@ -49,9 +50,9 @@ from temporalio.worker import Worker
 from activities.intelligence import EmbeddedModels
 from bench.bare import BareWorkflow, noop
 from bench.data import BenchCase, count_refunds, seed_cases
-from bench.history import approval_shape, scheduled_activities, timeline
+from bench.history import ApprovalShape, approval_shape, scheduled_activities, timeline
 from bench.report import PhaseResult, Spread, ratios, render_table
-from bench.server import TEMPORAL_CLI, dev_server
+from bench.server import TEMPORAL_CLI, DevServer, dev_server
 from bench.types import BareDecisionResult, BareInput, BareResult
 from core.db import create_tables, make_engine
 from core.logging import configure_logging
@@ -62,8 +63,10 @@ from workflows.refund import APPROVAL_REQUEST_ID, SYSTEM_TIMEOUT
 from workflows.types import (
     ApprovalDecisionInput,
     ApprovalDecisionResult,
+    CaseStatus,
     RefundCaseInput,
     RefundCaseResult,
+    RefundCaseState,
     RefundOutcome,
     RefundPolicy,
 )
@@ -77,9 +80,15 @@ DEFAULT_TIMEOUT_S = 1_800.0
 DEFAULT_SEED = 7
 
 APPROVER = "bench@podium.test"
+# The bench's approval cases are medium risk (over the automatic limit, under the high-risk
+# multiple): one approval level, a team lead.
+APPROVER_ROLES = ("team_lead",)
 CHANNEL = "email"
 # Nothing a run starts may outlive it on the server.
 CASE_EXECUTION_TIMEOUT = timedelta(minutes=10)
+# A case with no outcome after this (e.g. an automatic case that went to a person, or an
+# activity failing and retrying) is a mismatch and is terminated: nothing hangs the run.
+CASE_TIMEOUT_S = 60.0
 # The decision is sent at once and retried while the case says no approval is pending yet.
 NOT_PENDING = "no approval is pending"
 UPDATE_RETRY_INTERVAL_S = 0.1
@@ -87,12 +96,15 @@ UPDATE_RETRY_LIMIT_S = 60.0
 HISTORY_FETCH_CONCURRENCY = 10
 
 # Order numbers of the generated data, one block per group of cases.
-AUTO_ORDERS, APPROVAL_ORDERS, WARM_AUTO_ORDERS, WARM_APPROVAL_ORDERS = (
+AUTO_ORDERS, APPROVAL_ORDERS, WARM_AUTO_ORDERS, WARM_APPROVAL_ORDERS, PROBE_ORDERS = (
     600_000,
     700_000,
     800_000,
     900_000,
+    990_000,
 )
+PROBE_POLL_S = 0.05
+PROBE_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -127,18 +139,25 @@ class Progress:
 # --- one case -----------------------------------------------------------------------------------
 
 
-async def _decide(handle: WorkflowHandle[Any, Any], result_type: type) -> int:
-    """Approve through the `decide` update; returns how many attempts it took."""
+@dataclass
+class _Tries:
+    n: int = 0
+
+
+async def _decide(handle: WorkflowHandle[Any, Any], result_type: type, tries: _Tries) -> None:
+    """Approve through the `decide` update, retrying while no approval is pending yet."""
     decision = ApprovalDecisionInput(
-        request_id=APPROVAL_REQUEST_ID, approve=True, approver=APPROVER
+        request_id=APPROVAL_REQUEST_ID,
+        approve=True,
+        approver=APPROVER,
+        approver_roles=list(APPROVER_ROLES),
     )
     deadline = time.monotonic() + UPDATE_RETRY_LIMIT_S
-    attempts = 0
     while True:
-        attempts += 1
+        tries.n += 1
         try:
             await handle.execute_update("decide", decision, result_type=result_type)
-            return attempts
+            return
         except WorkflowUpdateFailedError as err:
             reason = str(getattr(err.cause, "message", err.cause))
             if NOT_PENDING not in reason or time.monotonic() > deadline:
@@ -146,59 +165,108 @@ async def _decide(handle: WorkflowHandle[Any, Any], result_type: type) -> int:
         except RPCError as err:
             # The case finished without asking (a wrong path): its result tells the outcome.
             if err.status == RPCStatusCode.NOT_FOUND:
-                return attempts
+                return
             raise
         await asyncio.sleep(UPDATE_RETRY_INTERVAL_S)
+
+
+async def _start_and_finish(
+    client: Client,
+    workflow: str,
+    arg: Any,
+    *,
+    case_id: str,
+    task_queue: str,
+    result_type: type,
+    decide_result_type: type | None,
+) -> tuple[float, Any, int, str | None]:
+    """Start a case, approve it when asked, wait for its result: (latency ms, result, decide
+    tries, problem). A case with no result in time is queried, terminated and reported."""
+    started = time.perf_counter()
+    tries = _Tries()
+    handle = await client.start_workflow(
+        workflow,
+        arg,
+        id=case_id,
+        task_queue=task_queue,
+        result_type=result_type,
+        execution_timeout=CASE_EXECUTION_TIMEOUT,
+    )
+    try:
+        async with asyncio.timeout(CASE_TIMEOUT_S):
+            if decide_result_type is not None:
+                await _decide(handle, decide_result_type, tries)
+            result = await handle.result()
+    except TimeoutError:
+        latency = (time.perf_counter() - started) * 1_000
+        where = await _where_it_stands(handle)
+        await handle.terminate("bench: no outcome in time")
+        return latency, None, tries.n, f"no outcome after {CASE_TIMEOUT_S:.0f} s; {where}"
+    return (time.perf_counter() - started) * 1_000, result, tries.n, None
+
+
+async def _where_it_stands(handle: WorkflowHandle[Any, Any]) -> str:
+    description = await handle.describe()
+    pending = [a.activity_type.name for a in description.raw_description.pending_activities]
+    text = f"pending activities {pending or 'none'}"
+    if description.workflow_type == "refund":
+        state = await handle.query("get_state", result_type=RefundCaseState)
+        text += (
+            f", case status {state.status.value}, intent {state.intent} ({state.intent_confidence})"
+        )
+    return text
+
+
+def _case_input(case: BenchCase, policy: RefundPolicy) -> RefundCaseInput:
+    return RefundCaseInput(
+        channel=CHANNEL,
+        customer_id=case.customer_id,
+        order_id=case.order_id,
+        message=case.message,
+        policy=policy,
+    )
 
 
 async def _refund_case(
     client: Client, task_queue: str, case: BenchCase, policy: RefundPolicy, *, approve: bool
 ) -> CaseOutcome:
-    started = time.perf_counter()
-    handle = await client.start_workflow(
+    expected = RefundOutcome.APPROVED if approve else RefundOutcome.AUTO_RESOLVED
+    latency, result, tries, problem = await _start_and_finish(
+        client,
         "refund",
-        RefundCaseInput(
-            channel=CHANNEL,
-            customer_id=case.customer_id,
-            order_id=case.order_id,
-            message=case.message,
-            policy=policy,
-        ),
-        id=case.case_id,
+        _case_input(case, policy),
+        case_id=case.case_id,
         task_queue=task_queue,
         result_type=RefundCaseResult,
-        execution_timeout=CASE_EXECUTION_TIMEOUT,
+        decide_result_type=ApprovalDecisionResult if approve else None,
     )
-    attempts = await _decide(handle, ApprovalDecisionResult) if approve else 0
-    result: RefundCaseResult = await handle.result()
-    latency = (time.perf_counter() - started) * 1_000
-    expected = RefundOutcome.APPROVED if approve else RefundOutcome.AUTO_RESOLVED
+    if result is None:
+        return CaseOutcome(case.case_id, latency, False, f"{problem} (expected {expected})", tries)
     ok = result.outcome == expected and result.refund_id is not None
     detail = f"outcome {result.outcome.value}, expected {expected.value}: " + "; ".join(
         result.reasons
     )
-    return CaseOutcome(case.case_id, latency, ok, detail, attempts)
+    return CaseOutcome(case.case_id, latency, ok, detail, tries)
 
 
 async def _bare_case(
     client: Client, task_queue: str, case_id: str, shape: BareInput
 ) -> CaseOutcome:
-    started = time.perf_counter()
-    handle = await client.start_workflow(
+    expected = shape.before + shape.during + shape.after
+    latency, result, tries, problem = await _start_and_finish(
+        client,
         "bench_bare",
         shape,
-        id=case_id,
+        case_id=case_id,
         task_queue=task_queue,
         result_type=BareResult,
-        execution_timeout=CASE_EXECUTION_TIMEOUT,
+        decide_result_type=BareDecisionResult if shape.gate else None,
     )
-    attempts = await _decide(handle, BareDecisionResult) if shape.gate else 0
-    result: BareResult = await handle.result()
-    latency = (time.perf_counter() - started) * 1_000
-    expected = shape.before + shape.during + shape.after
+    if result is None:
+        return CaseOutcome(case_id, latency, False, str(problem), tries)
     ok = result.activities == expected and (result.approved is True) == shape.gate
     detail = f"ran {result.activities} activities (expected {expected}), approved={result.approved}"
-    return CaseOutcome(case_id, latency, ok, detail, attempts)
+    return CaseOutcome(case_id, latency, ok, detail, tries)
 
 
 # --- phases -------------------------------------------------------------------------------------
@@ -220,7 +288,7 @@ async def _run_cases(
             try:
                 outcomes.append(await run())
             except Exception as err:  # counted and printed, never hidden
-                errors.append(f"{case_id}: {type(err).__name__}: {err}")
+                errors.append(f"{case_id}: {_describe(err)}")
         done = len(outcomes) + len(errors)
         if progress and (done % step == 0 or done == len(runs)):
             progress.say(f"{name}: {done}/{len(runs)} done")
@@ -230,6 +298,16 @@ async def _run_cases(
         for case_id, run in runs:
             group.create_task(one(case_id, run))
     return time.perf_counter() - started, outcomes, errors
+
+
+def _describe(err: BaseException) -> str:
+    """The error and its causes: Temporal's errors carry the reason in `cause`."""
+    parts = [f"{type(err).__name__}: {err}"]
+    cause = getattr(err, "cause", None) or err.__cause__
+    while cause is not None and len(parts) < 4:
+        parts.append(f"{type(cause).__name__}: {cause}")
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    return " <- ".join(parts)
 
 
 async def _histories(client: Client, case_ids: Sequence[str]) -> list[WorkflowHistory]:
@@ -259,6 +337,7 @@ class CaseSets:
     approval: list[BenchCase]
     warm_auto: list[BenchCase]
     warm_approval: list[BenchCase]
+    probe: list[BenchCase]  # one approval case, decided only once it waits
 
     @classmethod
     def seed(cls, engine: Engine, opts: Options, run: str, policy: RefundPolicy) -> CaseSets:
@@ -271,6 +350,7 @@ class CaseSets:
             ("approval", APPROVAL_ORDERS, opts.n, over),
             ("warm-auto", WARM_AUTO_ORDERS, opts.warmup, under),
             ("warm-approval", WARM_APPROVAL_ORDERS, opts.warmup, over),
+            ("probe", PROBE_ORDERS, 1, over),
         ]
         return cls(
             *(
@@ -293,7 +373,7 @@ class Bench:
 
     def __init__(
         self,
-        client: Client,
+        server: DevServer,
         engine: Engine,
         opts: Options,
         progress: Progress,
@@ -303,7 +383,8 @@ class Bench:
         podium_queue: str,
         bare_queue: str,
     ) -> None:
-        self.client = client
+        self.server = server
+        self.client = server.client
         self.engine = engine
         self.opts = opts
         self.progress = progress
@@ -344,7 +425,9 @@ class Bench:
         system, path = name.split("/")
         say = self.progress.say
         say(f"{name}: {len(runs)} cases, {self.opts.concurrency} in flight")
+        cpu_before = time.process_time(), self.server.cpu_seconds()
         wall, outcomes, errors = await _run_cases(name, runs, self.opts.concurrency, self.progress)
+        cpu_after = time.process_time(), self.server.cpu_seconds()
         # Everything below happens after the clock stopped.
         case_ids = [case_id for case_id, _ in runs]
         histories = await _histories(self.client, case_ids)
@@ -363,6 +446,14 @@ class Bench:
             ),
             refund_rows=count_refunds(self.engine, case_ids) if system == "refund" else None,
             expected_activities=expected_activities,
+            cpu_s={
+                "bench_process": cpu_after[0] - cpu_before[0],
+                "temporal_server": (
+                    cpu_after[1] - cpu_before[1]
+                    if cpu_after[1] is not None and cpu_before[1] is not None
+                    else None
+                ),
+            },
         )
         say(
             f"{name}: {result.throughput:.1f} cases/s, {len(result.mismatches)} mismatches, "
@@ -372,15 +463,41 @@ class Bench:
             say(f"  {name} FAILED {line}")
         return result
 
+    async def probe_approval(self, case: BenchCase) -> ApprovalShape:
+        """Run one approval case, deciding only once it sits idle waiting for the decision,
+        and split its activities around the gate: the shape of the approval baseline."""
+        handle = await self.client.start_workflow(
+            "refund",
+            _case_input(case, self.policy),
+            id=case.case_id,
+            task_queue=self.podium_queue,
+            result_type=RefundCaseResult,
+            execution_timeout=CASE_EXECUTION_TIMEOUT,
+        )
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
+        while True:
+            state = await handle.query("get_state", result_type=RefundCaseState)
+            if state.status == CaseStatus.AWAITING_APPROVAL:
+                raw = (await handle.describe()).raw_description
+                if not raw.pending_activities and not raw.HasField("pending_workflow_task"):
+                    break
+            if state.outcome is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"probe case {case.case_id} never waited for approval: {state}")
+            await asyncio.sleep(PROBE_POLL_S)
+        await _decide(handle, ApprovalDecisionResult, _Tries())
+        result: RefundCaseResult = await handle.result()
+        if result.outcome != RefundOutcome.APPROVED:
+            raise RuntimeError(f"probe case {case.case_id} ended {result.outcome}: {result}")
+        return approval_shape(await handle.fetch_history())
+
     async def run_phases(self, cases: CaseSets) -> dict[str, Any]:
         await self.warm_up("refund/auto", self.refund_runs(cases.warm_auto, approve=False))
         await self.warm_up("refund/approval", self.refund_runs(cases.warm_approval, approve=True))
-        # The baseline's shape comes from the refund cases' own histories.
-        auto_history, approval_history = await _histories(
-            self.client, [cases.warm_auto[0].case_id, cases.warm_approval[0].case_id]
+        # The baseline's shape comes from refund cases' own histories.
+        auto_count = scheduled_activities(
+            await self.client.get_workflow_handle(cases.warm_auto[0].case_id).fetch_history()
         )
-        auto_count = scheduled_activities(auto_history)
-        gate = approval_shape(approval_history)
+        gate = await self.probe_approval(cases.probe[0])
         self.progress.say(
             f"a refund/auto case runs {auto_count} activities; a refund/approval case "
             f"{gate.total}: {gate.before} before the gate opens, {gate.during} more "
@@ -500,7 +617,9 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
         try:
             create_tables(engine)
             cases = CaseSets.seed(engine, opts, run, policy)
-            progress.say(f"seeded {2 * (opts.n + opts.warmup)} customers and orders in {workdir}")
+            progress.say(
+                f"seeded {2 * (opts.n + opts.warmup) + 1} customers and orders in {workdir}"
+            )
             started = time.perf_counter()
             models = EmbeddedModels.load()
             progress.say(f"embedded models loaded in {time.perf_counter() - started:.1f}s")
@@ -510,7 +629,7 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
                 async with dev_server(workdir, sa.ALL, extra) as server:
                     progress.say(f"Temporal dev server ready on {server.address}")
                     bench = Bench(
-                        server.client,
+                        server,
                         engine,
                         opts,
                         progress,
@@ -532,6 +651,7 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
                     progress.say("stopping the Temporal dev server")
         finally:
             engine.dispose()
+    report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
 
 
@@ -566,7 +686,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, bool, Path |
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="dev server dynamic config (repeatable), e.g. history.transferProcessorMaxPollRPS=1000",
+        help="dev server dynamic config (repeatable), e.g. history.transferProcessorMaxPollRPS=100",
     )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument("--out", type=Path, help="also write the JSON report to this file")
@@ -582,6 +702,17 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, bool, Path |
     return opts, args.json, args.out
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN (a figure that could not be computed) becomes null: strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     opts, as_json, out = parse_args(argv)
     # Workers and activities log through structlog; keep their chatter out of the figures.
@@ -594,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TimeoutError:
         print(f"gave up after --timeout {opts.timeout_s:.0f} s", file=sys.stderr)
         return 2
-    text = json.dumps(report, indent=2, allow_nan=True)
+    text = json.dumps(_json_safe(report), indent=2, allow_nan=False)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")

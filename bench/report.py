@@ -57,6 +57,8 @@ class PhaseResult:
     update_attempts: Spread | None = None
     refund_rows: int | None = None
     expected_activities: int | None = None
+    # CPU seconds used during the phase: this process (client, worker, activities) and server.
+    cpu_s: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def completed(self) -> int:
@@ -97,6 +99,15 @@ class PhaseResult:
             "workflow_task_run": round(_mean([t.task_run_ms for t in tl]), 1),
             "first_workflow_task_run": round(_mean([t.first_task_run_ms for t in tl]), 1),
         }
+
+    def cpu_ms_per_case(self) -> dict[str, float | None]:
+        per_case = {
+            k: (round(v * 1_000 / self.n, 2) if v is not None else None)
+            for k, v in self.cpu_s.items()
+        }
+        known = [v for v in per_case.values() if v is not None]
+        per_case["total"] = round(sum(known), 2) if len(known) == len(per_case) else None
+        return per_case
 
     def activity_types(self) -> dict[str, dict[str, float]]:
         """Per activity type: calls per case and mean run time per call (ms)."""
@@ -139,6 +150,7 @@ class PhaseResult:
             else None,
             "time_split_ms_per_case": self.time_split(),
             "activity_types": self.activity_types(),
+            "cpu_ms_per_case": self.cpu_ms_per_case(),
             "refund_rows": self.refund_rows,
             "mismatches": len(self.mismatches),
             "mismatch_details": self.mismatches,
@@ -154,10 +166,12 @@ def ratios(podium: PhaseResult, bare: PhaseResult) -> dict[str, float]:
     def div(a: float, b: float) -> float:
         return round(a / b, 2) if b and not math.isnan(a) and not math.isnan(b) else math.nan
 
+    podium_cpu, bare_cpu = podium.cpu_ms_per_case()["total"], bare.cpu_ms_per_case()["total"]
     return {
         "throughput": div(podium.throughput, bare.throughput),
         "p50": div(percentile(podium.latencies_ms, 50), percentile(bare.latencies_ms, 50)),
         "p95": div(percentile(podium.latencies_ms, 95), percentile(bare.latencies_ms, 95)),
+        "cpu_per_case": div(podium_cpu, bare_cpu) if podium_cpu and bare_cpu else math.nan,
     }
 
 
@@ -206,11 +220,15 @@ def render_table(report: dict[str, Any]) -> str:
         ],
     )
     ratio = _table(
-        ["Podium / bare", "throughput", "p50 latency", "p95 latency"],
+        ["Podium / bare", "throughput", "p50 latency", "p95 latency", "CPU per case"],
         [
-            [path, f"{r['throughput']:.2f}x", f"{r['p50']:.2f}x", f"{r['p95']:.2f}x"]
+            [path, *(f"{r[k]:.2f}x" for k in ("throughput", "p50", "p95", "cpu_per_case"))]
             for path, r in report["ratios"].items()
         ],
+    )
+    cpu = _table(
+        ["CPU ms per case", "bench process", "temporal server", "total"],
+        [[p["phase"], *(_ms(v) for v in p["cpu_ms_per_case"].values())] for p in phases],
     )
     split_headers = "latency|activity queue|activity run|wf task queue|wf task run|1st wf task"
     split = _table(
@@ -242,12 +260,18 @@ def render_table(report: dict[str, Any]) -> str:
         f"concurrency={cfg['concurrency']} warm-up={cfg['warmup']}\n"
         f"machine: {machine['cpus']} cores, {machine['platform']}, Python {machine['python']}, "
         f"temporalio {machine['temporalio']}, {machine['temporal_cli']}, "
-        f"load average at start {machine['loadavg_at_start'][0]:.2f}"
+        f"1-min load average {machine['loadavg_at_start'][0]:.2f} at start, "
+        f"{machine['loadavg_at_end'][0]:.2f} at end"
     )
     verdict = "all outcomes verified" if report["verified"] else "VERIFICATION FAILED"
     notes = (
         "Latency: start call -> workflow result, approval included. Time split and per-activity\n"
         "times come from the server's event times in each case's history (queue = scheduled ->\n"
-        "started, run = started -> completed)."
+        "started, run = started -> completed). CPU: the phase's CPU time over N; the bench\n"
+        "process holds the client, both workers and every activity."
     )
-    return "\n\n".join([header, main, ratio, split, per_type, notes, verdict])
+    return "\n\n".join([header, main, ratio, split, cpu, per_type, notes, verdict])
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"

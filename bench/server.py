@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -22,6 +23,13 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 
 __all__ = ["HOST", "DevServer", "dev_server", "search_attribute_args"]
 
@@ -49,6 +57,19 @@ def search_attribute_args(keys: Iterable[SearchAttributeKey]) -> list[str]:  # t
     return args
 
 
+def _runtime() -> Runtime:
+    """The SDK core's own warnings go through Python logging (stderr), never onto stdout,
+    which carries the report."""
+    return Runtime(
+        telemetry=TelemetryConfig(
+            logging=LoggingConfig(
+                filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+            )
+        )
+    )
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
@@ -63,9 +84,20 @@ class DevServer:
         self.address = address
         self.client = client
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) the server has used so far; None where /proc is missing."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return None
+        # Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 async def _connect(process: asyncio.subprocess.Process, address: str, log: Path) -> Client:
     deadline = time.monotonic() + START_TIMEOUT
+    runtime = _runtime()
     while True:
         if process.returncode is not None:
             raise RuntimeError(
@@ -74,7 +106,10 @@ async def _connect(process: asyncio.subprocess.Process, address: str, log: Path)
             )
         try:
             return await Client.connect(
-                address, namespace="default", data_converter=pydantic_data_converter
+                address,
+                namespace="default",
+                data_converter=pydantic_data_converter,
+                runtime=runtime,
             )
         except RuntimeError as err:
             if time.monotonic() > deadline:

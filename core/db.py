@@ -8,6 +8,7 @@ insert with the key and, on a conflict, read back what the first attempt wrote.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel, create_engine
 
 __all__ = [
+    "MICRO_USD_PER_USD",
     "AuditEvent",
     "Customer",
     "Message",
+    "ModelCall",
     "Order",
     "Refund",
     "Ticket",
@@ -160,3 +163,33 @@ def make_engine(url: str) -> Engine:
 
 def create_tables(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine)
+
+
+MICRO_USD_PER_USD = 1_000_000
+
+
+class ModelCall(SQLModel, table=True):
+    """The model cost ledger: one row per attempt the model gateway makes (a fallback chain
+    writes one row per model it tried). Money is integer micro-dollars (1 USD = 1,000,000), so
+    sums are exact; `cost_usd` converts."""
+
+    __tablename__ = "model_calls"
+
+    id: int | None = Field(default=None, primary_key=True)
+    task: str = Field(index=True, max_length=32)
+    provider: str = Field(max_length=100, description="Model name in the models file")
+    model: str = Field(index=True, max_length=200, description="Upstream model id")
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_ms: int = 0
+    cost_micro_usd: int = 0
+    # ok | fallback | failed | low_confidence | breaker_open | invalid_output
+    outcome: str = Field(index=True, max_length=32)
+    error: str | None = Field(default=None, max_length=500)
+    workflow_id: str | None = Field(default=None, max_length=200)
+    case_id: str | None = Field(default=None, index=True, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return Decimal(self.cost_micro_usd) / MICRO_USD_PER_USD

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,9 @@ class Settings(BaseSettings):
     # Data the product reads: intent examples and reply templates (default: the repository's).
     datasets_dir: Path | None = None
     templates_dir: Path | None = None
+    # Model routes, prices and breakers (default: the repository's config/models.yaml, which
+    # uses only the embedded models). See config/models.openai.example.yaml for LLM chains.
+    models_file: Path | None = None
 
     # Temporal
     task_queue: str = "podium"
@@ -52,8 +56,27 @@ class Settings(BaseSettings):
     auto_refund_limit: float = Field(default=100.0, ge=0, description="Dollars")
     return_window_days: int = 30
     min_intent_confidence: float = 0.5
-    approval_sla_hours: float = 48.0
-    approval_deadline_hours: float = 168.0
+
+    # Approval gate defaults (stamped on each case when it starts). Medium risk: `team_lead`;
+    # high risk: `team_lead` then `finance`. Each level has the SLA and reminders below.
+    approval_sla_hours: float = Field(default=48.0, gt=0, description="Per level")
+    approval_deadline_hours: float = Field(default=168.0, gt=0)
+    approval_reminders: list[float] = Field(
+        default=[0.5, 0.9], description="Fractions of the SLA; env JSON, e.g. [0.5, 0.9]"
+    )
+    approval_on_breach: Literal["escalate", "backup"] = "escalate"
+    approval_backup_roles: list[str] = Field(default=["ops_manager"], description="For 'backup'")
+    approval_team_lead_roles: list[str] = ["team_lead"]
+    approval_finance_roles: list[str] = ["finance"]
+    approval_finance_quorum: int = Field(default=1, ge=1)
+    approval_default_action: Literal["deny", "handoff", "approve_within_limit"] = "deny"
+    approval_default_limit: float | None = Field(
+        default=None, ge=0, description="Dollars, for 'approve_within_limit'"
+    )
+    approval_four_eyes: bool = True
+    # Approver notices: the structured log, or this webhook (it may hold a token: never logged).
+    approval_webhook_url: str | None = None
+    approval_webhook_timeout_s: float = Field(default=10.0, gt=0)
 
     # Logging
     log_level: str = "INFO"

@@ -4,10 +4,18 @@ Routes (OpenAPI at /docs):
 
     POST /cases/refund               open a case (header Idempotency-Key makes retries safe)
     GET  /cases/{case_id}            the case as the workflow sees it
-    POST /cases/{case_id}/approve    approve the pending refund
-    POST /cases/{case_id}/reject     reject the pending refund
-    GET  /approvals/pending          cases waiting for a person, most urgent SLA first
+    POST /cases/{case_id}/approve          approve the pending refund (at the current level)
+    POST /cases/{case_id}/reject           reject it (a reason is required)
+    POST /cases/{case_id}/request-changes  approve a lower amount
+    POST /cases/{case_id}/delegate         let a named person decide at the current level
+    GET  /approvals/pending                cases waiting for a person, most urgent SLA first
+                                           (`role=finance`: what that role may decide now)
     GET  /healthz                    liveness, and whether Temporal answers
+
+Decisions carry who decides (`approver`) and in which roles (`roles`): the case refuses a caller
+without a role of the level deciding now, unless the decision was delegated to them. Identity and
+roles come from the request for now; they will come from credentials. `decision_id` (optional)
+makes a retry return the first result instead of deciding twice.
 
 Every error is an RFC 9457 `application/problem+json` body; callers never see a stack trace.
 """
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -32,6 +41,7 @@ from core.settings import Settings
 from core.temporal import connect
 from starter.client import (
     IDEMPOTENCY_KEY_PATTERN,
+    ROLE_PATTERN,
     CaseClosed,
     CaseNotFound,
     CaseRef,
@@ -45,9 +55,19 @@ from starter.client import (
     RefundRequest,
     TemporalUnavailable,
 )
-from workflows.types import ApprovalDecisionResult
+from workflows.types import ApprovalAction, ApprovalDecisionResult
 
-__all__ = ["DecisionBody", "FieldError", "Health", "Problem", "app", "create_app"]
+__all__ = [
+    "DecisionBody",
+    "DelegateBody",
+    "FieldError",
+    "Health",
+    "Problem",
+    "RejectBody",
+    "RequestChangesBody",
+    "app",
+    "create_app",
+]
 
 log = structlog.get_logger()
 
@@ -78,12 +98,44 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = None
 
 
+_Person = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+_Role = Annotated[str, StringConstraints(strip_whitespace=True, pattern=ROLE_PATTERN)]
+_Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2_000)]
+
+
 class DecisionBody(BaseModel):
-    approver: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+    approver: _Person
+    roles: list[_Role] = Field(
+        default_factory=list,
+        max_length=20,
+        description="The approver's roles; one must belong to the level deciding now",
+        examples=[["team_lead"]],
+    )
     comment: str | None = Field(default=None, max_length=2_000)
     request_id: str | None = Field(
         default=None, min_length=1, description="Defaults to the approval pending right now"
     )
+    decision_id: str | None = Field(
+        default=None,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="Retry-safe key: the same id returns the first result (default: new)",
+    )
+
+
+class RejectBody(DecisionBody):
+    reason: _Reason = Field(description="Why the refund is rejected; the customer is told")
+
+
+class RequestChangesBody(DecisionBody):
+    amount: Decimal = Field(
+        gt=0, max_digits=12, decimal_places=2, description="The lower amount to refund, dollars"
+    )
+    reason: _Reason | None = None
+
+
+class DelegateBody(DecisionBody):
+    to: _Person = Field(description="Who decides instead, at the current level")
+    reason: _Reason
 
 
 class Health(BaseModel):
@@ -316,8 +368,9 @@ def create_app(
     async def approve(
         case_id: CaseId, body: Annotated[DecisionBody, Body()], podium: Podium
     ) -> ApprovalDecisionResult:
-        """Approve the pending refund; answers once the refund has been carried out."""
-        return await podium.decide(case_id, True, body.approver, body.comment, body.request_id)
+        """Approve at the current level; when that completes the approval, answers once the
+        refund has been carried out (`gate: approved`), else at once (`gate: open`)."""
+        return await _decide(podium, case_id, ApprovalAction.APPROVE, body)
 
     @app.post(
         "/cases/{case_id}/reject",
@@ -326,10 +379,43 @@ def create_app(
         tags=["approvals"],
     )
     async def reject(
-        case_id: CaseId, body: Annotated[DecisionBody, Body()], podium: Podium
+        case_id: CaseId, body: Annotated[RejectBody, Body()], podium: Podium
     ) -> ApprovalDecisionResult:
         """Reject the pending refund; answers once the customer has been told."""
-        return await podium.decide(case_id, False, body.approver, body.comment, body.request_id)
+        return await _decide(podium, case_id, ApprovalAction.REJECT, body, reason=body.reason)
+
+    @app.post(
+        "/cases/{case_id}/request-changes",
+        response_model=ApprovalDecisionResult,
+        responses=_PROBLEM_RESPONSES,
+        tags=["approvals"],
+    )
+    async def request_changes(
+        case_id: CaseId, body: Annotated[RequestChangesBody, Body()], podium: Podium
+    ) -> ApprovalDecisionResult:
+        """Approve a lower amount than asked; later levels approve that amount."""
+        return await _decide(
+            podium,
+            case_id,
+            ApprovalAction.REQUEST_CHANGES,
+            body,
+            reason=body.reason,
+            new_amount_cents=int(body.amount * 100),
+        )
+
+    @app.post(
+        "/cases/{case_id}/delegate",
+        response_model=ApprovalDecisionResult,
+        responses=_PROBLEM_RESPONSES,
+        tags=["approvals"],
+    )
+    async def delegate(
+        case_id: CaseId, body: Annotated[DelegateBody, Body()], podium: Podium
+    ) -> ApprovalDecisionResult:
+        """Let a named person decide at the current level without holding its role."""
+        return await _decide(
+            podium, case_id, ApprovalAction.DELEGATE, body, reason=body.reason, delegate_to=body.to
+        )
 
     @app.get(
         "/approvals/pending",
@@ -343,14 +429,45 @@ def create_app(
             float | None, Query(ge=0, allow_inf_nan=False, description="Dollars, exclusive")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1_000)] = 100,
+        role: Annotated[
+            str | None,
+            Query(
+                pattern=ROLE_PATTERN,
+                description="Only what this role (or user:<name>) may decide now",
+            ),
+        ] = None,
     ) -> list[PendingApproval]:
-        return await podium.list_pending(min_amount=min_amount, limit=limit)
+        return await podium.list_pending(min_amount=min_amount, limit=limit, role=role)
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
     async def healthz(podium: Podium) -> Health:
         return Health(temporal_reachable=await podium.ping())
 
     return app
+
+
+async def _decide(
+    podium: PodiumClient,
+    case_id: str,
+    action: ApprovalAction,
+    body: DecisionBody,
+    *,
+    reason: str | None = None,
+    new_amount_cents: int | None = None,
+    delegate_to: str | None = None,
+) -> ApprovalDecisionResult:
+    return await podium.decide(
+        case_id,
+        action,
+        body.approver,
+        roles=list(body.roles),
+        comment=body.comment,
+        reason=reason,
+        new_amount_cents=new_amount_cents,
+        delegate_to=delegate_to,
+        request_id=body.request_id,
+        decision_id=body.decision_id,
+    )
 
 
 app = create_app()

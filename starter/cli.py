@@ -1,5 +1,11 @@
 """The `podium` command line: run the stack, open refund cases, decide approvals.
 
+    podium approve CASE --approver alice --role team_lead [--decision-id ID]
+    podium reject CASE --approver alice --role team_lead --reason "outside the window"
+    podium request-changes CASE --approver alice --role team_lead --amount 120.00
+    podium delegate CASE --approver alice --role team_lead --to bob --reason "on leave"
+    podium pending [--role finance]
+
 Every command except `up` talks to the HTTP API (`--api-url`, env `PODIUM_API_URL`), so it works
 the same against a laptop and a shared deployment. `--json` prints the API's answer as JSON.
 
@@ -21,13 +27,24 @@ import typer
 __all__ = ["DEFAULT_API_URL", "app", "create_cli", "main"]
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
-# `approve`/`reject` answer once the refund has been carried out, which can take a while.
+# A decision that closes an approval answers once it has been carried out: that can take a while.
 HTTP_TIMEOUT = httpx.Timeout(90.0, connect=5.0)
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 2
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's answer as JSON.")]
+RoleOption = Annotated[
+    list[str] | None,
+    typer.Option("--role", help="Your role, e.g. team_lead (repeatable); delegates need none."),
+]
+RequestIdOption = Annotated[
+    str | None, typer.Option(help="The approval request (default: the pending one).")
+]
+DecisionIdOption = Annotated[
+    str | None,
+    typer.Option(help="Retry-safe key: the same id returns the first result (default: new)."),
+]
 
 
 @dataclass(frozen=True)
@@ -155,17 +172,34 @@ def _show_case(view: dict[str, Any]) -> None:
         fields.append(("Amount", _money(state.get("amount_cents"))))
         approval = state.get("approval")
         decision = state.get("decision")
-        if approval and not decision:
+        if approval and approval.get("status", "open") == "open":
             due = _parse_time(approval.get("sla_due_at"))
+            levels = (approval.get("policy") or {}).get("levels") or []
+            level = approval.get("level_name")
+            where = f", level {approval.get('level')}/{len(levels)} {level}" if level else ""
             fields.append(
                 (
                     "Approval",
-                    f"pending (request {approval['request_id']}), Podium recommends "
+                    f"pending (request {approval['request_id']}{where}), Podium recommends "
                     f"{approval.get('recommendation')}; SLA {time_left(due, now)}"
                     + (", escalated" if approval.get("escalated") else ""),
                 )
             )
+            waiting = [*approval.get("awaiting_roles", [])]
+            waiting += [f"user:{name}" for name in approval.get("delegates") or []]
+            if waiting:
+                fields.append(("Waiting for", ", ".join(waiting)))
             fields.extend(("Reason", reason) for reason in approval.get("reasons") or [])
+        for record in (approval or {}).get("decisions") or []:
+            why = record.get("reason") or record.get("comment")
+            fields.append(
+                (
+                    "Decided",
+                    f"{record.get('action')} by {record.get('approver')} at level "
+                    f"{record.get('level_name')}, {_stamp(record.get('decided_at'))}"
+                    + (f": {why}" if why else ""),
+                )
+            )
         if decision:
             verdict = "approved" if decision.get("approved") else "rejected"
             decided_at = _stamp(decision.get("decided_at"))
@@ -189,12 +223,25 @@ def _show_case(view: dict[str, Any]) -> None:
         typer.echo(f"{label + ':':<{width}} {value}")
 
 
+_VERBS = {
+    "approve": "approved",
+    "reject": "rejected",
+    "request_changes": "approved a lower amount",
+    "delegate": "delegated",
+}
+
+
 def _show_decision(case_id: str, result: dict[str, Any]) -> None:
-    verdict = "approved" if result.get("approved") else "rejected"
-    line = (
-        f"{case_id}: {verdict} by {result.get('approver')} "
-        f"(request {result.get('request_id')}); outcome {result.get('outcome')}"
-    )
+    action = result.get("action") or ("approve" if result.get("approved") else "reject")
+    verdict = _VERBS.get(action, action)
+    if action == "request_changes":
+        verdict = f"approved {_money(result.get('amount_cents'))}"
+    who = f"{case_id}: {verdict} by {result.get('approver')} (request {result.get('request_id')})"
+    if result.get("gate", "approved") == "open":
+        waiting = ", ".join(result.get("waiting_for") or []) or "-"
+        line = f"{who} at level {result.get('level_name')}; waiting for {waiting}"
+    else:
+        line = f"{who}; outcome {result.get('outcome')}"
     if result.get("refund_id"):
         line += f", refund {result['refund_id']}"
     typer.secho(line, fg=typer.colors.GREEN if result.get("approved") else typer.colors.YELLOW)
@@ -219,9 +266,20 @@ def _show_pending(items: list[dict[str, Any]]) -> None:
                 due.strftime("%Y-%m-%d %H:%M") if due else "-",
                 time_left(due, now),
                 "yes" if item.get("escalated") else "",
+                ", ".join(item.get("awaiting_roles") or []) or "-",
             ]
         )
-    headers = ["CASE", "CUSTOMER", "TIER", "INTENT", "AMOUNT", "SLA DUE (UTC)", "LEFT", "ESCALATED"]
+    headers = [
+        "CASE",
+        "CUSTOMER",
+        "TIER",
+        "INTENT",
+        "AMOUNT",
+        "SLA DUE (UTC)",
+        "LEFT",
+        "ESCALATED",
+        "WAITING FOR",
+    ]
     typer.echo(_table(headers, rows))
 
 
@@ -296,45 +354,104 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         ctx: typer.Context,
         case_id: str,
         verb: str,
-        approver: str,
-        comment: str | None,
-        request_id: str | None,
         json_output: bool,
+        body: dict[str, Any],
     ) -> None:
-        body = {"approver": approver, "comment": comment, "request_id": request_id}
         result = ctx.obj.call("POST", f"/cases/{quote(case_id, safe='')}/{verb}", json=body)
         if json_output:
             _print_json(result)
         else:
             _show_decision(case_id, result)
 
+    def _common(
+        approver: str,
+        roles: list[str] | None,
+        comment: str | None,
+        request_id: str | None,
+        decision_id: str | None,
+    ) -> dict[str, Any]:
+        return {
+            "approver": approver,
+            "roles": roles or [],
+            "comment": comment,
+            "request_id": request_id,
+            "decision_id": decision_id,
+        }
+
     @cli.command()
     def approve(
         ctx: typer.Context,
         case_id: Annotated[str, typer.Argument(metavar="CASE")],
         approver: Annotated[str, typer.Option(help="Who approves.")],
+        role: RoleOption = None,
         comment: Annotated[str | None, typer.Option(help="Why.")] = None,
-        request_id: Annotated[
-            str | None, typer.Option(help="The approval request (default: the pending one).")
-        ] = None,
+        request_id: RequestIdOption = None,
+        decision_id: DecisionIdOption = None,
         json_output: JsonOption = False,
     ) -> None:
-        """Approve the pending refund; returns once the refund has been issued."""
-        _decide(ctx, case_id, "approve", approver, comment, request_id, json_output)
+        """Approve at the current level; the last approval issues the refund."""
+        body = _common(approver, role, comment, request_id, decision_id)
+        _decide(ctx, case_id, "approve", json_output, body)
 
     @cli.command()
     def reject(
         ctx: typer.Context,
         case_id: Annotated[str, typer.Argument(metavar="CASE")],
         approver: Annotated[str, typer.Option(help="Who rejects.")],
-        comment: Annotated[str, typer.Option(help="Why the refund is rejected.")],
-        request_id: Annotated[
-            str | None, typer.Option(help="The approval request (default: the pending one).")
-        ] = None,
+        reason: Annotated[str, typer.Option(help="Why the refund is rejected.")],
+        role: RoleOption = None,
+        comment: Annotated[str | None, typer.Option(help="A note for the record.")] = None,
+        request_id: RequestIdOption = None,
+        decision_id: DecisionIdOption = None,
         json_output: JsonOption = False,
     ) -> None:
         """Reject the pending refund."""
-        _decide(ctx, case_id, "reject", approver, comment, request_id, json_output)
+        body = {**_common(approver, role, comment, request_id, decision_id), "reason": reason}
+        _decide(ctx, case_id, "reject", json_output, body)
+
+    @cli.command("request-changes")
+    def request_changes(
+        ctx: typer.Context,
+        case_id: Annotated[str, typer.Argument(metavar="CASE")],
+        approver: Annotated[str, typer.Option(help="Who decides.")],
+        amount: Annotated[
+            str, typer.Option(help="The lower amount to refund, in dollars, e.g. 120.00.")
+        ],
+        role: RoleOption = None,
+        reason: Annotated[str | None, typer.Option(help="Why the amount is lower.")] = None,
+        comment: Annotated[str | None, typer.Option(help="A note for the record.")] = None,
+        request_id: RequestIdOption = None,
+        decision_id: DecisionIdOption = None,
+        json_output: JsonOption = False,
+    ) -> None:
+        """Approve a lower amount than the customer asked for."""
+        body = {
+            **_common(approver, role, comment, request_id, decision_id),
+            "amount": amount,
+            "reason": reason,
+        }
+        _decide(ctx, case_id, "request-changes", json_output, body)
+
+    @cli.command()
+    def delegate(
+        ctx: typer.Context,
+        case_id: Annotated[str, typer.Argument(metavar="CASE")],
+        approver: Annotated[str, typer.Option(help="Who delegates.")],
+        to: Annotated[str, typer.Option("--to", help="Who decides instead.")],
+        reason: Annotated[str, typer.Option(help="Why.")],
+        role: RoleOption = None,
+        comment: Annotated[str | None, typer.Option(help="A note for the record.")] = None,
+        request_id: RequestIdOption = None,
+        decision_id: DecisionIdOption = None,
+        json_output: JsonOption = False,
+    ) -> None:
+        """Let a named person decide at the current level without holding its role."""
+        body = {
+            **_common(approver, role, comment, request_id, decision_id),
+            "to": to,
+            "reason": reason,
+        }
+        _decide(ctx, case_id, "delegate", json_output, body)
 
     @cli.command()
     def pending(
@@ -343,18 +460,27 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
             float | None, typer.Option(help="Only refunds above this many dollars.")
         ] = None,
         limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+        role: Annotated[
+            str | None,
+            typer.Option(help="Only what this role (or user:NAME) may decide now."),
+        ] = None,
         json_output: JsonOption = False,
     ) -> None:
         """Refunds waiting for a person, the most urgent SLA first."""
         params: dict[str, Any] = {"limit": limit}
         if min_amount is not None:
             params["min_amount"] = min_amount
+        if role is not None:
+            params["role"] = role
         items = ctx.obj.call("GET", "/approvals/pending", params=params)
         if json_output:
             _print_json(items)
         else:
             _show_pending(items)
 
+    from starter.eval import add_eval_command  # `podium eval`; loads its models lazily
+
+    add_eval_command(cli)
     return cli
 
 

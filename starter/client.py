@@ -57,14 +57,20 @@ from core.settings import Settings
 from core.temporal import connect
 from workflows import search_attributes as sa
 from workflows.types import (
+    ApprovalAction,
     ApprovalDecisionInput,
     ApprovalDecisionResult,
+    ApprovalLevel,
+    ApprovalPolicy,
+    BreachAction,
     CaseStatus,
+    DefaultAction,
     RefundCaseInput,
     RefundCaseResult,
     RefundCaseState,
     RefundOutcome,
     RefundPolicy,
+    RiskLevel,
 )
 
 __all__ = [
@@ -80,7 +86,9 @@ __all__ = [
     "PodiumError",
     "RefundRequest",
     "TemporalUnavailable",
+    "approval_policies_from_settings",
     "case_id_for_key",
+    "policy_from_settings",
     "validate_idempotency_key",
 ]
 
@@ -103,6 +111,8 @@ HEALTH_TIMEOUT = timedelta(seconds=2)
 PENDING_SCAN_LIMIT = 10_000
 
 _KEY_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
+ROLE_PATTERN = r"^[A-Za-z0-9._:@-]{1,100}$"
+_ROLE_RE = re.compile(ROLE_PATTERN)
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -164,6 +174,7 @@ _Channel = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
 _CustomerId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 _OrderId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 _Message = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5_000)]
+_Person = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 
 
 class RefundRequest(BaseModel):
@@ -173,12 +184,18 @@ class RefundRequest(BaseModel):
     customer_id: _CustomerId = Field(examples=["C-1002"])
     order_id: _OrderId | None = Field(default=None, examples=["O-5004"])
     message: _Message = Field(examples=["My blender arrived broken, I want my money back."])
+    requested_by: _Person | None = Field(
+        default=None,
+        description="Who asks on the customer's behalf (four-eyes keeps them from approving); "
+        "default: the customer's channel identity",
+    )
 
     def sha256(self) -> str:
         """Hash of the canonical JSON of the request: what an idempotent retry must repeat."""
-        canonical = json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        )
+        fields = self.model_dump(mode="json")
+        if fields["requested_by"] is None:
+            del fields["requested_by"]  # hashes stay as they were before the field existed
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -211,8 +228,12 @@ class PendingApproval(BaseModel):
     tier: str | None = None
     intent: str | None = None
     amount: float | None = Field(default=None, description="Dollars")
-    sla_due_at: datetime | None = None
+    sla_due_at: datetime | None = Field(default=None, description="Due time of the current level")
     escalated: bool = False
+    level: int | None = Field(default=None, description="1-based approval level deciding now")
+    awaiting_roles: list[str] = Field(
+        default_factory=list, description="Roles that may decide now, and user:<delegate>"
+    )
     started_at: datetime
 
 
@@ -233,13 +254,43 @@ def case_id_for_key(key: str) -> str:
     return CASE_ID_PREFIX + validate_idempotency_key(key)
 
 
+def approval_policies_from_settings(settings: Settings) -> dict[RiskLevel, ApprovalPolicy]:
+    """Medium risk: `team_lead`; high risk: `team_lead` then `finance` (settings' SLAs)."""
+
+    def level(name: str, roles: list[str], quorum: int = 1) -> ApprovalLevel:
+        on_breach = BreachAction(settings.approval_on_breach)
+        return ApprovalLevel(
+            name=name,
+            approver_roles=roles,
+            quorum=quorum,
+            sla=timedelta(hours=settings.approval_sla_hours),
+            reminders=settings.approval_reminders,
+            on_breach=on_breach,
+            backup_roles=settings.approval_backup_roles if on_breach == BreachAction.BACKUP else [],
+        )
+
+    limit = settings.approval_default_limit
+
+    def policy(*levels: ApprovalLevel) -> ApprovalPolicy:
+        return ApprovalPolicy(
+            levels=list(levels),
+            deadline=timedelta(hours=settings.approval_deadline_hours),
+            default_action=DefaultAction(settings.approval_default_action),
+            approve_limit_cents=round(limit * 100) if limit is not None else None,
+            four_eyes=settings.approval_four_eyes,
+        )
+
+    team_lead = level("team_lead", settings.approval_team_lead_roles)
+    finance = level("finance", settings.approval_finance_roles, settings.approval_finance_quorum)
+    return {RiskLevel.MEDIUM: policy(team_lead), RiskLevel.HIGH: policy(team_lead, finance)}
+
+
 def policy_from_settings(settings: Settings) -> RefundPolicy:
     return RefundPolicy(
         auto_refund_limit_cents=round(settings.auto_refund_limit * 100),
         return_window_days=settings.return_window_days,
         min_intent_confidence=settings.min_intent_confidence,
-        approval_sla=timedelta(hours=settings.approval_sla_hours),
-        approval_deadline=timedelta(hours=settings.approval_deadline_hours),
+        approvals=approval_policies_from_settings(settings),
     )
 
 
@@ -335,6 +386,7 @@ class PodiumClient:
             order_id=request.order_id,
             message=request.message,
             policy=policy_from_settings(self._settings),
+            requested_by=request.requested_by,
         )
         try:
             await self._client.start_workflow(
@@ -415,15 +467,27 @@ class PodiumClient:
         )
 
     async def list_pending(
-        self, min_amount: float | None = None, limit: int = 100
+        self, min_amount: float | None = None, limit: int = 100, role: str | None = None
     ) -> list[PendingApproval]:
-        """Running refund cases waiting for a person, the most urgent SLA first."""
+        """Running refund cases waiting for a person, the most urgent SLA first.
+
+        `role` narrows the list to what that role may decide now (an approver's inbox); pass
+        `user:<name>` for what was delegated to a person.
+        """
         if limit < 1:
             raise InvalidRequest("must be at least 1", field="limit", location="query")
         query = (
             f'{sa.PROCESS.name} = "{PROCESS}" AND {sa.AWAITING_APPROVAL.name} = true'
             ' AND ExecutionStatus = "Running"'
         )
+        if role is not None:
+            if not _ROLE_RE.fullmatch(role):
+                raise InvalidRequest(
+                    "must be 1-100 characters of letters, digits, '.', '_', ':', '@' or '-'",
+                    field="role",
+                    location="query",
+                )
+            query += f' AND {sa.AWAITING_ROLES.name} = "{role}"'
         if min_amount is not None:
             if not (math.isfinite(min_amount) and min_amount >= 0):
                 raise InvalidRequest(
@@ -449,34 +513,58 @@ class PodiumClient:
     async def decide(
         self,
         case_id: str,
-        approve: bool,
+        action: ApprovalAction | str,
         approver: str,
+        *,
+        roles: list[str] | None = None,
         comment: str | None = None,
+        reason: str | None = None,
+        new_amount_cents: int | None = None,
+        delegate_to: str | None = None,
         request_id: str | None = None,
+        decision_id: str | None = None,
     ) -> ApprovalDecisionResult:
-        """Approve or reject the pending refund; returns once the decision has been carried out.
+        """Decide the pending approval: approve, reject, request_changes or delegate.
 
-        `request_id` defaults to the approval the case is waiting for right now.
+        Returns once the decision has been recorded; when it closes the approval, once it has
+        been carried out (refund issued, customer told). `request_id` defaults to the approval
+        the case waits for now; `decision_id` (default: a new uuid4) makes retries safe: the
+        same id returns the first result, even after the case has closed.
         """
         approver = approver.strip()
         if not approver:
             raise InvalidRequest("an approver is required", field="approver")
+        decision_id = decision_id or uuid.uuid4().hex
+        try:
+            decision = ApprovalDecisionInput(
+                request_id=request_id or "(pending)",  # the pending request's id, looked up below
+                decision_id=decision_id,
+                action=ApprovalAction(action),
+                approver=approver,
+                approver_roles=[role.strip() for role in roles or [] if role.strip()],
+                comment=comment,
+                reason=reason,
+                new_amount_cents=new_amount_cents,
+                delegate_to=delegate_to,
+            )
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else None
+            raise InvalidRequest(first["msg"], field=field) from None
+        except ValueError as err:
+            raise InvalidRequest(str(err), field="action") from None
         description = await self._describe(case_id)
-        if description.status != WorkflowExecutionStatus.RUNNING:
-            raise CaseClosed(case_id, _status_name(description.status))
         handle = self._handle(case_id, description.run_id)
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            earlier = await self._earlier_result(handle, decision_id)
+            if earlier is not None:
+                return earlier
+            raise CaseClosed(case_id, _status_name(description.status))
         if request_id is None:
             state = await self._query_state(handle)
             if state.approval is None:
                 raise DecisionRefused(case_id, "no approval is pending for this case")
-            request_id = state.approval.request_id
-        try:
-            decision = ApprovalDecisionInput(
-                request_id=request_id, approve=approve, approver=approver, comment=comment
-            )
-        except ValidationError as err:
-            first = err.errors()[0]
-            raise InvalidRequest(first["msg"], field=str(first["loc"][0])) from None
+            decision = decision.model_copy(update={"request_id": state.approval.request_id})
         try:
             result: ApprovalDecisionResult = await _bounded(
                 handle.execute_update("decide", decision, result_type=ApprovalDecisionResult),
@@ -485,28 +573,48 @@ class PodiumClient:
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             reason = cause.message if isinstance(cause, ApplicationError) else str(cause)
-            log.info("decision_refused", case_id=case_id, request_id=request_id, reason=reason)
+            log.info(
+                "decision_refused", case_id=case_id, request_id=decision.request_id, reason=reason
+            )
             raise DecisionRefused(case_id, reason) from None
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 # The case existed a moment ago: it has finished in between.
+                earlier = await self._earlier_result(handle, decision_id)
+                if earlier is not None:
+                    return earlier
                 raise CaseClosed(case_id, "completed") from None
             raise self._translate(err, case_id) from err
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             raise TemporalUnavailable(
                 f"case '{case_id}' did not confirm the decision within "
                 f"{int(UPDATE_TIMEOUT.total_seconds())}s; it may still be applied once the "
-                "worker picks it up, check the case status"
+                f"worker picks it up: retry with decision id '{decision_id}' to find out"
             ) from None
         log.info(
             "decision_applied",
             case_id=case_id,
-            request_id=request_id,
-            approved=result.approved,
+            request_id=decision.request_id,
+            decision_id=decision_id,
+            action=decision.resolved_action.value,
             approver=approver,
-            outcome=result.outcome.value,
+            gate=result.gate.value,
+            outcome=result.outcome.value if result.outcome else None,
         )
         return result
+
+    async def _earlier_result(
+        self, handle: WorkflowHandle[Any, Any], decision_id: str
+    ) -> ApprovalDecisionResult | None:
+        """The closing decision's result on a closed case, if `decision_id` was it (a retry)."""
+        try:
+            state = await self._query_state(handle)
+        except (TemporalUnavailable, CaseNotFound):
+            return None
+        decision = state.decision
+        if decision is not None and decision.decision_id == decision_id:
+            return decision
+        return None
 
     # --- Temporal plumbing --------------------------------------------------------------------
 
@@ -570,5 +678,7 @@ def _pending(execution: WorkflowExecution) -> PendingApproval:
         amount=attributes.get(sa.AMOUNT),
         sla_due_at=attributes.get(sa.SLA_DUE_AT),
         escalated=bool(attributes.get(sa.ESCALATED)),
+        level=attributes.get(sa.APPROVAL_LEVEL),
+        awaiting_roles=list(attributes.get(sa.AWAITING_ROLES) or []),
         started_at=execution.start_time,
     )

@@ -74,6 +74,7 @@ def real_system_activities(engine: Engine) -> list[Callable[..., Any]]:
         systems.update_ticket,
         notifications.send_reply,
         notifications.notify_escalation,
+        notifications.notify_approvers,
         audit.record_audit_event,
     ]
 

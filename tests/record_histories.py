@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -29,7 +30,18 @@ from tests.helpers import (
     real_system_activities,
     seeded_engine,
 )
-from workflows.types import ApprovalDecisionInput, RefundCaseInput, RefundCaseState
+from workflows.types import (
+    ApprovalDecisionInput,
+    ApprovalLevel,
+    ApprovalPolicy,
+    CaseStatus,
+    RefundCaseInput,
+    RefundCaseResult,
+    RefundCaseState,
+    RefundOutcome,
+    RefundPolicy,
+    RiskLevel,
+)
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -39,10 +51,19 @@ Scenario = Callable[[WorkflowEnvironment, WorkflowHandle[object, object]], Await
 async def _approval_pending(handle: WorkflowHandle[object, object]) -> RefundCaseState:
     for _ in range(200):
         state = await handle.query("get_state", result_type=RefundCaseState)
-        if state.approval is not None:
+        if state.approval is not None and state.status == CaseStatus.AWAITING_APPROVAL:
             return state
         await asyncio.sleep(0.02)
     raise RuntimeError("no approval was requested")
+
+
+def _decision(**fields: Any) -> ApprovalDecisionInput:
+    fields.setdefault("request_id", "approval-1")
+    fields.setdefault("action", "approve")
+    return ApprovalDecisionInput(**fields)
+
+
+LEAD = ["team_lead"]
 
 
 async def _nothing(env: WorkflowEnvironment, handle: WorkflowHandle[object, object]) -> None:
@@ -53,9 +74,9 @@ async def _approve_after_escalation(
     env: WorkflowEnvironment, handle: WorkflowHandle[object, object]
 ) -> None:
     await _approval_pending(handle)
-    await env.sleep(timedelta(days=3))
+    await env.sleep(timedelta(days=3))  # two reminders, then the SLA escalates
     await handle.execute_update(
-        "decide", ApprovalDecisionInput(request_id="approval-1", approve=True, approver="lead")
+        "decide", _decision(decision_id="d-1", approver="lead", approver_roles=LEAD)
     )
 
 
@@ -63,28 +84,122 @@ async def _reject(env: WorkflowEnvironment, handle: WorkflowHandle[object, objec
     await _approval_pending(handle)
     await handle.execute_update(
         "decide",
-        ApprovalDecisionInput(request_id="approval-1", approve=False, approver="f", comment="no"),
+        _decision(
+            decision_id="d-1",
+            action="reject",
+            approver="lead",
+            approver_roles=LEAD,
+            reason="item was used",
+        ),
     )
 
 
 async def _signal_paths(env: WorkflowEnvironment, handle: WorkflowHandle[object, object]) -> None:
+    """High risk, decided by signals: a refused one, the team lead, then finance."""
     await _approval_pending(handle)
+    await handle.signal("approval_decision", _decision(request_id="bad", approver="x"))
     await handle.signal(
-        "approval_decision", ApprovalDecisionInput(request_id="bad", approve=True, approver="x")
+        "approval_decision",
+        ApprovalDecisionInput(
+            request_id="approval-1", approve=True, approver="ops", approver_roles=LEAD
+        ),
     )
     await handle.signal(
         "approval_decision",
-        ApprovalDecisionInput(request_id="approval-1", approve=True, approver="ops"),
+        _decision(decision_id="d-2", approver="cfo", approver_roles=["finance"]),
     )
 
 
-SCENARIOS: dict[str, tuple[str, str | None, str, Scenario]] = {
-    "auto_resolved": ("C-1001", "O-5001", "refund O-5001 please", _nothing),
-    "approved_after_escalation": ("C-1002", "O-5003", "refund O-5003", _approve_after_escalation),
-    "rejected": ("C-1002", "O-5003", "refund O-5003", _reject),
-    "escalated_expired": ("C-1002", "O-5004", "refund O-5004", _nothing),
-    "needs_human": ("C-1001", "O-9999", "refund please", _nothing),
-    "approved_by_signal": ("C-1004", "O-5007", "refund O-5007", _signal_paths),
+async def _escalate_to_finance(
+    env: WorkflowEnvironment, handle: WorkflowHandle[object, object]
+) -> None:
+    await _approval_pending(handle)
+    await env.sleep(timedelta(hours=49))  # the team lead's SLA passes: finance decides
+    await handle.execute_update(
+        "decide", _decision(decision_id="d-1", approver="cfo", approver_roles=["finance"])
+    )
+
+
+async def _request_changes(
+    env: WorkflowEnvironment, handle: WorkflowHandle[object, object]
+) -> None:
+    await _approval_pending(handle)
+    await handle.execute_update(
+        "decide",
+        _decision(
+            decision_id="d-1",
+            action="request_changes",
+            approver="lead",
+            approver_roles=LEAD,
+            new_amount_cents=12_000,
+            reason="partly used",
+        ),
+    )
+
+
+async def _delegate(env: WorkflowEnvironment, handle: WorkflowHandle[object, object]) -> None:
+    await _approval_pending(handle)
+    await handle.execute_update(
+        "decide",
+        _decision(
+            decision_id="d-1",
+            action="delegate",
+            approver="lead",
+            approver_roles=LEAD,
+            delegate_to="bob",
+            reason="on leave",
+        ),
+    )
+    await handle.execute_update("decide", _decision(decision_id="d-2", approver="bob"))
+
+
+async def _quorum(env: WorkflowEnvironment, handle: WorkflowHandle[object, object]) -> None:
+    """Two of the panel approve; the first one's retry returns its first result."""
+    await _approval_pending(handle)
+    first = _decision(decision_id="d-1", approver="alice", approver_roles=LEAD)
+    await handle.execute_update("decide", first)
+    await handle.execute_update("decide", first)
+    await handle.execute_update(
+        "decide", _decision(decision_id="d-2", approver="bob", approver_roles=LEAD)
+    )
+
+
+_PANEL = ApprovalPolicy(
+    levels=[ApprovalLevel(name="panel", approver_roles=LEAD, quorum=2, reminders=[0.5])]
+)
+QUORUM_POLICY = RefundPolicy(approvals={RiskLevel.MEDIUM: _PANEL, RiskLevel.HIGH: _PANEL})
+
+SCENARIOS: dict[str, tuple[str, str | None, str, Scenario, RefundPolicy | None]] = {
+    "auto_resolved": ("C-1001", "O-5001", "refund O-5001 please", _nothing, None),
+    "approved_after_escalation": (
+        "C-1002",
+        "O-5003",
+        "refund O-5003",
+        _approve_after_escalation,
+        None,
+    ),
+    "rejected": ("C-1002", "O-5003", "refund O-5003", _reject, None),
+    "escalated_expired": ("C-1002", "O-5004", "refund O-5004", _nothing, None),
+    "needs_human": ("C-1001", "O-9999", "refund please", _nothing, None),
+    "approved_by_signal": ("C-1004", "O-5007", "refund O-5007", _signal_paths, None),
+    "escalated_to_finance": ("C-1002", "O-5004", "refund O-5004", _escalate_to_finance, None),
+    "request_changes": ("C-1002", "O-5003", "refund O-5003", _request_changes, None),
+    "delegated": ("C-1002", "O-5003", "refund O-5003", _delegate, None),
+    "quorum": ("C-1002", "O-5003", "refund O-5003", _quorum, QUORUM_POLICY),
+}
+
+# What each path must end in: a scenario that drifts onto another path fails the recording.
+OUTCOMES = {
+    "auto_resolved": RefundOutcome.AUTO_RESOLVED,
+    "approved_after_escalation": RefundOutcome.APPROVED,
+    "rejected": RefundOutcome.REJECTED,
+    "escalated_expired": RefundOutcome.ESCALATED_EXPIRED,
+    "needs_human": RefundOutcome.NEEDS_HUMAN,
+    "approved_by_signal": RefundOutcome.APPROVED,
+    "escalated_to_finance": RefundOutcome.APPROVED,
+    "request_changes": RefundOutcome.APPROVED,
+    "delegated": RefundOutcome.APPROVED,
+    "quorum": RefundOutcome.APPROVED,
 }
 
 
@@ -97,7 +212,7 @@ async def record() -> None:
     HISTORIES.mkdir(exist_ok=True)
     try:
         with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(4) as executor:
-            for name, (customer, order, text, scenario) in SCENARIOS.items():
+            for name, (customer, order, text, scenario, policy) in SCENARIOS.items():
                 folder = Path(tmp) / name
                 folder.mkdir()
                 engine = seeded_engine(folder, now=await env.get_current_time())
@@ -108,14 +223,21 @@ async def record() -> None:
                     handle = await env.client.start_workflow(
                         "refund",
                         RefundCaseInput(
-                            channel="email", customer_id=customer, order_id=order, message=text
+                            channel="email",
+                            customer_id=customer,
+                            order_id=order,
+                            message=text,
+                            policy=policy or RefundPolicy(),
                         ),
                         id=f"refund-history-{name}",
                         task_queue=worker.task_queue,
+                        result_type=RefundCaseResult,
                     )
                     await scenario(env, handle)
-                    await handle.result()
+                    result = await handle.result()
                     history = await handle.fetch_history()
+                if result.outcome != OUTCOMES[name]:
+                    raise RuntimeError(f"{name}: ended {result.outcome}, not {OUTCOMES[name]}")
                 engine.dispose()
                 path = HISTORIES / f"refund-{name}.json"
                 path.write_text(history.to_json())

@@ -20,14 +20,17 @@ from temporalio import workflow
 
 from workflows import search_attributes as sa
 from workflows.types import (
+    ApprovalAction,
     ApprovalDecisionInput,
     ApprovalDecisionResult,
     ApprovalRequest,
     CaseStatus,
+    GateStatus,
     RefundCaseInput,
     RefundCaseResult,
     RefundCaseState,
     RefundOutcome,
+    RiskLevel,
 )
 
 with workflow.unsafe.imports_passed_through():
@@ -55,12 +58,15 @@ PROBLEM = "application/problem+json"
 
 @workflow.defn(name="refund")
 class StandInRefundWorkflow:
-    """Waits for one approval. The amount in cents is the number in the order id (`O-12000`)."""
+    """Waits for one approval at one level (`team_lead`, or a delegate). The amount in cents is
+    the number in the order id (`O-12000`)."""
 
     @workflow.init
     def __init__(self, input: RefundCaseInput) -> None:
         now = workflow.now()
         amount_cents = int((input.order_id or "O-0").split("-")[1])
+        policy = input.policy.approval_for(RiskLevel.MEDIUM)
+        self._results: dict[str, ApprovalDecisionResult] = {}
         self._state = RefundCaseState(
             case_id=workflow.info().workflow_id,
             status=CaseStatus.AWAITING_APPROVAL,
@@ -70,10 +76,16 @@ class StandInRefundWorkflow:
             approval=ApprovalRequest(
                 request_id="req-1",
                 requested_at=now,
-                sla_due_at=now + input.policy.approval_sla,
-                deadline_at=now + input.policy.approval_deadline,
+                requested_by=input.requester,
+                sla_due_at=now + policy.levels[0].sla,
+                deadline_at=now + policy.deadline,
                 recommendation="approve",
                 reasons=["over the automatic refund limit"],
+                policy=policy,
+                level_name=policy.levels[0].name,
+                level_started_at=now,
+                awaiting_roles=policy.levels[0].approver_roles,
+                amount_cents=amount_cents,
             ),
         )
 
@@ -81,6 +93,7 @@ class StandInRefundWorkflow:
     async def run(self, input: RefundCaseInput) -> RefundCaseResult:
         approval = self._state.approval
         assert approval is not None and self._state.amount_cents is not None
+        self._upsert_waiting()
         workflow.upsert_search_attributes(
             [
                 sa.STATUS.value_set(CaseStatus.AWAITING_APPROVAL.value),
@@ -95,14 +108,23 @@ class StandInRefundWorkflow:
         await workflow.wait_condition(lambda: self._state.decision is not None)
         await workflow.wait_condition(workflow.all_handlers_finished)
         decision = self._state.decision
-        assert decision is not None
+        assert decision is not None and decision.outcome is not None
         return RefundCaseResult(
             case_id=self._state.case_id,
             outcome=decision.outcome,
             amount_cents=self._state.amount_cents,
+            refund_amount_cents=decision.amount_cents if decision.approved else None,
             refund_id=decision.refund_id,
             decided_by=decision.approver,
             reasons=approval.reasons,
+        )
+
+    def _upsert_waiting(self) -> None:
+        approval = self._state.approval
+        assert approval is not None
+        waiting = [*approval.awaiting_roles, *(f"user:{d}" for d in approval.delegates)]
+        workflow.upsert_search_attributes(
+            [sa.AWAITING_ROLES.value_set(waiting), sa.APPROVAL_LEVEL.value_set(1)]
         )
 
     @workflow.query(name="get_state")
@@ -111,37 +133,63 @@ class StandInRefundWorkflow:
 
     @workflow.update(name="decide")
     async def decide(self, decision: ApprovalDecisionInput) -> ApprovalDecisionResult:
-        outcome = RefundOutcome.APPROVED if decision.approve else RefundOutcome.REJECTED
-        self._state.decision = ApprovalDecisionResult(
+        approval = self._state.approval
+        assert approval is not None and decision.decision_id is not None
+        if decision.decision_id in self._results:
+            return self._results[decision.decision_id]
+        action = decision.resolved_action
+        result = ApprovalDecisionResult(
             request_id=decision.request_id,
-            approved=decision.approve,
+            decision_id=decision.decision_id,
+            action=action,
+            approved=action in (ApprovalAction.APPROVE, ApprovalAction.REQUEST_CHANGES),
             approver=decision.approver,
             decided_at=workflow.now(),
-            outcome=outcome,
-            refund_id=f"R-{self._state.case_id}" if decision.approve else None,
+            level_name=approval.level_name,
+            gate=GateStatus.OPEN,
+            amount_cents=decision.new_amount_cents or self._state.amount_cents,
         )
+        if action == ApprovalAction.DELEGATE:
+            assert decision.delegate_to is not None
+            approval.delegates.append(decision.delegate_to)
+            result.waiting_for = [*approval.awaiting_roles, f"user:{decision.delegate_to}"]
+            self._upsert_waiting()
+            self._results[decision.decision_id] = result
+            return result
+        outcome = RefundOutcome.APPROVED if result.approved else RefundOutcome.REJECTED
+        result.gate = GateStatus.APPROVED if result.approved else GateStatus.REJECTED
+        result.outcome = outcome
+        result.refund_id = f"R-{self._state.case_id}" if result.approved else None
+        self._state.decision = result
+        self._results[decision.decision_id] = result
         self._state.status = CaseStatus.COMPLETED
         self._state.outcome = outcome
         workflow.upsert_search_attributes(
             [
                 sa.AWAITING_APPROVAL.value_set(False),
+                sa.AWAITING_ROLES.value_unset(),
                 sa.STATUS.value_set(CaseStatus.COMPLETED.value),
                 sa.OUTCOME.value_set(outcome.value),
             ]
         )
-        return self._state.decision
+        return result
 
     @decide.validator
     def validate_decide(self, decision: ApprovalDecisionInput) -> None:
         approval = self._state.approval
         if approval is None:
             raise ValueError("no approval is pending for this case")
+        if decision.decision_id in self._results:
+            return
         if decision.request_id != approval.request_id:
             raise ValueError(f"unknown or stale request_id '{decision.request_id}'")
         if self._state.decision is not None:
             raise ValueError("this approval has already been decided")
         if not decision.approver:
             raise ValueError("an approver is required")
+        entitled = set(decision.approver_roles) & set(approval.awaiting_roles)
+        if not entitled and decision.approver not in approval.delegates:
+            raise ValueError(f"'{decision.approver}' lacks a role for level 1 'team_lead'")
 
 
 # --- fixtures and helpers -----------------------------------------------------------------------
@@ -270,6 +318,8 @@ async def test_openapi_describes_the_routes(idle_api: httpx.AsyncClient) -> None
         "/cases/{case_id}",
         "/cases/{case_id}/approve",
         "/cases/{case_id}/reject",
+        "/cases/{case_id}/request-changes",
+        "/cases/{case_id}/delegate",
         "/approvals/pending",
         "/healthz",
     }
@@ -315,7 +365,18 @@ async def test_create_starts_a_case_stamped_with_settings_policy(
         started.input.payloads, [RefundCaseInput]
     )
     assert 25_050 == case_input.policy.auto_refund_limit_cents
-    assert timedelta(hours=4) == case_input.policy.approval_sla
+    medium = case_input.policy.approval_for(RiskLevel.MEDIUM)
+    high = case_input.policy.approval_for(RiskLevel.HIGH)
+    assert ["team_lead"] == [level.name for level in medium.levels]
+    assert ["team_lead", "finance"] == [level.name for level in high.levels]
+    assert {timedelta(hours=4)} == {level.sla for level in [*medium.levels, *high.levels]}
+    assert [0.5, 0.9] == medium.levels[0].reminders
+    assert (timedelta(days=7), "deny", True) == (
+        high.deadline,
+        high.default_action,
+        high.four_eyes,
+    )
+    assert "email:C-1002" == case_input.requester
     assert "O-12000" == case_input.order_id
 
 
@@ -449,12 +510,18 @@ async def test_approve_carries_out_the_decision_and_the_case_closes(
 ) -> None:
     case_id = (await live_api.post("/cases/refund", json=refund_body())).json()["case_id"]
     response = await live_api.post(
-        f"/cases/{case_id}/approve", json={"approver": "alice", "comment": "ok"}
+        f"/cases/{case_id}/approve",
+        json={"approver": "alice", "roles": ["team_lead"], "comment": "ok", "decision_id": "d-1"},
     )
     assert 200 == response.status_code, response.text
     result = response.json()
-    assert {"request_id": "req-1", "approved": True, "approver": "alice"}.items() <= result.items()
-    assert "approved" == result["outcome"]
+    expected = {"request_id": "req-1", "approved": True, "approver": "alice", "decision_id": "d-1"}
+    assert expected.items() <= result.items()
+    assert ("approved", "approve", "approved") == (
+        result["outcome"],
+        result["action"],
+        result["gate"],
+    )
 
     await dev_env.client.get_workflow_handle(case_id).result()
     view = (await live_api.get(f"/cases/{case_id}")).json()
@@ -462,9 +529,19 @@ async def test_approve_carries_out_the_decision_and_the_case_closes(
     assert "approved" == view["outcome"]
     assert "alice" == view["state"]["decision"]["approver"]
 
-    again = await live_api.post(f"/cases/{case_id}/reject", json={"approver": "bob"})
+    again = await live_api.post(
+        f"/cases/{case_id}/reject", json={"approver": "bob", "roles": ["team_lead"], "reason": "x"}
+    )
     problem = assert_problem(again, 409)
     assert "case-closed" in problem["type"]
+
+    # A retry of the decision that closed the case returns its result, not a conflict.
+    retried = await live_api.post(
+        f"/cases/{case_id}/approve",
+        json={"approver": "alice", "roles": ["team_lead"], "decision_id": "d-1"},
+    )
+    assert 200 == retried.status_code, retried.text
+    assert result == retried.json()
 
 
 async def test_closed_case_without_a_worker_falls_back_on_the_result(
@@ -479,7 +556,7 @@ async def test_closed_case_without_a_worker_falls_back_on_the_result(
         ref = await podium.create_refund_case(
             RefundRequest(customer_id="C-3", order_id="O-700", message="refund")
         )
-        await podium.decide(ref.case_id, approve=False, approver="bob", comment="no")
+        await podium.decide(ref.case_id, "reject", "bob", roles=["team_lead"], reason="no")
         await dev_env.client.get_workflow_handle(ref.case_id).result()
     # The worker is gone: `get_state` cannot be answered, the result still can.
     async with api(dev_env, settings) as http:
@@ -495,7 +572,8 @@ async def test_stale_request_id_is_refused_with_the_validators_reason(
 ) -> None:
     case_id = (await live_api.post("/cases/refund", json=refund_body())).json()["case_id"]
     response = await live_api.post(
-        f"/cases/{case_id}/reject", json={"approver": "bob", "request_id": "req-0"}
+        f"/cases/{case_id}/reject",
+        json={"approver": "bob", "roles": ["team_lead"], "reason": "no", "request_id": "req-0"},
     )
     problem = assert_problem(response, 409)
     assert "decision-refused" in problem["type"]
@@ -511,7 +589,12 @@ async def test_reject_with_explicit_request_id(live_api: httpx.AsyncClient) -> N
     case_id = (await live_api.post("/cases/refund", json=refund_body())).json()["case_id"]
     response = await live_api.post(
         f"/cases/{case_id}/reject",
-        json={"approver": "bob", "comment": "outside the window", "request_id": "req-1"},
+        json={
+            "approver": "bob",
+            "roles": ["team_lead"],
+            "reason": "outside the window",
+            "request_id": "req-1",
+        },
     )
     assert 200 == response.status_code, response.text
     assert "rejected" == response.json()["outcome"]
@@ -520,9 +603,16 @@ async def test_reject_with_explicit_request_id(live_api: httpx.AsyncClient) -> N
 
 async def test_decide_on_unknown_case_is_404(idle_api: httpx.AsyncClient) -> None:
     case_id = f"refund-{uuid.uuid4().hex}"
-    for verb in ("approve", "reject"):
-        response = await idle_api.post(f"/cases/{case_id}/{verb}", json={"approver": "alice"})
-        assert "case-not-found" in assert_problem(response, 404)["type"]
+    bodies = {
+        "approve": {},
+        "reject": {"reason": "no"},
+        "request-changes": {"amount": "10.00"},
+        "delegate": {"to": "bob", "reason": "away"},
+    }
+    for verb, extra in bodies.items():
+        body = {"approver": "alice", "roles": ["team_lead"], **extra}
+        response = await idle_api.post(f"/cases/{case_id}/{verb}", json=body)
+        assert "case-not-found" in assert_problem(response, 404)["type"], verb
 
 
 async def test_decide_on_closed_case_is_409(
@@ -543,6 +633,68 @@ async def test_decide_requires_an_approver(
     response = await idle_api.post(f"/cases/refund-{uuid.uuid4().hex}/approve", json=body)
     problem = assert_problem(response, 422)
     assert ["approver"] == [error["field"] for error in problem["errors"]]
+
+
+async def test_wrong_role_is_refused_and_a_delegate_decides(
+    live_api: httpx.AsyncClient,
+) -> None:
+    case_id = (await live_api.post("/cases/refund", json=refund_body())).json()["case_id"]
+    wrong = await live_api.post(
+        f"/cases/{case_id}/approve", json={"approver": "fin", "roles": ["finance"]}
+    )
+    problem = assert_problem(wrong, 409)
+    assert "decision-refused" in problem["type"]
+    assert "lacks a role" in problem["detail"]
+
+    delegated = await live_api.post(
+        f"/cases/{case_id}/delegate",
+        json={"approver": "alice", "roles": ["team_lead"], "to": "bob", "reason": "on leave"},
+    )
+    assert 200 == delegated.status_code, delegated.text
+    assert ("delegate", "open", ["team_lead", "user:bob"]) == (
+        delegated.json()["action"],
+        delegated.json()["gate"],
+        delegated.json()["waiting_for"],
+    )
+    approved = await live_api.post(f"/cases/{case_id}/approve", json={"approver": "bob"})
+    assert 200 == approved.status_code, approved.text
+    assert "approved" == approved.json()["outcome"]
+
+
+async def test_request_changes_sends_the_lower_amount_in_cents(
+    live_api: httpx.AsyncClient,
+) -> None:
+    case_id = (await live_api.post("/cases/refund", json=refund_body())).json()["case_id"]
+    response = await live_api.post(
+        f"/cases/{case_id}/request-changes",
+        json={"approver": "alice", "roles": ["team_lead"], "amount": "75.50", "reason": "used"},
+    )
+    assert 200 == response.status_code, response.text
+    assert ("request_changes", 7_550, "approved") == (
+        response.json()["action"],
+        response.json()["amount_cents"],
+        response.json()["outcome"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("verb", "body", "field"),
+    [
+        ("reject", {"approver": "a"}, "reason"),
+        ("reject", {"approver": "a", "reason": "  "}, "reason"),
+        ("request-changes", {"approver": "a", "amount": "0"}, "amount"),
+        ("request-changes", {"approver": "a", "amount": "1.234"}, "amount"),
+        ("delegate", {"approver": "a", "reason": "x"}, "to"),
+        ("approve", {"approver": "a", "roles": ["has space"]}, "roles.0"),
+        ("approve", {"approver": "a", "decision_id": "no spaces"}, "decision_id"),
+    ],
+)
+async def test_bad_decision_bodies_are_422(
+    idle_api: httpx.AsyncClient, verb: str, body: dict[str, Any], field: str
+) -> None:
+    response = await idle_api.post(f"/cases/refund-{uuid.uuid4().hex}/{verb}", json=body)
+    problem = assert_problem(response, 422)
+    assert [field] == [error["field"] for error in problem["errors"]]
 
 
 # --- pending approvals --------------------------------------------------------------------------
@@ -584,8 +736,11 @@ async def test_pending_lists_waiting_cases_most_urgent_first(
         assert items[0]["sla_due_at"] < items[1]["sla_due_at"]
 
         assert [big.case_id] == [item["case_id"] for item in await listed({"min_amount": 100})]
+        assert (1, ["team_lead"]) == (items[0]["level"], items[0]["awaiting_roles"])
+        assert 2 == len(await listed({"role": "team_lead"}))
+        assert [] == await listed({"role": "finance"})
 
-        decided = await relaxed.decide(big.case_id, approve=True, approver="alice")
+        decided = await relaxed.decide(big.case_id, "approve", "alice", roles=["team_lead"])
         assert RefundOutcome.APPROVED == decided.outcome
 
         async def only_small_left() -> bool:
@@ -594,7 +749,10 @@ async def test_pending_lists_waiting_cases_most_urgent_first(
         await eventually(only_small_left)
 
 
-@pytest.mark.parametrize("params", [{"min_amount": -1}, {"min_amount": "lots"}, {"limit": 0}])
+@pytest.mark.parametrize(
+    "params",
+    [{"min_amount": -1}, {"min_amount": "lots"}, {"limit": 0}, {"role": 'x" OR true'}],
+)
 async def test_pending_rejects_bad_filters(
     idle_api: httpx.AsyncClient, params: dict[str, Any]
 ) -> None:

@@ -228,14 +228,22 @@ def test_pending_says_so_when_nothing_waits() -> None:
 # --- deciding -----------------------------------------------------------------------------------
 
 
-def decision(approved: bool) -> dict[str, Any]:
+def decision(approved: bool, **extra: Any) -> dict[str, Any]:
     return {
         "request_id": "req-1",
+        "decision_id": "d-1",
+        "action": "approve" if approved else "reject",
         "approved": approved,
         "approver": "alice" if approved else "bob",
         "decided_at": iso(datetime.now(UTC)),
+        "level": 1,
+        "level_name": "team_lead",
+        "gate": "approved" if approved else "rejected",
+        "waiting_for": [],
+        "amount_cents": 12_000,
         "outcome": "approved" if approved else "rejected",
         "refund_id": "R-1" if approved else None,
+        **extra,
     }
 
 
@@ -243,30 +251,131 @@ def test_approve_and_reject_send_the_decision() -> None:
     api = RecordingApi(
         lambda request: httpx.Response(200, json=decision(request.url.path.endswith("/approve")))
     )
-    approved = api.run("approve", CASE_ID, "--approver", "alice", "--json")
+    approved = api.run(
+        "approve",
+        CASE_ID,
+        "--approver",
+        "alice",
+        "--role",
+        "team_lead",
+        "--decision-id",
+        "d-1",
+        "--json",
+    )
     assert 0 == approved.exit_code, approved.output
     assert "approved" == json.loads(approved.stdout)["outcome"]
 
     rejected = api.run(
-        "reject", CASE_ID, "--approver", "bob", "--comment", "late", "--request-id", "req-1"
+        "reject",
+        CASE_ID,
+        "--approver",
+        "bob",
+        "--role",
+        "team_lead",
+        "--role",
+        "finance",
+        "--reason",
+        "late",
+        "--request-id",
+        "req-1",
     )
     assert 0 == rejected.exit_code, rejected.output
     assert f"{CASE_ID}: rejected by bob (request req-1); outcome rejected" in rejected.stdout
 
     first, second = api.requests
     assert f"/cases/{CASE_ID}/approve" == first.url.path
-    assert {"approver": "alice", "comment": None, "request_id": None} == json.loads(first.content)
+    assert {
+        "approver": "alice",
+        "roles": ["team_lead"],
+        "comment": None,
+        "request_id": None,
+        "decision_id": "d-1",
+    } == json.loads(first.content)
     assert f"/cases/{CASE_ID}/reject" == second.url.path
-    assert {"approver": "bob", "comment": "late", "request_id": "req-1"} == json.loads(
-        second.content
+    assert {
+        "approver": "bob",
+        "roles": ["team_lead", "finance"],
+        "comment": None,
+        "request_id": "req-1",
+        "decision_id": None,
+        "reason": "late",
+    } == json.loads(second.content)
+
+
+def test_reject_needs_a_reason() -> None:
+    api = RecordingApi(lambda request: httpx.Response(200, json=decision(False)))
+    result = api.run("reject", CASE_ID, "--approver", "bob", "--role", "team_lead")
+    assert 0 != result.exit_code
+    assert "--reason" in result.stderr
+    assert [] == api.requests
+
+
+def test_request_changes_and_delegate_send_their_fields() -> None:
+    answers = {
+        "request-changes": decision(True, action="request_changes", amount_cents=12_000),
+        "delegate": decision(
+            False,
+            action="delegate",
+            approver="alice",
+            gate="open",
+            outcome=None,
+            refund_id=None,
+            waiting_for=["team_lead", "user:bob"],
+        ),
+    }
+    api = RecordingApi(
+        lambda request: httpx.Response(200, json=answers[request.url.path.rsplit("/", 1)[1]])
+    )
+    changed = api.run(
+        "request-changes",
+        CASE_ID,
+        "--approver",
+        "alice",
+        "--role",
+        "team_lead",
+        "--amount",
+        "120.00",
+        "--reason",
+        "partly used",
+    )
+    assert 0 == changed.exit_code, changed.output
+    assert f"{CASE_ID}: approved $120.00 by alice (request req-1); outcome approved" in (
+        changed.stdout
+    )
+    delegated = api.run(
+        "delegate",
+        CASE_ID,
+        "--approver",
+        "alice",
+        "--role",
+        "team_lead",
+        "--to",
+        "bob",
+        "--reason",
+        "on leave",
+    )
+    assert 0 == delegated.exit_code, delegated.output
+    assert (
+        f"{CASE_ID}: delegated by alice (request req-1) at level team_lead; "
+        "waiting for team_lead, user:bob"
+    ) in delegated.stdout
+
+    first, second = api.requests
+    assert f"/cases/{CASE_ID}/request-changes" == first.url.path
+    assert {"amount": "120.00", "reason": "partly used", "roles": ["team_lead"]}.items() <= (
+        json.loads(first.content).items()
+    )
+    assert f"/cases/{CASE_ID}/delegate" == second.url.path
+    assert {"to": "bob", "reason": "on leave", "approver": "alice"}.items() <= (
+        json.loads(second.content).items()
     )
 
 
-def test_reject_needs_a_comment() -> None:
-    api = RecordingApi(lambda request: httpx.Response(200, json=decision(False)))
-    result = api.run("reject", CASE_ID, "--approver", "bob")
+def test_delegate_needs_to_and_reason() -> None:
+    api = RecordingApi(lambda request: httpx.Response(200, json=decision(True)))
+    result = api.run("delegate", CASE_ID, "--approver", "alice", "--reason", "x")
     assert 0 != result.exit_code
-    assert "--comment" in result.stderr
+    assert "--to" in result.stderr
     assert [] == api.requests
 
 
@@ -414,11 +523,19 @@ async def test_cli_end_to_end_against_the_real_api(
     else:
         pytest.fail("the case never showed up as pending")
 
-    approved = await podium("approve", ref["case_id"], "--approver", "alice", "--json")
+    wrong = await podium("approve", ref["case_id"], "--approver", "alice")
+    assert 1 == wrong.exit_code
+    assert "lacks a role" in wrong.stderr
+
+    approved = await podium(
+        "approve", ref["case_id"], "--approver", "alice", "--role", "team_lead", "--json"
+    )
     assert 0 == approved.exit_code, approved.output
     assert "approved" == json.loads(approved.stdout)["outcome"]
 
-    closed = await podium("reject", ref["case_id"], "--approver", "bob", "--comment", "too late")
+    closed = await podium(
+        "reject", ref["case_id"], "--approver", "bob", "--role", "team_lead", "--reason", "too late"
+    )
     assert 1 == closed.exit_code
     assert closed.stderr.startswith("error: Case closed: ")
 

@@ -48,6 +48,8 @@ EXPECTED_SEARCH_ATTRIBUTES = {
     "PodiumCustomerId": "Keyword",
     "PodiumCustomerTier": "Keyword",
     "PodiumSlaDueAt": "Datetime",
+    "PodiumAwaitingRoles": "KeywordList",
+    "PodiumApprovalLevel": "Int",
 }
 CLI_TYPE_NAMES = {
     SearchAttributeIndexedValueType.TEXT: "Text",
@@ -59,7 +61,15 @@ CLI_TYPE_NAMES = {
     SearchAttributeIndexedValueType.KEYWORD_LIST: "KeywordList",
 }
 # Pre-allocated custom search attribute columns per namespace in PostgreSQL v12 visibility.
-SQL_VISIBILITY_SLOTS = {"Keyword": 10, "Bool": 3, "Double": 3, "Datetime": 3, "Int": 3, "Text": 3}
+SQL_VISIBILITY_SLOTS = {
+    "Keyword": 10,
+    "Bool": 3,
+    "Double": 3,
+    "Datetime": 3,
+    "Int": 3,
+    "Text": 3,
+    "KeywordList": 3,
+}
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}; `$$` is a literal $.
 INTERPOLATION = re.compile(

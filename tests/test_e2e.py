@@ -139,7 +139,11 @@ async def test_refund_through_the_api_start_approve_outcome(
 
         decided = await http.post(
             f"/cases/{case_id}/approve",
-            json={"approver": "lead@example.com", "comment": "customer sent photos"},
+            json={
+                "approver": "lead@example.com",
+                "roles": ["team_lead"],
+                "comment": "customer sent photos",
+            },
         )
         assert 200 == decided.status_code, decided.text
         assert "approved" == decided.json()["outcome"]
@@ -273,7 +277,7 @@ def test_podium_up_cli_flow_survives_a_restart(up: Stack) -> None:
     assert "awaiting_approval" == status["state"]["status"]
     wait_until(listed, what="the case listed again after the restart")
 
-    decided = up.cli("approve", case_id, "--approver", "lead@example.com")
+    decided = up.cli("approve", case_id, "--approver", "lead@example.com", "--role", "team_lead")
     assert "approved" == decided["outcome"]
     assert 0 == up.stop()
 

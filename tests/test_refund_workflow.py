@@ -173,16 +173,20 @@ async def test_approval_after_three_days_wait(time_env, worker, engine) -> None:
 
     await time_env.sleep(timedelta(days=3))
     state = await state_of(handle)
-    # The 48-hour SLA has passed: escalated, still waiting for a person.
+    # The 48-hour SLA has passed: escalated (the only level: its approvers keep deciding).
     assert state.status == CaseStatus.ESCALATED
     assert state.approval is not None and state.approval.escalated
     assert ticket(engine, handle.id).escalated
-    assert len(messages(engine, handle.id, "escalation")) == 1
+    assert len(messages(engine, handle.id, "approval_escalation")) == 1
+    assert len(messages(engine, handle.id, "approval_reminder")) == 2
 
     decision = await handle.execute_update(
         "decide",
         ApprovalDecisionInput(
-            request_id=state.approval.request_id, approve=True, approver="lead@acme.test"
+            request_id=state.approval.request_id,
+            approve=True,
+            approver="lead@acme.test",
+            approver_roles=["team_lead"],
         ),
         result_type=None,
     )
@@ -208,7 +212,8 @@ async def test_rejection_issues_no_refund(time_env, worker, engine) -> None:
         ApprovalDecisionInput(
             request_id=state.approval.request_id,
             approve=False,
-            approver="finance@acme.test",
+            approver="lead@acme.test",
+            approver_roles=["team_lead"],
             comment="item was used",
         ),
     )
@@ -231,7 +236,7 @@ async def test_no_decision_expires_with_default_deny(time_env, worker, engine) -
     t = ticket(engine, handle.id)
     assert (t.status, t.escalated) == ("needs_human", True)
     actions = audit_actions(engine, handle.id)
-    assert actions.index("escalated") < actions.index("approval_expired")
+    assert actions.index("approval_escalated") < actions.index("approval_expired")
     assert time.monotonic() - started < 30
 
 
@@ -259,30 +264,47 @@ async def test_already_refunded_order_is_rejected_by_policy(time_env, worker, en
 
 async def test_update_validator_refuses_bad_decisions(time_env, worker, engine) -> None:
     handle = await start_case(
-        time_env, worker, customer="C-1004", order="O-5007", text="refund O-5007"
+        time_env, worker, customer="C-1002", order="O-5003", text="refund O-5003"
     )
     state = await wait_for_status(handle, CaseStatus.AWAITING_APPROVAL)
     assert state.approval is not None
     request_id = state.approval.request_id
 
+    lead = ["team_lead"]
     with pytest.raises(WorkflowUpdateFailedError) as stale:
         await handle.execute_update(
-            "decide", ApprovalDecisionInput(request_id="approval-0", approve=True, approver="a")
+            "decide",
+            ApprovalDecisionInput(
+                request_id="approval-0", approve=True, approver="a", approver_roles=lead
+            ),
         )
     assert "unknown approval request" in str(stale.value.cause)
     with pytest.raises(WorkflowUpdateFailedError) as anonymous:
         await handle.execute_update(
-            "decide", ApprovalDecisionInput(request_id=request_id, approve=True, approver=" ")
+            "decide",
+            ApprovalDecisionInput(
+                request_id=request_id, approve=True, approver=" ", approver_roles=lead
+            ),
         )
     assert "approver is required" in str(anonymous.value.cause)
 
     await handle.execute_update(
-        "decide", ApprovalDecisionInput(request_id=request_id, approve=True, approver="a@acme")
+        "decide",
+        ApprovalDecisionInput(
+            request_id=request_id, approve=True, approver="a@acme", approver_roles=lead
+        ),
     )
     # The first decision stands; a second one is refused.
     with pytest.raises(WorkflowUpdateFailedError) as twice:
         await handle.execute_update(
-            "decide", ApprovalDecisionInput(request_id=request_id, approve=False, approver="b")
+            "decide",
+            ApprovalDecisionInput(
+                request_id=request_id,
+                approve=False,
+                approver="b",
+                approver_roles=lead,
+                reason="no",
+            ),
         )
     assert "already decided" in str(twice.value.cause)
     assert (await handle.result()).outcome == RefundOutcome.APPROVED
@@ -300,12 +322,15 @@ async def test_signal_decides_and_invalid_signal_is_ignored(time_env, worker, en
     )
     state = await state_of(handle)
     assert state.status == CaseStatus.AWAITING_APPROVAL
-    assert any("ignored approval signal" in note for note in state.notes)
+    assert any("refused approval signal" in note for note in state.notes)
 
     await handle.signal(
         "approval_decision",
         ApprovalDecisionInput(
-            request_id=state.approval.request_id, approve=True, approver="ops@acme.test"
+            request_id=state.approval.request_id,
+            approve=True,
+            approver="ops@acme.test",
+            approver_roles=["team_lead"],
         ),
     )
     result = await handle.result()

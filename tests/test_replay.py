@@ -23,6 +23,10 @@ EXPECTED_PATHS = {
     "escalated_expired",
     "needs_human",
     "approved_by_signal",
+    "escalated_to_finance",
+    "request_changes",
+    "delegated",
+    "quorum",
 }
 
 

@@ -3,27 +3,35 @@
 Steps: open a ticket -> triage the message (intent, sentiment, order ids) -> look up the order
 and customer -> eligibility rules -> decision: refund automatically when policy allows (eligible,
 amount at or under the limit, customer in good standing, a clear refund request), refuse at once
-when the order was already refunded, otherwise ask a person through the approval gate -> issue
-the refund idempotently -> update the ticket -> draft and send the reply -> audit every decision.
+when the order was already refunded, otherwise ask people through the approval gate
+(`workflows.components.approval`) with the approval policy of the assessed risk level -> issue
+the refund idempotently (the approved amount, which an approver may have lowered) -> update the
+ticket -> draft and send the reply -> audit every decision.
 
-Every case ends in one outcome: `auto_resolved`, `approved`, `rejected`, `escalated_expired` or
-`needs_human` (unknown customer or order, or a refund the system of record refused).
+Every case ends in one outcome: `auto_resolved`, `approved`, `rejected`, `escalated_expired`
+(no decision before the deadline, denied) or `needs_human` (unknown customer or order, a refund
+the system of record refused, or a deadline whose default action hands the case to a person).
 
 Messages:
-- update `decide` (ApprovalDecisionInput -> ApprovalDecisionResult): a person's decision; the
-  validator refuses a missing approval, a stale request id, a decided gate or a missing approver;
-  the update answers once the decision has been carried out.
+- update `decide` (ApprovalDecisionInput -> ApprovalDecisionResult): a person's decision
+  (approve, reject, request_changes, delegate); the validator refuses, before history, a decision
+  with no approval pending, a stale request id, a closed gate, a missing approver or reason, an
+  amount that is not lower, a caller without a role of the current level (and not a delegate),
+  the requester (four-eyes) and a second decision by the same person. The same decision id again
+  answers with the first result. A decision that closes the gate answers once it has been
+  carried out; one that leaves it open (quorum or levels to go, a delegation) answers at once.
 - signal `approval_decision` (ApprovalDecisionInput): the same decision for the Temporal UI and
-  fire-and-forget callers; invalid signals are logged and noted, not applied.
+  fire-and-forget callers; refused signals are logged, audited and noted, not applied.
 - query `get_state` -> RefundCaseState.
 
-Timers: the approval SLA (default 48 h) escalates the case (ticket marked, escalation notified);
-the final deadline (default 7 days) expires it with the default action, deny.
+Timers (the gate's, per level of the policy): reminders at fractions of the level's SLA; the SLA
+escalates (next level, or backup roles; ticket marked); the final deadline (default 7 days)
+applies the policy's default action: deny, handoff or approve within a limit.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -31,7 +39,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import search_attributes as sa
-from workflows.components.approval import ApprovalGate, GateResult
+from workflows.components.approval import DEADLINE_ACTOR, ApprovalGate, GateHooks, GateOutcome
 from workflows.refund_rules import assess_refund, format_amount
 
 with workflow.unsafe.imports_passed_through():
@@ -44,8 +52,6 @@ with workflow.unsafe.imports_passed_through():
         IssueRefundResult,
         LookupOrderInput,
         LookupOrderResult,
-        NotifyEscalationInput,
-        NotifyEscalationResult,
         OpenTicketInput,
         SendReplyInput,
         SendReplyResult,
@@ -59,6 +65,9 @@ with workflow.unsafe.imports_passed_through():
         ApprovalDecisionInput,
         ApprovalDecisionResult,
         CaseStatus,
+        DefaultAction,
+        GateStatus,
+        RefundAssessment,
         RefundCaseInput,
         RefundCaseResult,
         RefundCaseState,
@@ -116,7 +125,10 @@ class RefundWorkflow:
             customer_id=input.customer_id,
             order_id=input.order_id,
         )
-        self._gate = ApprovalGate()
+        self._gate = ApprovalGate(
+            process=PROCESS,
+            hooks=GateHooks(audit=self._audit, changed=self._publish, escalated=self._escalate),
+        )
         self._audit_seq = 0
         self._customer_name = input.customer_id
         self._currency = "USD"
@@ -129,24 +141,29 @@ class RefundWorkflow:
 
     @workflow.update(name="decide")
     async def decide(self, decision: ApprovalDecisionInput) -> ApprovalDecisionResult:
-        self._gate.accept(decision, workflow.now())
-        # Answer with what the decision led to, once it has been carried out.
-        await workflow.wait_condition(lambda: self._state.decision is not None)
-        assert self._state.decision is not None
-        return self._state.decision
+        decision_id = _decision_id(decision)
+        try:
+            self._gate.accept(decision, now=workflow.now(), decision_id=decision_id, via="update")
+        except ValueError as err:
+            # Only a race with another decision in the same activation gets here.
+            raise ApplicationError(str(err), type="DecisionRefused", non_retryable=True) from None
+        # Answer once the decision has been recorded (and, if it closed the gate, carried out).
+        await workflow.wait_condition(lambda: decision_id in self._gate.results)
+        return self._gate.results[decision_id]
 
     @decide.validator
     def validate_decide(self, decision: ApprovalDecisionInput) -> None:
-        self._gate.validate(decision)
+        self._gate.validate(decision, _decision_id(decision))
 
     @workflow.signal(name="approval_decision")
     def approval_decision(self, decision: ApprovalDecisionInput) -> None:
+        decision_id = decision.decision_id or f"signal-{workflow.uuid4()}"
         try:
-            self._gate.accept(decision, workflow.now())
+            self._gate.accept(decision, now=workflow.now(), decision_id=decision_id, via="signal")
         except ValueError as err:
-            workflow.logger.warning("approval signal ignored: %s", err)
-            self._gate.refuse(str(err))
-            self._state.notes.append(f"ignored approval signal from '{decision.approver}': {err}")
+            workflow.logger.warning("approval signal refused: %s", err)
+            self._gate.refuse(decision, str(err), via="signal")
+            self._state.notes.append(f"refused approval signal from '{decision.approver}': {err}")
 
     # --- the process ----------------------------------------------------------------------------
 
@@ -258,96 +275,105 @@ class RefundWorkflow:
             return await self._finish(
                 RefundOutcome.AUTO_RESOLVED, POLICY_ACTOR, assessment.reasons, refund=True
             )
-        return await self._ask_a_person(assessment.reasons, assessment.recommendation)
+        return await self._ask_people(assessment)
 
-    async def _ask_a_person(self, reasons: list[str], recommendation: str) -> RefundCaseResult:
-        policy = self._input.policy
-        now = workflow.now()
+    async def _ask_people(self, assessment: RefundAssessment) -> RefundCaseResult:
+        policy = self._input.policy.approval_for(assessment.risk)
+        reasons = assessment.reasons
+        amount = format_amount(assessment.amount_cents, self._currency)
         request = self._gate.open(
             request_id=APPROVAL_REQUEST_ID,
-            now=now,
-            sla=policy.approval_sla,
-            deadline=policy.approval_deadline,
-            recommendation=recommendation,
+            now=workflow.now(),
+            policy=policy,
+            requested_by=self._input.requester,
+            recommendation=assessment.recommendation,
             reasons=reasons,
+            subject=(
+                f"Refund of {amount} for order {self._state.order_id} "
+                f"(customer {self._input.customer_id}, {assessment.risk.value} risk); "
+                f"Podium recommends {assessment.recommendation}"
+            ),
+            amount_cents=assessment.amount_cents,
         )
         self._state.approval = request
         self._state.status = CaseStatus.AWAITING_APPROVAL
-        workflow.upsert_search_attributes(
-            [
-                sa.STATUS.value_set(CaseStatus.AWAITING_APPROVAL.value),
-                sa.AWAITING_APPROVAL.value_set(True),
-                sa.SLA_DUE_AT.value_set(request.sla_due_at),
-            ]
-        )
+        workflow.upsert_search_attributes([sa.STATUS.value_set(CaseStatus.AWAITING_APPROVAL.value)])
         self._publish()
         await self._update_ticket(
             TicketStatus.AWAITING_APPROVAL,
-            f"Awaiting approval ({request.request_id}); Podium recommends {recommendation}: "
-            + "; ".join(reasons),
+            f"Awaiting approval ({request.request_id}, level {request.level_name}); Podium "
+            f"recommends {assessment.recommendation}: " + "; ".join(reasons),
         )
         await self._audit(
             "approval_requested",
             request_id=request.request_id,
-            recommendation=recommendation,
+            risk=assessment.risk.value,
+            recommendation=assessment.recommendation,
+            requested_by=request.requested_by,
+            levels=[level.name for level in policy.levels],
             sla_due_at=request.sla_due_at.isoformat(),
             deadline_at=request.deadline_at.isoformat(),
+            default_action=policy.default_action.value,
         )
 
-        result = await self._gate.wait(now=now, on_sla_breach=self._escalate)
-        workflow.upsert_search_attributes([sa.AWAITING_APPROVAL.value_set(False)])
+        outcome = await self._gate.run()
         self._state.status = CaseStatus.RESOLVING
-        decision = self._gate.decision
-        if result == GateResult.EXPIRED or decision is None:
-            await self._audit(
-                "approval_expired", request_id=request.request_id, default_action="deny"
-            )
-            return await self._finish(
-                RefundOutcome.ESCALATED_EXPIRED,
-                "policy:deadline",
-                [*reasons, "no decision before the deadline: denied by default"],
-            )
-        await self._audit(
-            "approval_decided",
-            actor=decision.approver,
-            request_id=decision.request_id,
-            approve=decision.approve,
-            comment=decision.comment,
-            decided_at=decision.decided_at.isoformat(),
-        )
-        if decision.approve:
-            return await self._finish(
-                RefundOutcome.APPROVED, decision.approver, reasons, refund=True
-            )
-        why = decision.comment or "rejected by the approver"
-        return await self._finish(RefundOutcome.REJECTED, decision.approver, [*reasons, why])
+        return await self._apply(outcome, reasons)
 
-    async def _escalate(self) -> None:
-        request = self._state.approval
-        assert request is not None
+    async def _apply(self, outcome: GateOutcome, reasons: list[str]) -> RefundCaseResult:
+        """Carry out what the gate concluded."""
+        if outcome.status == GateStatus.REJECTED:
+            closing = outcome.closing
+            why = (closing.reason if closing else None) or "rejected by the approver"
+            return await self._finish(RefundOutcome.REJECTED, outcome.decided_by, [*reasons, why])
+        if outcome.status == GateStatus.APPROVED:
+            return await self._finish(
+                RefundOutcome.APPROVED,
+                outcome.decided_by,
+                [*reasons, *self._amount_note(outcome)],
+                refund=True,
+                refund_cents=outcome.amount_cents,
+            )
+        # Expired: the policy's default action, recorded as such.
+        if outcome.approved_by_default:
+            limit = format_amount(outcome.approve_limit_cents or 0, self._currency)
+            return await self._finish(
+                RefundOutcome.APPROVED,
+                DEADLINE_ACTOR,
+                [
+                    *reasons,
+                    *self._amount_note(outcome),
+                    f"no decision before the deadline: approved by default within {limit}",
+                ],
+                refund=True,
+                refund_cents=outcome.amount_cents,
+            )
+        if outcome.default_action == DefaultAction.HANDOFF:
+            return await self._finish(
+                RefundOutcome.NEEDS_HUMAN,
+                DEADLINE_ACTOR,
+                [*reasons, "no decision before the deadline: handed off to a person"],
+            )
+        why = "no decision before the deadline: denied by default"
+        if outcome.default_action == DefaultAction.APPROVE_WITHIN_LIMIT:
+            limit = format_amount(outcome.approve_limit_cents or 0, self._currency)
+            why = f"no decision before the deadline: over the default approval limit of {limit}"
+        return await self._finish(RefundOutcome.ESCALATED_EXPIRED, DEADLINE_ACTOR, [*reasons, why])
+
+    def _amount_note(self, outcome: GateOutcome) -> list[str]:
+        original = self._state.amount_cents
+        if outcome.amount_cents is None or original is None or outcome.amount_cents >= original:
+            return []
+        return [
+            f"approved for {format_amount(outcome.amount_cents, self._currency)} "
+            f"instead of {format_amount(original, self._currency)}"
+        ]
+
+    async def _escalate(self, reason: str) -> None:
         self._state.status = CaseStatus.ESCALATED
-        workflow.upsert_search_attributes(
-            [sa.STATUS.value_set(CaseStatus.ESCALATED.value), sa.ESCALATED.value_set(True)]
-        )
+        workflow.upsert_search_attributes([sa.STATUS.value_set(CaseStatus.ESCALATED.value)])
         self._publish()
-        await self._update_ticket(
-            TicketStatus.ESCALATED, "Approval SLA breached: escalated", escalated=True
-        )
-        await workflow.execute_activity(
-            "notify_escalation",
-            NotifyEscalationInput(
-                idempotency_key=f"{self._case_id}:escalation",
-                case_id=self._case_id,
-                reason="approval SLA breached with no decision",
-                amount_cents=self._state.amount_cents,
-                waiting_since=request.requested_at,
-            ),
-            result_type=NotifyEscalationResult,
-            start_to_close_timeout=SYSTEM_TIMEOUT,
-            retry_policy=SYSTEM_RETRY,
-            summary="Notify escalation: approval SLA breached",
-        )
-        await self._audit("escalated", request_id=request.request_id)
+        await self._update_ticket(TicketStatus.ESCALATED, f"Escalated: {reason}", escalated=True)
 
     async def _finish(
         self,
@@ -356,21 +382,15 @@ class RefundWorkflow:
         reasons: list[str],
         *,
         refund: bool = False,
+        refund_cents: int | None = None,
     ) -> RefundCaseResult:
         if refund:
-            outcome, reasons = await self._issue_refund(outcome, reasons)
+            outcome, reasons = await self._issue_refund(
+                outcome, reasons, refund_cents or self._state.amount_cents
+            )
         # The outcome is settled here; what follows tells the ticket and the customer.
         self._state.outcome = outcome
-        decision = self._gate.decision
-        if decision is not None:
-            self._state.decision = ApprovalDecisionResult(
-                request_id=decision.request_id,
-                approved=decision.approve,
-                approver=decision.approver,
-                decided_at=decision.decided_at,
-                outcome=outcome,
-                refund_id=self._state.refund_id,
-            )
+        self._state.decision = self._gate.settle(outcome=outcome, refund_id=self._state.refund_id)
 
         await self._update_ticket(TICKET_STATUS[outcome], f"Outcome: {outcome.value}")
         draft = await workflow.execute_activity(
@@ -380,7 +400,7 @@ class RefundWorkflow:
                 template=REPLY_TEMPLATES[outcome],
                 customer_name=self._customer_name,
                 order_id=self._state.order_id,
-                amount_cents=self._state.amount_cents,
+                amount_cents=self._state.refund_amount_cents or self._state.amount_cents,
                 currency=self._currency,
                 reason=reasons[-1] if reasons else None,
             ),
@@ -404,6 +424,8 @@ class RefundWorkflow:
             retry_policy=SYSTEM_RETRY,
             summary="Send the reply to the customer",
         )
+        # Refused signals that arrived after the gate closed still get their audit record.
+        await self._gate.drain()
         await self._audit(
             "case_closed",
             actor=decided_by,
@@ -429,6 +451,7 @@ class RefundWorkflow:
             case_id=self._case_id,
             outcome=outcome,
             amount_cents=self._state.amount_cents,
+            refund_amount_cents=self._state.refund_amount_cents,
             refund_id=self._state.refund_id,
             decided_by=decided_by,
             reasons=reasons,
@@ -436,9 +459,9 @@ class RefundWorkflow:
         )
 
     async def _issue_refund(
-        self, outcome: RefundOutcome, reasons: list[str]
+        self, outcome: RefundOutcome, reasons: list[str], amount_cents: int | None
     ) -> tuple[RefundOutcome, list[str]]:
-        assert self._state.order_id is not None and self._state.amount_cents is not None
+        assert self._state.order_id is not None and amount_cents is not None
         try:
             refund = await workflow.execute_activity(
                 "issue_refund",
@@ -447,14 +470,14 @@ class RefundWorkflow:
                     case_id=self._case_id,
                     order_id=self._state.order_id,
                     customer_id=self._input.customer_id,
-                    amount_cents=self._state.amount_cents,
+                    amount_cents=amount_cents,
                     currency=self._currency,
                     reason="; ".join(reasons),
                 ),
                 result_type=IssueRefundResult,
                 start_to_close_timeout=SYSTEM_TIMEOUT,
                 retry_policy=SYSTEM_RETRY,
-                summary=f"Issue refund of {format_amount(self._state.amount_cents)}",
+                summary=f"Issue refund of {format_amount(amount_cents, self._currency)}",
             )
         except ActivityError as err:
             cause = err.cause
@@ -464,6 +487,7 @@ class RefundWorkflow:
                 return RefundOutcome.NEEDS_HUMAN, [*reasons, f"refund refused: {cause.message}"]
             raise
         self._state.refund_id = refund.refund_id
+        self._state.refund_amount_cents = refund.amount_cents
         await self._audit(
             "refund_issued",
             refund_id=refund.refund_id,
@@ -528,25 +552,23 @@ class RefundWorkflow:
                 f"risk {s.assessment.risk.value}"
             )
             lines.extend(f"- {reason}" for reason in s.assessment.reasons)
-        if s.approval is not None and s.outcome is None:
-            lines.append(
-                f"**Approval {s.approval.request_id}:** SLA due {_stamp(s.approval.sla_due_at)}, "
-                f"deadline {_stamp(s.approval.deadline_at)}"
-                + (" · **escalated**" if s.approval.escalated else "")
-            )
-            lines.append(
-                "Decide with `podium approve` / `podium reject`, or send signal "
-                f'`approval_decision` with `{{"request_id": "{s.approval.request_id}", '
-                '"approve": true, "approver": "you@example.com"}`'
-            )
-        if s.decision is not None:
-            verdict = "approved" if s.decision.approved else "rejected"
-            lines.append(f"**Decided by:** {s.decision.approver} ({verdict})")
+        lines.extend(self._gate.describe())
+        if s.decision is not None and s.outcome is not None:
+            lines.append(f"**Decided by:** {s.decision.approver} ({s.outcome.value})")
         if s.refund_id:
-            lines.append(f"**Refund:** {s.refund_id}")
+            refunded = s.refund_amount_cents
+            lines.append(
+                f"**Refund:** {s.refund_id}"
+                + (f" · {format_amount(refunded, self._currency)}" if refunded else "")
+            )
         # The UI renders `$...$` as math: escape dollar signs.
         workflow.set_current_details("\n\n".join(lines).replace("$", "\\$"))
 
 
-def _stamp(value: datetime) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC")
+def _decision_id(decision: ApprovalDecisionInput) -> str:
+    """The caller's idempotency key, else the update's own id (retries reuse it)."""
+    if decision.decision_id:
+        return decision.decision_id
+    update = workflow.current_update_info()
+    assert update is not None, "only updates carry an update id"
+    return f"update-{update.id}"

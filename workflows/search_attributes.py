@@ -4,6 +4,10 @@ Registered by `podium up` (embedded server) or `podium temporal register-search-
 (an existing cluster). Example filter, refunds awaiting approval over $100:
 
     PodiumProcess = "refund" AND PodiumAwaitingApproval = true AND PodiumAmount > 100
+
+and an approver's inbox, what finance may decide right now:
+
+    PodiumAwaitingApproval = true AND PodiumAwaitingRoles = "finance"
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from temporalio.common import SearchAttributeKey
 __all__ = [
     "ALL",
     "AMOUNT",
+    "APPROVAL_LEVEL",
     "AWAITING_APPROVAL",
+    "AWAITING_ROLES",
     "CUSTOMER_ID",
     "CUSTOMER_TIER",
     "ESCALATED",
@@ -33,7 +39,10 @@ INTENT = SearchAttributeKey.for_keyword("PodiumIntent")
 AMOUNT = SearchAttributeKey.for_float("PodiumAmount")  # dollars, for filters such as "> 100"
 CUSTOMER_ID = SearchAttributeKey.for_keyword("PodiumCustomerId")
 CUSTOMER_TIER = SearchAttributeKey.for_keyword("PodiumCustomerTier")
-SLA_DUE_AT = SearchAttributeKey.for_datetime("PodiumSlaDueAt")
+SLA_DUE_AT = SearchAttributeKey.for_datetime("PodiumSlaDueAt")  # due time of the current level
+# Roles that may decide now, plus `user:<name>` for people a decision was delegated to.
+AWAITING_ROLES = SearchAttributeKey.for_keyword_list("PodiumAwaitingRoles")
+APPROVAL_LEVEL = SearchAttributeKey.for_int("PodiumApprovalLevel")  # 1-based level deciding now
 
 ALL: tuple[SearchAttributeKey, ...] = (  # type: ignore[type-arg]
     PROCESS,
@@ -46,4 +55,6 @@ ALL: tuple[SearchAttributeKey, ...] = (  # type: ignore[type-arg]
     CUSTOMER_ID,
     CUSTOMER_TIER,
     SLA_DUE_AT,
+    AWAITING_ROLES,
+    APPROVAL_LEVEL,
 )
