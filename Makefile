@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.podium-installed
 
-.PHONY: up test lint fmt bench histories venv clean
+.PHONY: up test lint fmt bench bench-routing eval histories venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.refund $(ARGS)
+
+# Routing tables side by side (cheap chain, premium only, embedded only) on the held-out
+# intents; the LLMs are simulated on loopback. Writes results/bench-routing.json.
+bench-routing: $(STAMP)
+	$(BIN)/python -m bench.routing --out results/bench-routing.json $(ARGS)
+
+# Held-out intent evaluation through the default routing table; writes results/eval-intent.json.
+eval: $(STAMP)
+	$(BIN)/podium eval --task intent --out results/eval-intent.json $(ARGS)
 
 # Re-record the committed workflow histories (only for a deliberate, versioned change).
 histories: $(STAMP)

@@ -115,7 +115,9 @@ class SimulatedLLMServer:
         intent, probability = model.classify(text)
         content = json.dumps({"intent": intent.value, "confidence": round(probability, 2)})
         tokens_in = TOKENS_PER_REPLY + approx_tokens(json.dumps(schema.get("schema") or {}))
-        tokens_in += sum(TOKENS_PER_MESSAGE + approx_tokens(str(m.get("content"))) for m in messages)
+        tokens_in += sum(
+            TOKENS_PER_MESSAGE + approx_tokens(str(m.get("content"))) for m in messages
+        )
         tokens_out = approx_tokens(content)
         # The model's own compute counts towards its latency.
         remaining = model.latency_seconds(tokens_out) - (time.perf_counter() - started)
@@ -150,6 +152,9 @@ class SimulatedLLMServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body leave in separate writes: without TCP_NODELAY, Nagle's algorithm
+            # and delayed ACKs add ~40 ms to every answer, more than the simulated latency.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
