@@ -74,9 +74,10 @@ def uncached_logging() -> Iterator[None]:
     """The command configures structlog, with cached loggers, when nothing has; in a test
     process those cached loggers would outlive the test and blind later `capture_logs`. Give
     it an uncached configuration (stderr) instead, and reset that afterwards."""
-    if structlog.is_configured():
-        yield
-        return
+    # Whatever an earlier test left configured (possibly printing to stdout) is set aside:
+    # the command's stdout must hold its report alone.
+    previous = structlog.get_config()
+    was_configured = structlog.is_configured()
     structlog.configure(
         logger_factory=structlog.PrintLoggerFactory(sys.stderr), cache_logger_on_first_use=False
     )
@@ -84,6 +85,8 @@ def uncached_logging() -> Iterator[None]:
         yield
     finally:
         structlog.reset_defaults()
+        if was_configured:
+            structlog.configure(**previous)
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
