@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.podium-installed
 
-.PHONY: up test lint fmt bench bench-routing eval histories venv clean
+.PHONY: up test lint fmt bench bench-gate bench-routing eval histories venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,18 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The refund process vs a bare workflow (ARGS), then the approval gate vs a bare wait
+# (GATE_ARGS; N=5000 parked per system takes about a quarter of an hour on 2 cores).
+GATE_ARGS ?= --n 5000 --out results/bench-gate.json
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.refund $(ARGS)
+	$(BIN)/python -m bench.gate $(GATE_ARGS)
+
+# N cases parked at the approval gate (default 5000) vs a bare Temporal wait: worker memory per
+# parked case, decision -> completion latency. Writes results/bench-gate.json.
+bench-gate: $(STAMP)
+	$(BIN)/python -m bench.gate --out results/bench-gate.json $(ARGS)
 
 # Routing tables side by side (cheap chain, premium only, embedded only) on the held-out
 # intents; the LLMs are simulated on loopback. Writes results/bench-routing.json.

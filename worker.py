@@ -20,24 +20,37 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.agent import AgentActivities
+from activities.agent_tools import CustomerServiceTools
 from activities.ai import IntelligenceActivities
 from activities.audit import AuditActivities
+from activities.documents import DocumentStore
 from activities.intelligence import EmbeddedModels
 from activities.intelligence.gateway import ModelGateway
 from activities.intelligence.ledger import ModelLedger
+from activities.intelligence.ocr import ReceiptReader
 from activities.notifications import ApprovalNotifier, NotificationActivities, approval_notifier
+from activities.policy import evaluate_policy
 from activities.systems import SystemsOfRecordActivities
 from core.db import create_tables, make_engine
 from core.logging import configure_logging
 from core.settings import Settings
 from core.temporal import connect
+from workflows.agent_assist import AgentAssistWorkflow
 from workflows.refund import RefundWorkflow
 
-__all__ = ["WORKFLOWS", "build_activities", "build_worker", "run", "workflow_runner"]
+__all__ = [
+    "WORKFLOWS",
+    "agent_activities",
+    "build_activities",
+    "build_worker",
+    "run",
+    "workflow_runner",
+]
 
 log = structlog.get_logger()
 
-WORKFLOWS: Sequence[type] = (RefundWorkflow,)
+WORKFLOWS: Sequence[type] = (RefundWorkflow, AgentAssistWorkflow)
 GRACEFUL_SHUTDOWN = timedelta(seconds=15)
 
 
@@ -45,7 +58,13 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     """The sandbox, with Podium's payload modules passed through (imported once, not per run)."""
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "activities.types", "workflows.types", "pydantic", "pydantic_core"
+            "activities.types",
+            "workflows.types",
+            "workflows.policy_types",
+            "activities.agent_types",
+            "workflows.agent_types",
+            "pydantic",
+            "pydantic_core",
         )
     )
 
@@ -56,14 +75,18 @@ def build_activities(
     gateway: ModelGateway | None = None,
     *,
     approvals: ApprovalNotifier | None = None,
+    reader: ReceiptReader | None = None,
 ) -> list[Callable[..., Any]]:
-    """Without a gateway: the repository's `config/models.yaml`, its ledger on `engine`."""
+    """Without a gateway: the repository's `config/models.yaml`, its ledger on `engine`.
+    Without a receipt `reader`, the first `read_document` builds the worker's one."""
     systems = SystemsOfRecordActivities(engine)
     # Approver notices go to `approvals` (log or webhook channel); default: the log.
     notifications = NotificationActivities(engine, approvals)
     audit = AuditActivities(engine)
     gateway = gateway or ModelGateway.from_file(None, models, ledger=ModelLedger(engine))
-    intelligence = IntelligenceActivities(models, gateway)
+    intelligence = IntelligenceActivities(
+        models, gateway, documents=DocumentStore(engine), reader=reader
+    )
     return [
         systems.lookup_order,
         systems.issue_refund,
@@ -75,6 +98,26 @@ def build_activities(
         audit.record_audit_event,
         intelligence.triage_request,
         intelligence.draft_reply,
+        *agent_activities(engine, gateway),
+        intelligence.read_document,
+        intelligence.extract_fields,
+        evaluate_policy,
+    ]
+
+
+def agent_activities(engine: Engine, gateway: ModelGateway) -> list[Callable[..., Any]]:
+    """The tool-calling agent's transcript and model turns (its chat model is `tasks.agent` in
+    the models file), and the customer-service tools it may call."""
+    agent = AgentActivities(engine, gateway)
+    tools = CustomerServiceTools(engine)
+    return [
+        agent.store_transcript,
+        agent.load_transcript,
+        agent.agent_next_step,
+        agent.append_tool_result,
+        tools.lookup_order_status,
+        tools.create_ticket_note,
+        tools.issue_goodwill_credit,
     ]
 
 
@@ -104,6 +147,7 @@ async def run(settings: Settings) -> None:
     create_tables(engine)
     models = EmbeddedModels.load(settings.datasets_dir, settings.templates_dir)
     gateway = ModelGateway.from_file(settings.models_file, models, ledger=ModelLedger(engine))
+    reader = ReceiptReader()  # OCR models, loaded once and shared by the activity threads
     approvals = approval_notifier(settings)  # approver notices: log, or the webhook's pool
     client: Client = await connect(settings)
     stop = asyncio.Event()
@@ -114,7 +158,9 @@ async def run(settings: Settings) -> None:
         worker = build_worker(
             client,
             settings,
-            activities=build_activities(engine, models, gateway, approvals=approvals),
+            activities=build_activities(
+                engine, models, gateway, approvals=approvals, reader=reader
+            ),
             executor=executor,
         )
         async with worker:

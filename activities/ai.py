@@ -13,14 +13,26 @@ already know, with the spend, the token counts and the models tried added.
 - `draft_reply`: renders the approved template (an unknown template or a bad amount fails
   without retry), then asks the gateway (task `draft`) to improve its tone. Any failure falls
   back to the template itself, which is always a correct reply.
+- `read_document`: loads a stored image by id (the bytes never enter history) and reads it
+  with the embedded OCR (`ReceiptReader`, one per worker, shared by the activity threads): the
+  order id, total, currency and date, and at most 2,000 characters of its text. The ledger
+  records the read as task `ocr` (free). An unknown id or bytes that are not a readable image
+  fail without retry.
+- `extract_fields`: structured fields of a text through the gateway (task `extract`, the
+  embedded rules by default).
 """
 
 from __future__ import annotations
 
+import threading
+import time
+
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.documents import DocumentStore
 from activities.intelligence.embedded import EmbeddedModels
+from activities.intelligence.extract import EXTRACTED_FIELD_NAMES, MAX_EXTRACTED_CHARS
 from activities.intelligence.gateway import (
     GatewayResult,
     ModelGateway,
@@ -28,10 +40,13 @@ from activities.intelligence.gateway import (
     record_metrics,
 )
 from activities.intelligence.intent import MAX_CLASSIFIED_CHARS
+from activities.intelligence.ocr import ReceiptReader
 from activities.intelligence.replies import format_amount
 from activities.intelligence.tasks import (
     DraftOutput,
     DraftRequest,
+    ExtractOutput,
+    ExtractRequest,
     IntentOutput,
     IntentRequest,
     Task,
@@ -41,23 +56,47 @@ from activities.intelligence.text import extract_order_ids
 from activities.types import (
     DraftReplyInput,
     DraftReplyResult,
+    ExtractFieldsInput,
+    ExtractFieldsResult,
     Intent,
+    ReadDocumentInput,
+    ReadDocumentResult,
     RiskLevel,
     TriageInput,
     TriageResult,
 )
 
-__all__ = ["DEFAULT_RISK", "IntelligenceActivities"]
+__all__ = ["DEFAULT_RISK", "OCR_TASK", "IntelligenceActivities"]
 
 DEFAULT_RISK = RiskLevel.MEDIUM
 NO_MODEL = "none"
+# The ledger's and the metrics' task name for reading an image (not a gateway route).
+OCR_TASK = "ocr"
 
 
 class IntelligenceActivities:
-    def __init__(self, models: EmbeddedModels, gateway: ModelGateway | None = None) -> None:
-        """Without a gateway: the repository's `config/models.yaml`, with no cost ledger."""
+    def __init__(
+        self,
+        models: EmbeddedModels,
+        gateway: ModelGateway | None = None,
+        *,
+        documents: DocumentStore | None = None,
+        reader: ReceiptReader | None = None,
+    ) -> None:
+        """Without a gateway: the repository's `config/models.yaml`, with no cost ledger.
+        Without `documents`, `read_document` refuses; without a `reader`, one is built on the
+        first read (it loads its ONNX models once, about a second) and shared from then on."""
         self._models = models
         self._gateway = gateway or ModelGateway.from_file(None, models)
+        self._documents = documents
+        self._reader = reader
+        self._reader_lock = threading.Lock()
+
+    def _receipt_reader(self) -> ReceiptReader:
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = ReceiptReader()
+            return self._reader
 
     def _run(
         self, task: Task, request: TaskRequest, risk: RiskLevel, case_id: str
@@ -178,3 +217,90 @@ class IntelligenceActivities:
             },
         )
         return result
+
+    @activity.defn(name="read_document")
+    def read_document(self, input: ReadDocumentInput) -> ReadDocumentResult:
+        """The fields of a stored receipt or invoice image, read by OCR. An unknown document or
+        one that is not a readable image fails without retry."""
+        if self._documents is None:
+            raise ApplicationError(
+                "this worker has no document store", type="NoDocumentStore", non_retryable=True
+            )
+        stored = self._documents.get(input.document_id)
+        if stored is None:
+            raise ApplicationError(
+                f"no document with id '{input.document_id}'",
+                type="DocumentNotFound",
+                non_retryable=True,
+            )
+        reader = self._receipt_reader()
+        started = time.perf_counter()
+        try:
+            document = reader.read(stored.data, today=input.today)
+        except ValueError as err:
+            raise ApplicationError(str(err), type="UnreadableDocument", non_retryable=True) from err
+        attempt = self._gateway.record_local_blocking(
+            OCR_TASK,
+            document.model,
+            latency_ms=round((time.perf_counter() - started) * 1000),
+            case_id=input.case_id,
+            workflow_id=activity.info().workflow_id,
+        )
+        record_metrics(activity.metric_meter(), OCR_TASK, [attempt])
+        limit = ReadDocumentResult.MAX_TEXT_CHARS
+        result = ReadDocumentResult(
+            document_id=stored.document_id,
+            content_type=stored.content_type,
+            size_bytes=stored.size,
+            text=document.text[:limit],
+            text_truncated=len(document.text) > limit,
+            line_count=len(document.lines),
+            order_id=document.order_id,
+            total_cents=document.total_cents,
+            currency=document.currency,
+            document_date=document.document_date,
+            confidence=document.confidence,
+            model=document.model,
+        )
+        activity.logger.info(
+            "read_document.done",
+            extra={
+                "case_id": input.case_id,
+                "document_id": input.document_id,
+                "size_bytes": stored.size,
+                "order_id": result.order_id,
+                "total_cents": result.total_cents,
+                "currency": result.currency,
+                "confidence": result.confidence,
+                "latency_ms": attempt.latency_ms,
+            },
+        )
+        return result
+
+    @activity.defn(name="extract_fields")
+    def extract_fields(self, input: ExtractFieldsInput) -> ExtractFieldsResult:
+        """Order id, amount, dates, employee, system and e-mail of a text, through the gateway
+        (task `extract`). An unknown expected field fails without retry."""
+        unknown = sorted(set(input.expected or ()) - set(EXTRACTED_FIELD_NAMES))
+        if unknown:
+            raise ApplicationError(
+                f"unknown expected fields: {', '.join(unknown)}; "
+                f"known: {', '.join(EXTRACTED_FIELD_NAMES)}",
+                type="InvalidExtractionInput",
+                non_retryable=True,
+            )
+        request = ExtractRequest(
+            text=input.text[:MAX_EXTRACTED_CHARS], today=input.today, expected=input.expected
+        )
+        gateway = self._run(Task.EXTRACT, request, input.risk or DEFAULT_RISK, input.case_id)
+        output = gateway.output_as(ExtractOutput)
+        spend = {
+            "cost_usd": gateway.cost_usd,
+            "tokens_in": gateway.tokens_in,
+            "tokens_out": gateway.tokens_out,
+            "needs_human": gateway.needs_human,
+            "attempts": gateway.attempted,
+        }
+        if output is None:
+            return ExtractFieldsResult(confidence=0.0, model=NO_MODEL, **spend)
+        return ExtractFieldsResult(**output.model_dump(), model=gateway.model or NO_MODEL, **spend)

@@ -7,9 +7,9 @@ as integer cents so no rounding ever happens on the way to a system of record.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
@@ -22,6 +22,8 @@ __all__ = [
     "CustomerTier",
     "DraftReplyInput",
     "DraftReplyResult",
+    "ExtractFieldsInput",
+    "ExtractFieldsResult",
     "Intent",
     "IssueRefundInput",
     "IssueRefundResult",
@@ -34,6 +36,8 @@ __all__ = [
     "OpenTicketInput",
     "OrderInfo",
     "OrderStatus",
+    "ReadDocumentInput",
+    "ReadDocumentResult",
     "RiskLevel",
     "SendReplyInput",
     "SendReplyResult",
@@ -156,6 +160,69 @@ class DraftReplyResult(BaseModel):
     model: str
     # Added with the model gateway: defaults keep older histories decodable.
     cost_usd: float = Field(default=0.0, description="Model spend of this call, USD")
+    tokens_in: int = 0
+    tokens_out: int = 0
+    needs_human: bool = False
+    attempts: list[str] = Field(default_factory=list, description="Models tried, in order")
+
+
+class ReadDocumentInput(BaseModel):
+    """Read a stored document (a receipt or invoice image) by its id: never the bytes."""
+
+    case_id: str
+    document_id: str = Field(min_length=1, max_length=64)
+    today: date | None = Field(
+        default=None, description="Places a date printed without a year (the workflow's date)"
+    )
+
+
+class ReadDocumentResult(BaseModel):
+    """What OCR read from a document: the fields and at most `MAX_TEXT_CHARS` of its text (the
+    full text stays with the document, out of workflow history)."""
+
+    MAX_TEXT_CHARS: ClassVar[int] = 2_000
+
+    document_id: str
+    content_type: str
+    size_bytes: int = Field(ge=0)
+    text: str = Field(description="The recognised lines, cut to MAX_TEXT_CHARS")
+    text_truncated: bool = False
+    line_count: int = Field(default=0, ge=0)
+    order_id: str | None = None
+    total_cents: int | None = Field(default=None, ge=0)
+    currency: str | None = None
+    document_date: date | None = None
+    confidence: float = Field(ge=0.0, le=1.0, description="OCR recognition score")
+    model: str
+    cost_usd: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+class ExtractFieldsInput(BaseModel):
+    case_id: str
+    text: str = Field(max_length=20_000)
+    expected: list[str] | None = Field(
+        default=None, description="Fields the caller needs; a missing one lowers the confidence"
+    )
+    today: date | None = Field(default=None, description="Resolves relative dates")
+    risk: RiskLevel | None = Field(default=None, description="Model route; default: medium")
+
+
+class ExtractFieldsResult(BaseModel):
+    """Structured fields of a message (`activities.intelligence.schemas.ExtractedFields`), with
+    the spend of the models that produced them."""
+
+    order_id: str | None = None
+    amount_cents: int | None = Field(default=None, ge=0)
+    currency: str | None = None
+    dates: list[date] = Field(default_factory=list)
+    employee: str | None = None
+    system_name: str | None = None
+    email: str | None = None
+    confidence: float = Field(ge=0.0, le=1.0)
+    model: str
+    cost_usd: float = 0.0
     tokens_in: int = 0
     tokens_out: int = 0
     needs_human: bool = False
@@ -313,8 +380,14 @@ class AuditEventInput(BaseModel):
     actor: str = Field(description="'podium' for automated steps, else the person's id")
     detail: dict[str, Any] = Field(default_factory=dict)
     occurred_at: datetime
+    # Added with the hash-chained audit trail: defaults keep older histories decodable. When
+    # left out, the activity lifts `model`, `confidence` and the policy from `detail`.
+    policy_version: str | None = Field(default=None, max_length=64)
+    model: str | None = Field(default=None, max_length=200, description="When a model decided")
+    confidence: float | None = Field(default=None, description="The deciding model's confidence")
 
 
 class AuditEventResult(BaseModel):
     event_id: int
     created: bool
+    seq: int | None = Field(default=None, description="Place in the audit chain")

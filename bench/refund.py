@@ -13,8 +13,9 @@ each with at most `--concurrency` cases in flight:
 - bare/approval    `bench_bare` shaped like an approval case, decided through the same update
 
 Latency is per case, from the start call until the workflow result arrives (approval included);
-throughput is cases over the phase's wall time. The activity counts of the bare phases come from
-the histories of warm-up refund cases, so the baseline follows the process if it changes.
+throughput is cases over the phase's wall time. The bare phases' activity counts, and where the
+approval baseline waits, are read off refund cases' own histories (a warm-up case and an approval
+probe), so the baseline follows the process when it changes.
 Progress goes to stderr; the table (or `--json`) to stdout. Exit code 1 when any outcome, refund
 row or activity count did not verify.
 """
@@ -722,8 +723,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the Temporal dev server is stopped", file=sys.stderr)
         return 130
-    except TimeoutError:
-        print(f"gave up after --timeout {opts.timeout_s:.0f} s", file=sys.stderr)
+    except TimeoutError as err:
+        print(f"gave up: {str(err) or f'--timeout {opts.timeout_s:.0f} s passed'}", file=sys.stderr)
         return 2
     text = json.dumps(_json_safe(report), indent=2, allow_nan=False)
     if out is not None:

@@ -12,14 +12,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Column, UniqueConstraint, event
+from sqlalchemy import JSON, Column, Index, LargeBinary, Table, UniqueConstraint, event, inspect
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Field, SQLModel, create_engine
 
 __all__ = [
     "MICRO_USD_PER_USD",
+    "AgentTranscript",
+    "AuditChainHead",
     "AuditEvent",
+    "Credit",
     "Customer",
+    "Document",
     "Message",
     "ModelCall",
     "Order",
@@ -123,10 +128,19 @@ class Message(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    """Append-only record of every decision and side effect of a case."""
+    """Append-only record of every decision and side effect of a case, hash-chained.
+
+    `seq` numbers the events of the whole database 1, 2, 3 ... without gaps; `hash` =
+    sha256(prev_hash || payload_sha256 || seq) links each event to the one before, so an
+    edited, deleted or reordered row shows (`core.audit_chain`). The chain columns are null
+    only on rows written before the chain existed.
+    """
 
     __tablename__ = "audit_events"
-    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_audit_idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("idempotency_key", name="uq_audit_idempotency_key"),
+        Index("uq_audit_events_seq", "seq", unique=True),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     idempotency_key: str = Field(max_length=200)
@@ -137,6 +151,48 @@ class AuditEvent(SQLModel, table=True):
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     occurred_at: datetime
     recorded_at: datetime = Field(default_factory=utcnow)
+    # When a model decided: which one, how sure, under which policy (content hash).
+    policy_version: str | None = Field(default=None, max_length=64)
+    model: str | None = Field(default=None, max_length=200)
+    confidence: float | None = None
+    seq: int | None = None
+    payload_sha256: str | None = Field(default=None, max_length=64)
+    prev_hash: str | None = Field(default=None, max_length=64)
+    hash: str | None = Field(default=None, max_length=64)
+
+
+class AuditChainHead(SQLModel, table=True):
+    """The audit chain's last link, in one row (id 1). Appends lock it, so writers on every
+    thread and worker take turns; verification compares it with the last event, so a deleted
+    tail shows too."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: int = Field(default=1, primary_key=True)
+    seq: int = 0
+    hash: str = Field(max_length=64)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Document(SQLModel, table=True):
+    """An uploaded document (a receipt photo, an invoice scan), stored once per content.
+
+    The bytes live in the database, not under the data folder: the API and the worker may run on
+    different hosts (compose: separate containers, shared PostgreSQL only), one row is one
+    transaction with its sha256 key, and a backup of the database is a backup of the documents.
+    Uploads are at most 10 MB, which PostgreSQL's `bytea` and SQLite's BLOB hold comfortably.
+    Workflows only ever see the id.
+    """
+
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("sha256", name="uq_documents_sha256"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    sha256: str = Field(max_length=64)
+    content_type: str = Field(max_length=100)
+    size: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 def make_engine(url: str) -> Engine:
@@ -163,6 +219,35 @@ def make_engine(url: str) -> Engine:
 
 def create_tables(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine)
+    _add_missing_columns(engine, SQLModel.metadata.tables[AuditEvent.__tablename__])
+
+
+def _add_missing_columns(engine: Engine, table: Table) -> None:
+    """Add the nullable columns (and indexes) a table gained since this database was created,
+    so an existing database keeps working: `create_all` never alters a table."""
+    missing = _missing_columns(engine, table)
+    if not missing:
+        return
+    quote = engine.dialect.identifier_preparer.quote
+    try:
+        with engine.begin() as conn:
+            for column in missing:
+                assert column.nullable, f"{table.name}.{column.name}: only nullable columns"
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {kind}"
+                )
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
+    except DBAPIError:
+        # The API and a worker starting at once: fine if the other one added them.
+        if _missing_columns(engine, table):
+            raise
+
+
+def _missing_columns(engine: Engine, table: Table) -> list[Column[Any]]:
+    present = {column["name"] for column in inspect(engine).get_columns(table.name)}
+    return [column for column in table.columns if column.name not in present]
 
 
 MICRO_USD_PER_USD = 1_000_000
@@ -193,3 +278,48 @@ class ModelCall(SQLModel, table=True):
     @property
     def cost_usd(self) -> Decimal:
         return Decimal(self.cost_micro_usd) / MICRO_USD_PER_USD
+
+
+class Credit(SQLModel, table=True):
+    """Goodwill credits on a customer's account (the agent's `issue_goodwill_credit` tool, once
+    a person approved). The idempotency key is unique: a retried activity never credits twice."""
+
+    __tablename__ = "credits"
+    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_credits_idempotency_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=200)
+    case_id: str = Field(index=True, max_length=200)
+    customer_id: str = Field(foreign_key="customers.id", index=True)
+    order_id: str | None = Field(default=None, foreign_key="orders.id")
+    amount_cents: int
+    currency: str = Field(default="USD", max_length=3)
+    reason: str
+    approved_by: str | None = Field(default=None, max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def credit_id(self) -> str:
+        return f"CR-{self.id}"
+
+
+class AgentTranscript(SQLModel, table=True):
+    """An agent conversation's messages, kept out of workflow history. Append-only: each write
+    is one row holding the messages it added, numbered `step` 1, 2, ... within the transcript
+    `id`. A reference (id, step) therefore pins one exact version, and a retried write finds
+    the row its first attempt wrote. Model turns also keep their usage, so a retry answers with
+    the first attempt's reply instead of asking (and paying) the model again."""
+
+    __tablename__ = "agent_transcripts"
+
+    id: str = Field(primary_key=True, max_length=64)
+    step: int = Field(primary_key=True)
+    workflow_id: str = Field(index=True, max_length=200)
+    messages: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    model: str | None = Field(default=None, max_length=200, description="Upstream model id")
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_micro_usd: int = 0
+    created_at: datetime = Field(default_factory=utcnow)

@@ -3,6 +3,7 @@
 JSON lines when stderr is not a terminal (or `PODIUM_LOG_JSON=true`), readable console output
 otherwise. The standard library and Temporal's loggers go through the same processors, and the
 Temporal context they attach (workflow id, run id, activity type) becomes top-level fields.
+Emails, card and phone numbers are masked in every line (`core.redaction`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 from temporalio import activity, workflow
+
+from core.redaction import redact_personal_data
 
 __all__ = ["configure_logging"]
 
@@ -55,6 +58,8 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _temporal_fields,
         structlog.processors.StackInfoRenderer(),
+        # Last, so it sees every field; stdlib and Temporal records go through it too.
+        redact_personal_data,
     ]
     renderer: Processor = (
         structlog.processors.JSONRenderer()
@@ -64,6 +69,7 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if as_json:
         final.append(structlog.processors.format_exc_info)
+        final.append(redact_personal_data)  # the traceback text, now a field
     final.append(renderer)
     structlog.configure(
         processors=[

@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -42,6 +42,21 @@ class Settings(BaseSettings):
         default=None, description="Base URL of the Temporal UI, for links (default: embedded UI)"
     )
 
+    # Payload encryption (core/codec.py): AES-256-GCM on every payload in Temporal history.
+    # Keys: comma-separated `kid:base64key` entries; the active id encrypts, all ids decrypt.
+    # `podium up` creates a development key under data_dir/keys when none is configured.
+    encryption: Literal["on", "off"] = "on"
+    encryption_keys: SecretStr | None = None
+    encryption_key_id: str | None = Field(default=None, description="Default: the only key")
+    # Codec server (starter/codec_server.py): decrypts payloads for the Temporal UI and CLI
+    # callers that present `Authorization: Bearer <codec_token>`.
+    codec_host: str = "127.0.0.1"
+    codec_port: int = 8234
+    codec_token: SecretStr | None = None
+    codec_cors_origins: list[str] | None = Field(
+        default=None, description="Browser origins allowed; default: the Temporal UI's"
+    )
+
     # Starter HTTP API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -56,6 +71,9 @@ class Settings(BaseSettings):
     auto_refund_limit: float = Field(default=100.0, ge=0, description="Dollars")
     return_window_days: int = 30
     min_intent_confidence: float = 0.5
+    # Policy as code (policies/refund.yaml): when set, new cases carry this file and its
+    # autonomy rules decide; its limits replace the three above. Unset: the settings decide.
+    policy_file: Path | None = None
 
     # Approval gate defaults (stamped on each case when it starts). Medium risk: `team_lead`;
     # high risk: `team_lead` then `finance`. Each level has the SLA and reminders below.

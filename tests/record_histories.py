@@ -1,19 +1,24 @@
 """Record the histories the replay test checks: one per path of every released workflow version.
 
     .venv/bin/python -m tests.record_histories      # or: make histories
+    .venv/bin/python -m tests.record_histories receipt_ocr low_confidence   # only these
 
 Runs each scenario on the time-skipping test server (real systems-of-record activities on a
-temporary database, deterministic model fakes) and writes `tests/histories/<workflow>-<path>.json`.
+temporary database, deterministic model fakes; the real embedded OCR for the receipt scenarios,
+on the committed fixture images) and writes `tests/histories/<workflow>-<path>.json`.
 Re-record only for a deliberate, versioned change: the committed files are what running cases
-look like, and the replay test fails when the workflow code can no longer replay them.
+look like, and the replay test fails when the workflow code can no longer replay them. A new
+path of a new version is recorded alone, by name, next to the histories of the older versions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,13 +27,19 @@ from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.policy import evaluate_policy
+from core.policy import DEFAULT_POLICY_FILE, load_policy
 from tests.conftest import TEMPORAL_TEST_SERVER, register_search_attributes
+from tests.fixtures.make_receipts import FIXTURES_DIR
 from tests.helpers import (
+    document_activities,
     fake_draft,
     fake_triage,
     make_worker,
     real_system_activities,
+    seed_orders,
     seeded_engine,
+    store_document,
 )
 from workflows.types import (
     ApprovalDecisionInput,
@@ -75,6 +86,13 @@ async def _approve_after_escalation(
 ) -> None:
     await _approval_pending(handle)
     await env.sleep(timedelta(days=3))  # two reminders, then the SLA escalates
+    await handle.execute_update(
+        "decide", _decision(decision_id="d-1", approver="lead", approver_roles=LEAD)
+    )
+
+
+async def _approve(env: WorkflowEnvironment, handle: WorkflowHandle[object, object]) -> None:
+    await _approval_pending(handle)
     await handle.execute_update(
         "decide", _decision(decision_id="d-1", approver="lead", approver_roles=LEAD)
     )
@@ -186,6 +204,27 @@ SCENARIOS: dict[str, tuple[str, str | None, str, Scenario, RefundPolicy | None]]
     "request_changes": ("C-1002", "O-5003", "refund O-5003", _request_changes, None),
     "delegated": ("C-1002", "O-5003", "refund O-5003", _delegate, None),
     "quorum": ("C-1002", "O-5003", "refund O-5003", _quorum, QUORUM_POLICY),
+    # Patch `refund-receipt-ocr`: a receipt gives the order id; a receipt whose total is not
+    # the order's goes to a person; triage with no confident model goes to a person.
+    "receipt_ocr": (
+        "C-1001",
+        None,
+        "Please refund my breakfast, receipt attached.",
+        _nothing,
+        None,
+    ),
+    "receipt_mismatch": ("C-1001", None, "Refund please, confirmation attached.", _reject, None),
+    "low_confidence": ("C-1001", "O-5001", "not sure what to do, O-5001 broke", _approve, None),
+    # Patch `refund-policy-v1`: the shipped policy file's rules decide (auto-approve).
+    "policy_rules": ("C-1001", "O-5001", "refund O-5001 please", _nothing, None),
+}
+# Scenarios started with the shipped policy file (policies/refund.yaml) on the case.
+POLICY_FILE_SCENARIOS = {"policy_rules"}
+# Receipt scenarios: the fixture image attached to the case, and the orders it names (seeded).
+RECEIPTS: dict[str, tuple[str, dict[str, tuple[str, int, str]]]] = {
+    "receipt_ocr": ("cafe_receipt_gbp.png", {"O-7781": ("C-1001", 2_070, "GBP")}),
+    # The confirmation says $129.99; the order is $99.99.
+    "receipt_mismatch": ("order_confirmation_usd.png", {"O-120934": ("C-1001", 9_999, "USD")}),
 }
 
 # What each path must end in: a scenario that drifts onto another path fails the recording.
@@ -200,10 +239,17 @@ OUTCOMES = {
     "request_changes": RefundOutcome.APPROVED,
     "delegated": RefundOutcome.APPROVED,
     "quorum": RefundOutcome.APPROVED,
+    "receipt_ocr": RefundOutcome.AUTO_RESOLVED,
+    "receipt_mismatch": RefundOutcome.REJECTED,
+    "low_confidence": RefundOutcome.APPROVED,
+    "policy_rules": RefundOutcome.AUTO_RESOLVED,
 }
 
 
-async def record() -> None:
+async def record(names: list[str] | None = None) -> None:
+    unknown = sorted(set(names or ()) - set(SCENARIOS))
+    if unknown:
+        raise SystemExit(f"unknown scenarios: {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=str(TEMPORAL_TEST_SERVER),
@@ -213,29 +259,50 @@ async def record() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(4) as executor:
             for name, (customer, order, text, scenario, policy) in SCENARIOS.items():
+                if names and name not in names:
+                    continue
                 folder = Path(tmp) / name
                 folder.mkdir()
                 engine = seeded_engine(folder, now=await env.get_current_time())
-                worker = make_worker(
-                    env.client, [*real_system_activities(engine), fake_triage, fake_draft], executor
+                attachment_id = None
+                activities = [
+                    *real_system_activities(engine),
+                    fake_triage,
+                    fake_draft,
+                    evaluate_policy,
+                ]
+                document = (
+                    load_policy(DEFAULT_POLICY_FILE).model_dump(mode="json")
+                    if name in POLICY_FILE_SCENARIOS
+                    else None
                 )
-                async with worker:
-                    handle = await env.client.start_workflow(
-                        "refund",
-                        RefundCaseInput(
-                            channel="email",
-                            customer_id=customer,
-                            order_id=order,
-                            message=text,
-                            policy=policy or RefundPolicy(),
-                        ),
-                        id=f"refund-history-{name}",
-                        task_queue=worker.task_queue,
-                        result_type=RefundCaseResult,
-                    )
-                    await scenario(env, handle)
-                    result = await handle.result()
-                    history = await handle.fetch_history()
+                stack = ExitStack()
+                if name in RECEIPTS:
+                    image, orders = RECEIPTS[name]
+                    seed_orders(engine, await env.get_current_time(), orders)
+                    attachment_id = store_document(engine, (FIXTURES_DIR / image).read_bytes())
+                    activities += stack.enter_context(document_activities(engine))
+                worker = make_worker(env.client, activities, executor)
+                with stack:
+                    async with worker:
+                        handle = await env.client.start_workflow(
+                            "refund",
+                            RefundCaseInput(
+                                channel="email",
+                                customer_id=customer,
+                                order_id=order,
+                                message=text,
+                                policy=policy or RefundPolicy(),
+                                attachment_id=attachment_id,
+                                policy_document=document,
+                            ),
+                            id=f"refund-history-{name}",
+                            task_queue=worker.task_queue,
+                            result_type=RefundCaseResult,
+                        )
+                        await scenario(env, handle)
+                        result = await handle.result()
+                        history = await handle.fetch_history()
                 if result.outcome != OUTCOMES[name]:
                     raise RuntimeError(f"{name}: ended {result.outcome}, not {OUTCOMES[name]}")
                 engine.dispose()
@@ -247,4 +314,4 @@ async def record() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    asyncio.run(record(sys.argv[1:]))

@@ -321,6 +321,9 @@ async def test_openapi_describes_the_routes(idle_api: httpx.AsyncClient) -> None
         "/cases/{case_id}/request-changes",
         "/cases/{case_id}/delegate",
         "/approvals/pending",
+        "/approvals",
+        "/approvals/{case_id}",
+        "/documents",
         "/healthz",
     }
     assert expected == set(paths)

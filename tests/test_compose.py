@@ -50,6 +50,8 @@ EXPECTED_SEARCH_ATTRIBUTES = {
     "PodiumSlaDueAt": "Datetime",
     "PodiumAwaitingRoles": "KeywordList",
     "PodiumApprovalLevel": "Int",
+    "PodiumModelCostUsd": "Double",
+    "PodiumPolicyVersion": "Keyword",
 }
 CLI_TYPE_NAMES = {
     SearchAttributeIndexedValueType.TEXT: "Text",

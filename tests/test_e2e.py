@@ -174,6 +174,7 @@ class Stack:
             "PODIUM_TEMPORAL_PORT": str(self.temporal_port),
             "PODIUM_TEMPORAL_UI_PORT": str(self.ui_port),
             "PODIUM_API_PORT": str(self.api_port),
+            "PODIUM_CODEC_PORT": str(free_port()),
             "PODIUM_API_URL": f"http://127.0.0.1:{self.api_port}",
             "PODIUM_LOG_JSON": "true",
         }

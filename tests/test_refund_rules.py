@@ -132,6 +132,23 @@ def test_unclear_intent_needs_a_person() -> None:
     assert not b.automatic and "not a refund request" in b.reasons[-1]
 
 
+def test_holds_from_outside_the_rules_need_a_person() -> None:
+    hold = "the receipt total $30.00 does not match the order amount $50.00"
+    a = assess_refund(
+        order=order(),
+        customer=customer(),
+        intent=Intent.REFUND_REQUEST,
+        intent_confidence=0.9,
+        policy=POLICY,
+        now=NOW,
+        holds=[hold],
+    )
+    assert a.eligible and not a.automatic and a.risk == RiskLevel.MEDIUM
+    assert "approve" == a.recommendation
+    assert hold == a.reasons[-1]
+    assert assess(order()).automatic  # the same case without the hold
+
+
 def test_format_amount() -> None:
     assert format_amount(129_900) == "$1,299.00"
     assert format_amount(5, "EUR") == "EUR 0.05"

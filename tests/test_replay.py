@@ -27,12 +27,35 @@ EXPECTED_PATHS = {
     "request_changes",
     "delegated",
     "quorum",
+    # Patch `refund-receipt-ocr`.
+    "receipt_ocr",
+    "receipt_mismatch",
+    "low_confidence",
+    # Patch `refund-policy-v1`.
+    "policy_rules",
 }
+PATCHED_PATHS = {"receipt_ocr", "receipt_mismatch", "low_confidence", "policy_rules"}
 
 
 def test_every_refund_path_has_a_committed_history() -> None:
     recorded = {p.stem.removeprefix("refund-") for p in HISTORIES if p.stem.startswith("refund-")}
     assert EXPECTED_PATHS <= recorded
+
+
+def test_both_sides_of_the_receipt_ocr_patch_are_recorded() -> None:
+    """Cases from before the patch (no marker) and after it (a marker) both replay below."""
+    patched = set()
+    for path in HISTORIES:
+        if not path.stem.startswith("refund-"):
+            continue
+        history = WorkflowHistory.from_json(path.stem, path.read_text())
+        if any(
+            e.marker_recorded_event_attributes.marker_name == "core_patch"
+            and b"refund-receipt-ocr" in e.marker_recorded_event_attributes.SerializeToString()
+            for e in history.events
+        ):
+            patched.add(path.stem.removeprefix("refund-"))
+    assert PATCHED_PATHS == patched
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -1,12 +1,31 @@
 """Refund process (CX): a customer asks for their money back.
 
-Steps: open a ticket -> triage the message (intent, sentiment, order ids) -> look up the order
-and customer -> eligibility rules -> decision: refund automatically when policy allows (eligible,
-amount at or under the limit, customer in good standing, a clear refund request), refuse at once
-when the order was already refunded, otherwise ask people through the approval gate
+Steps: open a ticket -> triage the message (intent, sentiment, order ids) -> read the attached
+receipt, if any (OCR by id: the image stays in the document store, never in history) -> look up
+the order (the case's order id, else the message's, else the receipt's) and customer ->
+eligibility rules -> decision: refund automatically when policy allows (eligible, amount at or
+under the limit, customer in good standing, a clear refund request that a model was sure of, a
+receipt that matches the order), refuse at once when the order was already refunded, otherwise
+ask people through the approval gate
 (`workflows.components.approval`) with the approval policy of the assessed risk level -> issue
 the refund idempotently (the approved amount, which an approver may have lowered) -> update the
 ticket -> draft and send the reply -> audit every decision.
+
+Model spend: the cost and tokens every model activity reports add up on the case (state,
+result, search attribute `PodiumModelCostUsd`); the reply is drafted on the route of the
+assessed risk.
+
+Versioning: patch `refund-receipt-ocr` guards what receipt OCR added (the receipt read and its
+audit record, the needs-human hold, the cost search attribute, the draft's risk): cases started
+before it replay exactly as they ran.
+
+Policy as code (patch `refund-policy-v1`): a case started with a policy file
+(`policy_document`, versioned by its digest) has its autonomy decided by the file's ordered
+rules, evaluated in the `evaluate_policy` activity over the case facts (the eligibility facts
+still come from the refund rules): auto-approve, auto-reject, or a person through the named
+approval chain. The version is stamped on the case (search attribute `PodiumPolicyVersion`,
+audit `detail.policy_version`) and the matching rule's explanation goes to the audit trail,
+the approver and the current details.
 
 Every case ends in one outcome: `auto_resolved`, `approved`, `rejected`, `escalated_expired`
 (no decision before the deadline, denied) or `needs_human` (unknown customer or order, a refund
@@ -35,7 +54,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import search_attributes as sa
@@ -53,6 +72,9 @@ with workflow.unsafe.imports_passed_through():
         LookupOrderInput,
         LookupOrderResult,
         OpenTicketInput,
+        OrderInfo,
+        ReadDocumentInput,
+        ReadDocumentResult,
         SendReplyInput,
         SendReplyResult,
         TicketResult,
@@ -61,9 +83,17 @@ with workflow.unsafe.imports_passed_through():
         TriageResult,
         UpdateTicketInput,
     )
+    from activities.types import RiskLevel as ModelRisk
+    from workflows.policy_types import (
+        AutonomyDecision,
+        EvaluatePolicyInput,
+        PolicyEvaluation,
+        PolicyFacts,
+    )
     from workflows.types import (
         ApprovalDecisionInput,
         ApprovalDecisionResult,
+        ApprovalPolicy,
         CaseStatus,
         DefaultAction,
         GateStatus,
@@ -96,6 +126,12 @@ MODEL_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=5,
 )
+# OCR of a large phone photo on a busy CPU takes seconds, not minutes.
+DOCUMENT_TIMEOUT = timedelta(minutes=2)
+PATCH_RECEIPT_OCR = "refund-receipt-ocr"
+PATCH_POLICY_V1 = "refund-policy-v1"
+POLICY_TIMEOUT = timedelta(seconds=10)
+MICRO_USD = 1_000_000
 
 REPLY_TEMPLATES = {
     RefundOutcome.AUTO_RESOLVED: "refund_approved",
@@ -132,6 +168,9 @@ class RefundWorkflow:
         self._audit_seq = 0
         self._customer_name = input.customer_id
         self._currency = "USD"
+        self._receipt_ocr = False  # set in run(): patch PATCH_RECEIPT_OCR
+        self._cost_micro_usd = 0
+        self._policy_facts: PolicyFacts | None = None
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -169,6 +208,8 @@ class RefundWorkflow:
 
     @workflow.run
     async def run(self, input: RefundCaseInput) -> RefundCaseResult:
+        # False only when replaying a case started before receipt OCR: it runs as it did.
+        self._receipt_ocr = workflow.patched(PATCH_RECEIPT_OCR)
         workflow.upsert_search_attributes(
             [
                 sa.PROCESS.value_set(PROCESS),
@@ -208,10 +249,12 @@ class RefundWorkflow:
         self._state.intent = triage.intent
         self._state.intent_confidence = triage.intent_confidence
         self._state.sentiment = triage.sentiment
+        self._add_cost(triage.cost_usd, triage.tokens_in + triage.tokens_out)
         workflow.upsert_search_attributes(
             [
                 sa.STATUS.value_set(CaseStatus.TRIAGED.value),
                 sa.INTENT.value_set(triage.intent.value),
+                *self._cost_attribute(),
             ]
         )
         await self._audit(
@@ -221,9 +264,19 @@ class RefundWorkflow:
             confidence=round(triage.intent_confidence, 4),
             sentiment=triage.sentiment.value,
             order_ids=triage.order_ids,
+            needs_human=triage.needs_human,
+            models_tried=triage.attempts,
+            **self._policy_detail(),
         )
 
+        receipt: ReadDocumentResult | None = None
+        if self._receipt_ocr and input.attachment_id:
+            receipt = await self._read_receipt(input.attachment_id)
+        # Precedence: the order id the case names, then the message's, then the receipt's.
         order_id = input.order_id or (triage.order_ids[0] if triage.order_ids else None)
+        if order_id is None and receipt is not None and receipt.order_id:
+            order_id = receipt.order_id
+            self._state.notes.append(f"order id {order_id} read from the attached receipt")
         self._state.order_id = order_id
         lookup = await workflow.execute_activity(
             "lookup_order",
@@ -256,8 +309,14 @@ class RefundWorkflow:
             intent_confidence=triage.intent_confidence,
             policy=input.policy,
             now=workflow.now(),
+            holds=self._holds(triage, receipt, order) if self._receipt_ocr else (),
         )
         self._state.assessment = assessment
+        evaluation: PolicyEvaluation | None = None
+        if input.policy_document is not None and workflow.patched(PATCH_POLICY_V1):
+            evaluation = await self._evaluate_policy(
+                input.policy_document, assessment, triage, lookup, receipt, order
+            )
         await self._audit(
             "assessed",
             eligible=assessment.eligible,
@@ -267,8 +326,18 @@ class RefundWorkflow:
             reasons=assessment.reasons,
             amount_cents=assessment.amount_cents,
             policy=input.policy.model_dump(mode="json"),
+            **self._policy_detail(evaluation),
         )
 
+        if evaluation is not None:
+            reasons = [*assessment.reasons, evaluation.explanation]
+            if evaluation.decision == AutonomyDecision.AUTO_REJECT:
+                return await self._finish(RefundOutcome.REJECTED, POLICY_ACTOR, reasons)
+            if evaluation.decision == AutonomyDecision.AUTO_APPROVE:
+                return await self._finish(
+                    RefundOutcome.AUTO_RESOLVED, POLICY_ACTOR, reasons, refund=True
+                )
+            return await self._ask_people(assessment, evaluation.approval, reasons)
         if assessment.automatic_rejection:
             return await self._finish(RefundOutcome.REJECTED, POLICY_ACTOR, assessment.reasons)
         if assessment.automatic:
@@ -277,9 +346,15 @@ class RefundWorkflow:
             )
         return await self._ask_people(assessment)
 
-    async def _ask_people(self, assessment: RefundAssessment) -> RefundCaseResult:
-        policy = self._input.policy.approval_for(assessment.risk)
-        reasons = assessment.reasons
+    async def _ask_people(
+        self,
+        assessment: RefundAssessment,
+        chain: ApprovalPolicy | None = None,
+        reasons: list[str] | None = None,
+    ) -> RefundCaseResult:
+        """`chain` and `reasons`: the policy file's approval chain and explanation, if any."""
+        policy = chain or self._input.policy.approval_for(assessment.risk)
+        reasons = reasons if reasons is not None else assessment.reasons
         amount = format_amount(assessment.amount_cents, self._currency)
         request = self._gate.open(
             request_id=APPROVAL_REQUEST_ID,
@@ -403,6 +478,7 @@ class RefundWorkflow:
                 amount_cents=self._state.refund_amount_cents or self._state.amount_cents,
                 currency=self._currency,
                 reason=reasons[-1] if reasons else None,
+                risk=self._draft_risk(),
             ),
             result_type=DraftReplyResult,
             start_to_close_timeout=MODEL_TIMEOUT,
@@ -410,6 +486,7 @@ class RefundWorkflow:
             summary=f"Draft the customer reply ({REPLY_TEMPLATES[outcome]})",
         )
         self._state.reply = draft.text
+        self._add_cost(draft.cost_usd, draft.tokens_in + draft.tokens_out)
         sent = await workflow.execute_activity(
             "send_reply",
             SendReplyInput(
@@ -434,6 +511,9 @@ class RefundWorkflow:
             reasons=reasons,
             reply_message_id=sent.message_id,
             reply_model=draft.model,
+            model_cost_usd=self._state.model_cost_usd,
+            model_tokens=self._state.model_tokens,
+            **self._policy_detail(),
         )
 
         self._state.status = CaseStatus.COMPLETED
@@ -442,6 +522,7 @@ class RefundWorkflow:
                 sa.OUTCOME.value_set(outcome.value),
                 sa.STATUS.value_set(CaseStatus.COMPLETED.value),
                 sa.AWAITING_APPROVAL.value_set(False),
+                *self._cost_attribute(),
             ]
         )
         self._publish()
@@ -456,6 +537,9 @@ class RefundWorkflow:
             decided_by=decided_by,
             reasons=reasons,
             reply=draft.text,
+            model_cost_usd=self._state.model_cost_usd,
+            model_tokens=self._state.model_tokens,
+            policy_version=self._state.policy_version,
         )
 
     async def _issue_refund(
@@ -495,6 +579,149 @@ class RefundWorkflow:
             created=refund.created,
         )
         return outcome, reasons
+
+    # --- policy as code ---------------------------------------------------------------------------
+
+    async def _evaluate_policy(
+        self,
+        document: dict[str, Any],
+        assessment: RefundAssessment,
+        triage: TriageResult,
+        lookup: LookupOrderResult,
+        receipt: ReadDocumentResult | None,
+        order: OrderInfo,
+    ) -> PolicyEvaluation:
+        customer = lookup.customer
+        facts = PolicyFacts(
+            amount=order.amount_cents / 100,
+            customer_tier=customer.tier.value if customer else "",
+            customer_standing=customer.standing.value if customer else "",
+            channel=self._input.channel,
+            intent=triage.intent.value,
+            intent_confidence=triage.intent_confidence,
+            sentiment=triage.sentiment.value,
+            risk=assessment.risk.value,
+            eligible=assessment.eligible,
+            late=assessment.late,
+            within_return_window=assessment.within_return_window,
+            already_refunded=assessment.automatic_rejection,
+            receipt_mismatch=any(r.startswith("the receipt") for r in assessment.reasons),
+            needs_human=triage.needs_human,
+        )
+        self._policy_facts = facts
+        evaluation: PolicyEvaluation = await workflow.execute_activity(
+            "evaluate_policy",
+            EvaluatePolicyInput(facts=facts, policy=document),
+            result_type=PolicyEvaluation,
+            start_to_close_timeout=POLICY_TIMEOUT,
+            retry_policy=SYSTEM_RETRY,
+            summary="Evaluate the autonomy policy",
+        )
+        self._state.policy_version = evaluation.policy_version
+        self._state.policy_explanation = evaluation.explanation
+        workflow.upsert_search_attributes([sa.POLICY_VERSION.value_set(evaluation.policy_version)])
+        return evaluation
+
+    def _policy_detail(self, evaluation: PolicyEvaluation | None = None) -> dict[str, Any]:
+        """Audit detail of a case under a policy file: nothing for the others."""
+        document = self._input.policy_document
+        if document is None:
+            return {}
+        detail: dict[str, Any] = {
+            "policy_version": self._state.policy_version or str(document.get("digest") or "")
+        }
+        if evaluation is not None:
+            detail |= {
+                "policy_rule": evaluation.rule,
+                "policy_decision": evaluation.decision.value,
+                "approval_chain": evaluation.approval_chain,
+                "explanation": evaluation.explanation,
+                "facts": self._policy_facts.model_dump(mode="json") if self._policy_facts else None,
+            }
+        return detail
+
+    # --- receipts and model spend ----------------------------------------------------------------
+
+    async def _read_receipt(self, document_id: str) -> ReadDocumentResult | None:
+        """OCR of the attached receipt, by id. A receipt that cannot be read is noted and
+        audited; the case goes on without it (it would only have added checks)."""
+        self._state.attachment_id = document_id
+        try:
+            receipt: ReadDocumentResult = await workflow.execute_activity(
+                "read_document",
+                ReadDocumentInput(
+                    case_id=self._case_id, document_id=document_id, today=workflow.now().date()
+                ),
+                result_type=ReadDocumentResult,
+                start_to_close_timeout=DOCUMENT_TIMEOUT,
+                retry_policy=MODEL_RETRY,
+                summary="Read the attached receipt",
+            )
+        except ActivityError as err:
+            cause = err.cause
+            why = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+            self._state.notes.append(f"the attached receipt could not be read: {why}")
+            await self._audit("receipt_unreadable", document_id=document_id, reason=why)
+            return None
+        self._state.receipt = receipt
+        self._add_cost(receipt.cost_usd, receipt.tokens_in + receipt.tokens_out)
+        await self._audit(
+            "receipt_read",
+            document_id=document_id,
+            order_id=receipt.order_id,
+            total_cents=receipt.total_cents,
+            currency=receipt.currency,
+            document_date=(
+                receipt.document_date.isoformat() if receipt.document_date is not None else None
+            ),
+            confidence=receipt.confidence,
+            model=receipt.model,
+        )
+        return receipt
+
+    def _holds(
+        self, triage: TriageResult, receipt: ReadDocumentResult | None, order: OrderInfo
+    ) -> list[str]:
+        """Reasons, beyond the refund rules, for a person to decide."""
+        holds: list[str] = []
+        if triage.needs_human:
+            tried = ", ".join(triage.attempts) or triage.model
+            holds.append(f"no model was sure enough of the intent (tried: {tried})")
+        if receipt is None:
+            return holds
+        if receipt.order_id and receipt.order_id != order.order_id:
+            holds.append(f"the receipt is for order {receipt.order_id}, not {order.order_id}")
+        if receipt.total_cents is None:
+            self._state.notes.append("the attached receipt shows no total to check")
+        elif receipt.currency and receipt.currency != order.currency:
+            holds.append(
+                f"the receipt total {format_amount(receipt.total_cents, receipt.currency)} is "
+                f"in {receipt.currency}, the order in {order.currency}"
+            )
+        elif receipt.total_cents != order.amount_cents:
+            holds.append(
+                f"the receipt total {format_amount(receipt.total_cents, order.currency)} does "
+                f"not match the order amount {format_amount(order.amount_cents, order.currency)}"
+            )
+        return holds
+
+    def _draft_risk(self) -> ModelRisk | None:
+        """The reply is drafted on the model route of the assessed risk (default: medium)."""
+        assessment = self._state.assessment
+        if not self._receipt_ocr or assessment is None:
+            return None
+        return ModelRisk(assessment.risk.value)
+
+    def _add_cost(self, cost_usd: float, tokens: int) -> None:
+        # Summed in integer micro-dollars: the activities' costs are micro-dollars / 10^6.
+        self._cost_micro_usd += round(cost_usd * MICRO_USD)
+        self._state.model_cost_usd = self._cost_micro_usd / MICRO_USD
+        self._state.model_tokens += tokens
+
+    def _cost_attribute(self) -> list[SearchAttributeUpdate[Any]]:
+        if not self._receipt_ocr:
+            return []  # a new search attribute in an old case's upsert: not what it recorded
+        return [sa.MODEL_COST_USD.value_set(self._state.model_cost_usd)]
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -546,6 +773,16 @@ class RefundWorkflow:
             amount = format_amount(s.amount_cents, self._currency) if s.amount_cents else "-"
             tier = s.customer_tier.value if s.customer_tier else "-"
             lines.append(f"**Order:** {s.order_id} · {amount} · customer {s.customer_id} ({tier})")
+        if s.receipt is not None:
+            r = s.receipt
+            total = format_amount(r.total_cents, r.currency or "USD") if r.total_cents else "-"
+            lines.append(
+                f"**Receipt:** order {r.order_id or '-'} · {total} · "
+                f"{r.document_date.isoformat() if r.document_date else '-'} "
+                f"(OCR confidence {r.confidence:.2f})"
+            )
+        if s.policy_explanation:
+            lines.append(f"**Policy** {s.policy_version}: {s.policy_explanation}")
         if s.assessment is not None:
             lines.append(
                 f"**Assessment:** recommend {s.assessment.recommendation}, "
@@ -553,6 +790,8 @@ class RefundWorkflow:
             )
             lines.extend(f"- {reason}" for reason in s.assessment.reasons)
         lines.extend(self._gate.describe())
+        if s.model_tokens or s.model_cost_usd:
+            lines.append(f"**Model spend:** ${s.model_cost_usd:.4f} · {s.model_tokens} tokens")
         if s.decision is not None and s.outcome is not None:
             lines.append(f"**Decided by:** {s.decision.approver} ({s.outcome.value})")
         if s.refund_id:

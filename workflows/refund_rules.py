@@ -7,6 +7,7 @@ and the reasons in plain words for the audit trail and the approver.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from activities.types import CustomerInfo, CustomerStanding, Intent, OrderInfo, OrderStatus
@@ -31,7 +32,10 @@ def assess_refund(
     intent_confidence: float,
     policy: RefundPolicy,
     now: datetime,
+    holds: Sequence[str] = (),
 ) -> RefundAssessment:
+    """`holds`: reasons found outside these rules (a receipt that does not match the order, no
+    model sure of the intent) that keep the refund from being automatic; a person decides."""
     amount = order.amount_cents
     reasons: list[str] = []
     window = timedelta(days=policy.return_window_days)
@@ -97,6 +101,9 @@ def assess_refund(
         reasons.append(
             f"intent confidence {intent_confidence:.2f} is below {policy.min_intent_confidence:.2f}"
         )
+    if holds:
+        automatic = False
+        reasons.extend(holds)
 
     if automatic:
         risk = RiskLevel.LOW

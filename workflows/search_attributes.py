@@ -24,7 +24,9 @@ __all__ = [
     "CUSTOMER_TIER",
     "ESCALATED",
     "INTENT",
+    "MODEL_COST_USD",
     "OUTCOME",
+    "POLICY_VERSION",
     "PROCESS",
     "SLA_DUE_AT",
     "STATUS",
@@ -43,6 +45,10 @@ SLA_DUE_AT = SearchAttributeKey.for_datetime("PodiumSlaDueAt")  # due time of th
 # Roles that may decide now, plus `user:<name>` for people a decision was delegated to.
 AWAITING_ROLES = SearchAttributeKey.for_keyword_list("PodiumAwaitingRoles")
 APPROVAL_LEVEL = SearchAttributeKey.for_int("PodiumApprovalLevel")  # 1-based level deciding now
+# Model spend of the case so far, USD (every model activity's cost, summed by the workflow).
+MODEL_COST_USD = SearchAttributeKey.for_float("PodiumModelCostUsd")
+# The policy file (short sha256) the case was decided under.
+POLICY_VERSION = SearchAttributeKey.for_keyword("PodiumPolicyVersion")
 
 ALL: tuple[SearchAttributeKey, ...] = (  # type: ignore[type-arg]
     PROCESS,
@@ -57,4 +63,6 @@ ALL: tuple[SearchAttributeKey, ...] = (  # type: ignore[type-arg]
     SLA_DUE_AT,
     AWAITING_ROLES,
     APPROVAL_LEVEL,
+    MODEL_COST_USD,
+    POLICY_VERSION,
 )

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Self
+from typing import Any, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from activities.types import CustomerTier, Intent, Sentiment
+from activities.types import CustomerTier, Intent, ReadDocumentResult, Sentiment
 
 __all__ = [
     "ApprovalAction",
@@ -210,6 +210,16 @@ class RefundCaseInput(BaseModel):
         max_length=128,
         description="Who asked (four-eyes): default the customer's channel identity",
     )
+    # Added with receipt OCR (patch `refund-receipt-ocr`): older histories decode without it.
+    attachment_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="A stored document (receipt image) by id: the bytes never enter history",
+    )
+    # Added with policy-as-code (patch `refund-policy-v1`): a validated policy file
+    # (workflows.policy_types.PolicyDocument, serialized; its `digest` is the version). When
+    # present its autonomy rules decide; `policy` still gives the eligibility knobs.
+    policy_document: dict[str, Any] | None = None
 
     @property
     def requester(self) -> str:
@@ -362,6 +372,14 @@ class RefundCaseState(BaseModel):
     ticket_id: str | None = None
     reply: str | None = None
     notes: list[str] = Field(default_factory=list)
+    attachment_id: str | None = None
+    receipt: ReadDocumentResult | None = Field(
+        default=None, description="What OCR read from the attached receipt"
+    )
+    model_cost_usd: float = Field(default=0.0, description="Model spend of the case so far, USD")
+    model_tokens: int = Field(default=0, description="Model tokens (in + out) of the case so far")
+    policy_version: str | None = Field(default=None, description="Policy file digest, if any")
+    policy_explanation: str | None = Field(default=None, description="Which rule decided, why")
 
 
 class RefundCaseResult(BaseModel):
@@ -373,3 +391,6 @@ class RefundCaseResult(BaseModel):
     decided_by: str
     reasons: list[str]
     reply: str | None = None
+    model_cost_usd: float = Field(default=0.0, description="Model spend of the case, USD")
+    model_tokens: int = Field(default=0, description="Model tokens (in + out) of the case")
+    policy_version: str | None = Field(default=None, description="Policy file digest, if any")

@@ -15,6 +15,7 @@
       intent:
         min_confidence: 0.5
         routes: {low: [embedded], medium: [small, embedded], high: [small, embedded]}
+      agent: {model: small}                # optional: the tool-calling agent's chat model
 
 Each route is an ordered chain tried until one model gives an acceptable answer. Prompts for
 LLM providers are read from `prompts_dir` (relative to the models file): `<task>.md`. Every
@@ -26,7 +27,7 @@ from __future__ import annotations
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -35,7 +36,9 @@ from activities.intelligence.tasks import Task
 from activities.types import RiskLevel
 
 __all__ = [
+    "DEFAULTED_TASKS",
     "DEFAULT_MODELS_FILE",
+    "AgentRoute",
     "BreakerConfig",
     "ModelDefinition",
     "ModelsConfig",
@@ -106,10 +109,25 @@ class TaskRoute(_Strict):
         return self
 
 
+class AgentRoute(_Strict):
+    """The chat model of tool-calling agents (`workflows/components/agent.py`): one
+    OpenAI-compatible model by its name in the models file. Without it agents hand their cases
+    to a person: the embedded models cannot call tools."""
+
+    model: str = Field(min_length=1)
+
+
+# Tasks added after the first models files: left out of a file, they run on its embedded model.
+DEFAULTED_TASKS = (Task.EXTRACT, Task.SUMMARY)
+
+
 class TasksConfig(_Strict):
     intent: TaskRoute
     sentiment: TaskRoute
     draft: TaskRoute
+    extract: TaskRoute
+    summary: TaskRoute
+    agent: AgentRoute | None = None
 
     def route(self, task: Task) -> TaskRoute:
         route: TaskRoute = getattr(self, task.value)
@@ -123,6 +141,22 @@ class ModelsConfig(_Strict):
     models: dict[str, ModelDefinition] = Field(min_length=1)
     tasks: TasksConfig
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_routes(cls, data: Any) -> Any:
+        """A file without `extract` or `summary` routes them to its (first) embedded model."""
+        if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
+            return data
+        missing = [task.value for task in DEFAULTED_TASKS if task.value not in data["tasks"]]
+        models = data.get("models")
+        if not missing or not isinstance(models, dict):
+            return data
+        embedded = next((name for name, model in models.items() if _is_embedded(model)), None)
+        if embedded is None:
+            return data  # validation then names the missing route
+        chain = {level.value: [embedded] for level in RiskLevel}
+        return {**data, "tasks": {**data["tasks"], **{task: {"routes": chain} for task in missing}}}
+
     @model_validator(mode="after")
     def _routes_name_known_models(self) -> Self:
         for task in Task:
@@ -133,6 +167,19 @@ class ModelsConfig(_Strict):
                             f"tasks.{task.value}.routes.{level.value}[{index}]: unknown model "
                             f"{name!r} (models: {', '.join(sorted(self.models))})"
                         )
+        agent = self.tasks.agent
+        if agent is not None:
+            definition = self.models.get(agent.model)
+            if definition is None:
+                raise ValueError(
+                    f"tasks.agent.model: unknown model {agent.model!r} "
+                    f"(models: {', '.join(sorted(self.models))})"
+                )
+            if definition.kind is not ProviderKind.OPENAI_COMPATIBLE:
+                raise ValueError(
+                    f"tasks.agent.model: {agent.model!r} is {definition.kind.value}; the agent "
+                    "needs an openai_compatible model (tool calling)"
+                )
         return self
 
     def breaker_for(self, name: str) -> BreakerConfig:
@@ -141,6 +188,12 @@ class ModelsConfig(_Strict):
     @property
     def uses_remote_models(self) -> bool:
         return any(m.kind is not ProviderKind.EMBEDDED for m in self.models.values())
+
+
+def _is_embedded(model: object) -> bool:
+    if isinstance(model, ModelDefinition):
+        return model.kind is ProviderKind.EMBEDDED
+    return isinstance(model, dict) and model.get("kind") == ProviderKind.EMBEDDED.value
 
 
 def _describe(err: ValidationError) -> str:
@@ -170,13 +223,17 @@ def load_models_config(path: Path | None = None) -> ModelsConfig:
 
 
 def load_prompts(config: ModelsConfig, models_file: Path | None = None) -> dict[Task, str]:
-    """The system prompt of every task, for LLM providers; none needed when all are embedded."""
+    """The system prompt of every task an LLM may answer; none for tasks routed only to
+    embedded models."""
     if not config.uses_remote_models:
         return {}
     base = (models_file or DEFAULT_MODELS_FILE).parent
     directory = base / config.prompts_dir  # an absolute prompts_dir replaces the base
     prompts = {}
     for task in Task:
+        chains = config.tasks.route(task).routes.values()
+        if all(config.models[name].kind is ProviderKind.EMBEDDED for c in chains for name in c):
+            continue
         prompt_file = directory / f"{task.value}.md"
         try:
             prompts[task] = prompt_file.read_text(encoding="utf-8").strip()

@@ -59,6 +59,7 @@ from activities.intelligence.config import (
 from activities.intelligence.embedded import EmbeddedModels
 from activities.intelligence.ledger import ModelLedger, price_micro_usd
 from activities.intelligence.providers import (
+    ChatReply,
     Completion,
     EmbeddedProvider,
     InvalidOutputError,
@@ -73,8 +74,10 @@ from activities.types import RiskLevel
 from core.db import MICRO_USD_PER_USD, ModelCall
 
 __all__ = [
+    "AGENT_TASK",
     "Attempt",
     "CallOutcome",
+    "ChatResult",
     "GatewayResult",
     "ModelGateway",
     "ModelsUnavailableError",
@@ -87,6 +90,8 @@ OutputT = TypeVar("OutputT", bound=TaskOutput)
 T = TypeVar("T")
 
 _MAX_ERROR_CHARS = 500
+# The ledger's task name for tool-calling agent turns (`ModelGateway.chat`).
+AGENT_TASK = "agent"
 _CLOSE_TIMEOUT_SECONDS = 10.0
 
 
@@ -155,6 +160,15 @@ class GatewayResult:
         return self.output
 
 
+@dataclass(frozen=True)
+class ChatResult:
+    """One tool-calling turn through the gateway, priced."""
+
+    reply: ChatReply
+    model: str  # name in the models file
+    cost_micro_usd: int
+
+
 class ModelsUnavailableError(ApplicationError):
     """Every model of the chain failed in a way that may heal: Temporal should retry later."""
 
@@ -172,14 +186,14 @@ class ModelsUnavailableError(ApplicationError):
         self.attempts = tuple(attempts)
 
 
-def record_metrics(meter: MetricMeter, task: Task, attempts: Sequence[Attempt]) -> None:
+def record_metrics(meter: MetricMeter, task: Task | str, attempts: Sequence[Attempt]) -> None:
     """`podium_model_calls`, `podium_model_tokens` and `podium_model_cost_usd`, per attempt,
     tagged by model (its name in the models file), task and outcome."""
     calls = meter.create_counter("podium_model_calls", "Model calls by the gateway")
     tokens = meter.create_counter("podium_model_tokens", "Model tokens", "tokens")
     cost = meter.create_histogram_float("podium_model_cost_usd", "Model spend per call", "USD")
     for attempt in attempts:
-        tags = {"model": attempt.model, "task": task.value, "outcome": attempt.outcome.value}
+        tags = {"model": attempt.model, "task": str(task), "outcome": attempt.outcome.value}
         calls.add(1, tags)
         if attempt.tokens_in:
             tokens.add(attempt.tokens_in, {**tags, "direction": "in"})
@@ -390,6 +404,97 @@ class ModelGateway:
         )
         return future.result()
 
+    def record_local_blocking(
+        self,
+        task: str,
+        model_id: str,
+        *,
+        latency_ms: int,
+        provider: str = "embedded",
+        case_id: str | None = None,
+        workflow_id: str | None = None,
+    ) -> Attempt:
+        """Ledger row for embedded work that no chain routes (OCR of an image: the LLM
+        providers send text): free, outcome `ok`, under `task`. From synchronous code."""
+        attempt = Attempt(
+            model=provider, model_id=model_id, outcome=CallOutcome.OK, latency_ms=latency_ms
+        )
+        self._loop.submit(self._write_ledger(task, [attempt], case_id, workflow_id)).result()
+        return attempt
+
+    async def chat(
+        self,
+        name: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] = (),
+        case_id: str | None = None,
+        workflow_id: str | None = None,
+    ) -> ChatResult:
+        """One tool-calling turn with the OpenAI-compatible model `name` (agents use
+        `tasks.agent.model`): through the model's circuit breaker, priced, and written to the
+        ledger as task `agent`. No fallback: a conversation stays with its model. Raises the
+        provider's error (an open circuit is a `RetryableProviderError` whose `retry_after` is
+        the cooldown left); retrying is Temporal's job."""
+        provider = self._providers.get(name)
+        if not isinstance(provider, OpenAICompatibleProvider):
+            raise NonRetryableProviderError(f"{name!r} is not an OpenAI-compatible chat model")
+        definition = self._config.models[name]
+        breaker_config = self._config.breaker_for(name)
+        started = time.perf_counter()
+        outcome, error, reply = CallOutcome.OK, None, None
+        tokens_in = tokens_out = 0
+        try:
+            breaker = await self._breakers.get_breaker(
+                name,
+                threshold=breaker_config.failure_threshold,
+                ttl=breaker_config.cooldown_seconds,
+            )
+            async with breaker:
+                reply = await provider.chat(messages, tools=tools)
+            tokens_in, tokens_out = reply.tokens_in, reply.tokens_out
+        except OpenedState as opened:
+            outcome, error = CallOutcome.BREAKER_OPEN, f"{name}: circuit open"
+            remaining = opened.opened_at + breaker_config.cooldown_seconds - time.time()
+            raise RetryableProviderError(error, retry_after=max(0.0, remaining)) from None
+        except ProviderError as err:
+            invalid = isinstance(err, InvalidOutputError)
+            outcome = CallOutcome.INVALID_OUTPUT if invalid else CallOutcome.FAILED
+            error = str(err)[:_MAX_ERROR_CHARS]
+            tokens_in, tokens_out = err.tokens_in, err.tokens_out
+            raise
+        finally:
+            cost = price_micro_usd(
+                tokens_in, tokens_out, definition.input_usd_per_1m, definition.output_usd_per_1m
+            )
+            attempt = Attempt(
+                model=name,
+                model_id=reply.model_id if reply else definition.model or name,
+                outcome=outcome,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                cost_micro_usd=cost,
+                latency_ms=round((time.perf_counter() - started) * 1000),
+                error=error,
+            )
+            await self._write_ledger(AGENT_TASK, [attempt], case_id, workflow_id)
+        return ChatResult(reply, name, cost)
+
+    def chat_blocking(
+        self,
+        name: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] = (),
+        case_id: str | None = None,
+        workflow_id: str | None = None,
+    ) -> ChatResult:
+        """`chat` from synchronous code (activity threads), on the gateway's own loop."""
+        future = self._loop.submit(
+            self.chat(name, messages, tools=tools, case_id=case_id, workflow_id=workflow_id)
+        )
+        return future.result()
+
     async def _attempt(
         self,
         name: str,
@@ -477,7 +582,7 @@ class ModelGateway:
 
     async def _write_ledger(
         self,
-        task: Task,
+        task: Task | str,
         attempts: Sequence[Attempt],
         case_id: str | None,
         workflow_id: str | None,
@@ -486,7 +591,7 @@ class ModelGateway:
             return
         rows = [
             ModelCall(
-                task=task.value,
+                task=str(task),
                 provider=a.model,
                 model=a.model_id,
                 tokens_in=a.tokens_in,
@@ -506,7 +611,7 @@ class ModelGateway:
             # Spend is also in the metrics; a ledger outage must not fail (and re-bill) the case.
             log.error(
                 "model_ledger_write_failed",
-                task=task.value,
+                task=str(task),
                 case_id=case_id,
                 rows=len(rows),
                 error=type(err).__name__,

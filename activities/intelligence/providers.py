@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
@@ -26,20 +27,27 @@ import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from activities.intelligence.embedded import EmbeddedModels
+from activities.intelligence.extract import extract_fields
+from activities.intelligence.summarize import summarise
 from activities.intelligence.tasks import (
     TASK_OUTPUTS,
     DraftOutput,
     DraftRequest,
+    ExtractOutput,
+    ExtractRequest,
     IntentOutput,
     IntentRequest,
     SentimentOutput,
     SentimentRequest,
+    SummaryOutput,
+    SummaryRequest,
     Task,
     TaskOutput,
     TaskRequest,
 )
 
 __all__ = [
+    "ChatReply",
     "Completion",
     "EmbeddedProvider",
     "InvalidOutputError",
@@ -48,6 +56,7 @@ __all__ = [
     "Provider",
     "ProviderError",
     "RetryableProviderError",
+    "ToolCallRequest",
     "parse_retry_after",
     "response_format",
 ]
@@ -102,6 +111,30 @@ class Completion:
     tokens_out: int = 0
 
 
+@dataclass(frozen=True)
+class ToolCallRequest:
+    """A function call the model asks for; `arguments` is its JSON text, not yet validated."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    """One assistant turn of a tool-calling conversation: a final text or tool calls.
+
+    `message` is the assistant message in the OpenAI format, normalized, to append to the
+    conversation as is (the next request must repeat the tool calls it answers)."""
+
+    message: dict[str, Any]
+    content: str | None
+    tool_calls: tuple[ToolCallRequest, ...]
+    model_id: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
 class Provider(Protocol):
     """One configured model. `name` is its key in the models file."""
 
@@ -149,6 +182,19 @@ class EmbeddedProvider:
             # The template was rendered by the activity (it validates the request); the
             # embedded answer is that approved text, unchanged.
             return Completion(DraftOutput(text=request.draft), self._models.reply_model)
+        if task is Task.EXTRACT and isinstance(request, ExtractRequest):
+            # `ValueError` for an unknown expected field: a bad request, raised to the caller.
+            fields = extract_fields(request.text, today=request.today, expected=request.expected)
+            output = ExtractOutput.model_validate(fields.model_dump(exclude={"model"}))
+            return Completion(output, fields.model)
+        if task is Task.SUMMARY and isinstance(request, SummaryRequest):
+            summary = summarise(request.text, request.max_sentences)
+            return Completion(
+                SummaryOutput(
+                    text=summary.text, sentences=summary.sentences, confidence=summary.confidence
+                ),
+                summary.model,
+            )
         raise TypeError(f"embedded provider: {type(request).__name__} is not a {task} request")
 
 
@@ -241,12 +287,15 @@ class OpenAICompatibleProvider:
     def has_api_key(self) -> bool:
         return self._api_key is not None
 
-    async def complete(self, task: Task, request: TaskRequest) -> Completion:
+    def _require_key(self) -> SecretStr:
         if self._api_key is None:
             raise NonRetryableProviderError(
                 f"{self._name}: environment variable {self._api_key_env} is not set"
             )
-        api_key = self._api_key
+        return self._api_key
+
+    async def complete(self, task: Task, request: TaskRequest) -> Completion:
+        api_key = self._require_key()
         output_type = TASK_OUTPUTS[task]
         messages: list[dict[str, str]] = [
             {"role": "system", "content": self._prompts[task]},
@@ -291,20 +340,7 @@ class OpenAICompatibleProvider:
             body["max_tokens"] = self._max_output_tokens
         if self._temperature is not None:
             body["temperature"] = self._temperature
-        headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"}
-        try:
-            response = await self._client.post(
-                "chat/completions", json=body, headers=headers, timeout=self._timeout
-            )
-        except httpx.TimeoutException:
-            raise RetryableProviderError(
-                f"{self._name}: no answer within {self._timeout:g} s"
-            ) from None
-        except httpx.TransportError as err:
-            raise RetryableProviderError(
-                f"{self._name}: {type(err).__name__} talking to the upstream"
-            ) from None
-        self._raise_for_status(response)
+        response = await self._send(api_key, body)
         try:
             payload = response.json()
             choice = payload["choices"][0]
@@ -326,6 +362,92 @@ class OpenAICompatibleProvider:
             )
         content = message.get("content")
         return (content if isinstance(content, str) else ""), model_id, tokens_in, tokens_out
+
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] = (),
+    ) -> ChatReply:
+        """One assistant turn with function calling (`tools` in the OpenAI format).
+
+        The reply is a final text or a list of tool calls. A reply with neither is
+        `InvalidOutputError`; a malformed tool call (no id or name) is treated like any garbled
+        body: retryable. Arguments are passed on unvalidated: the caller owns their schema.
+        """
+        api_key = self._require_key()
+        body: dict[str, Any] = {"model": self._model, "messages": [dict(m) for m in messages]}
+        if tools:
+            body["tools"] = [dict(tool) for tool in tools]
+            body["tool_choice"] = "auto"
+        if self._max_output_tokens is not None:
+            body["max_tokens"] = self._max_output_tokens
+        if self._temperature is not None:
+            body["temperature"] = self._temperature
+        response = await self._send(api_key, body)
+        try:
+            payload = response.json()
+            message = payload["choices"][0]["message"]
+            usage = payload.get("usage") or {}
+            tokens_in = int(usage.get("prompt_tokens") or 0)
+            tokens_out = int(usage.get("completion_tokens") or 0)
+            model_id = str(payload.get("model") or self._model)
+            calls = tuple(
+                ToolCallRequest(
+                    id=str(call["id"]),
+                    name=str(call["function"]["name"]),
+                    arguments=str(call["function"].get("arguments") or "{}"),
+                )
+                for call in message.get("tool_calls") or []
+            )
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise RetryableProviderError(
+                f"{self._name}: HTTP {response.status_code} with a malformed chat completion"
+            ) from None
+        if message.get("refusal"):
+            raise NonRetryableProviderError(
+                f"{self._name}: the model refused: {self._scrub(str(message['refusal']))}",
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+            )
+        content = message.get("content")
+        text = content if isinstance(content, str) and content.strip() else None
+        if text is None and not calls:
+            raise InvalidOutputError(
+                f"{self._name}: the reply has neither text nor tool calls",
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+            )
+        normalized: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            normalized["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in calls
+            ]
+        return ChatReply(normalized, text, calls, model_id, tokens_in, tokens_out)
+
+    async def _send(self, api_key: SecretStr, body: dict[str, Any]) -> httpx.Response:
+        """POST a chat completion; transport failures and error statuses become provider
+        errors."""
+        headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"}
+        try:
+            response = await self._client.post(
+                "chat/completions", json=body, headers=headers, timeout=self._timeout
+            )
+        except httpx.TimeoutException:
+            raise RetryableProviderError(
+                f"{self._name}: no answer within {self._timeout:g} s"
+            ) from None
+        except httpx.TransportError as err:
+            raise RetryableProviderError(
+                f"{self._name}: {type(err).__name__} talking to the upstream"
+            ) from None
+        self._raise_for_status(response)
+        return response
 
     def _raise_for_status(self, response: httpx.Response) -> None:
         status = response.status_code

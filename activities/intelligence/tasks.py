@@ -8,6 +8,7 @@ must keep every fact (amount, order id) of the template it improves.
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
 from typing import Any
 
@@ -19,10 +20,14 @@ __all__ = [
     "TASK_OUTPUTS",
     "DraftOutput",
     "DraftRequest",
+    "ExtractOutput",
+    "ExtractRequest",
     "IntentOutput",
     "IntentRequest",
     "SentimentOutput",
     "SentimentRequest",
+    "SummaryOutput",
+    "SummaryRequest",
     "Task",
     "TaskOutput",
     "TaskRequest",
@@ -33,6 +38,11 @@ class Task(StrEnum):
     INTENT = "intent"
     SENTIMENT = "sentiment"
     DRAFT = "draft"
+    # Text in, structured fields out / the key sentences out. (OCR is not a gateway task: the
+    # OpenAI-compatible provider sends text, and receipts are images; `read_document` runs
+    # the embedded reader and records its ledger row as task "ocr".)
+    EXTRACT = "extract"
+    SUMMARY = "summary"
 
 
 class TaskRequest(BaseModel):
@@ -98,8 +108,45 @@ class DraftOutput(TaskOutput):
         return text.strip()
 
 
+class ExtractRequest(TaskRequest):
+    text: str
+    today: date | None = Field(default=None, description="Resolves relative dates")
+    expected: list[str] | None = Field(
+        default=None, description="The fields the caller needs (see EXTRACTED_FIELD_NAMES)"
+    )
+
+
+class ExtractOutput(TaskOutput):
+    """`ExtractedFields` as a strict schema: every field present, null when not found."""
+
+    order_id: str | None = Field(description="Canonical order id, e.g. 'O-5004'")
+    amount_cents: int | None = Field(ge=0, description="First amount, in cents")
+    currency: str | None = Field(description="ISO 4217 code of that amount")
+    dates: list[date] = Field(description="Every date, in order of mention")
+    employee: str | None = Field(description="Employee id or full name")
+    system_name: str | None = Field(description="IT/SaaS system named")
+    email: str | None
+    confidence: float = Field(ge=0.0, le=1.0)
+
+    def threshold_confidence(self) -> float | None:
+        return self.confidence
+
+
+class SummaryRequest(TaskRequest):
+    text: str
+    max_sentences: int = Field(default=2, ge=1, le=10)
+
+
+class SummaryOutput(TaskOutput):
+    text: str
+    sentences: list[str]
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
 TASK_OUTPUTS: dict[Task, type[TaskOutput]] = {
     Task.INTENT: IntentOutput,
     Task.SENTIMENT: SentimentOutput,
     Task.DRAFT: DraftOutput,
+    Task.EXTRACT: ExtractOutput,
+    Task.SUMMARY: SummaryOutput,
 }

@@ -1,0 +1,164 @@
+"""Load, validate and evaluate policy files (`policies/*.yaml`), deterministically.
+
+Conditions are `rule-engine` expressions (a small typed language: no Python eval), compiled on
+load against the known facts (`workflows.policy_types.FACT_TYPES`), so a typo or an unknown
+fact fails `podium policy check` with the file, the field and the rule's name.
+The version of a policy is the short sha256 of its file's bytes: any edit is a new version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import rule_engine
+import yaml
+from pydantic import ValidationError
+
+from workflows.policy_types import (
+    FACT_TYPES,
+    AutonomyDecision,
+    PolicyDocument,
+    PolicyEvaluation,
+    PolicyFacts,
+)
+
+__all__ = [
+    "DEFAULT_POLICY_FILE",
+    "PolicyError",
+    "evaluate",
+    "load_policy",
+    "parse_policy",
+    "policy_digest",
+]
+
+DEFAULT_POLICY_FILE = Path(__file__).resolve().parent.parent / "policies" / "refund.yaml"
+DIGEST_LENGTH = 12
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+class PolicyError(ValueError):
+    """A policy file that does not load; `errors` are 'file: field: message' lines."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def policy_digest(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()[:DIGEST_LENGTH]
+
+
+def load_policy(path: Path) -> PolicyDocument:
+    try:
+        content = path.read_bytes()
+    except OSError as err:
+        raise PolicyError([f"{path}: cannot read: {err.strerror or err}"]) from None
+    return parse_policy(content, source=str(path))
+
+
+def parse_policy(content: bytes, *, source: str = "<policy>") -> PolicyDocument:
+    try:
+        raw = yaml.safe_load(content)
+    except yaml.YAMLError as err:
+        raise PolicyError([f"{source}: not valid YAML: {err}"]) from None
+    if not isinstance(raw, dict):
+        raise PolicyError([f"{source}: the file must be a mapping (version, autonomy, ...)"])
+    raw.pop("digest", None)  # never the file's to set
+    try:
+        document = PolicyDocument.model_validate({**raw, "digest": policy_digest(content)})
+    except ValidationError as err:
+        raise PolicyError([_describe(source, raw, error) for error in err.errors()]) from None
+    errors: list[str] = []
+    for index, rule in enumerate(document.autonomy):
+        field = f"autonomy[{index}]"
+        try:
+            _compile(rule.when)
+        except rule_engine.errors.EngineError as exc:
+            errors.append(f"{source}: {field}.when: rule '{rule.name}': {_engine_message(exc)}")
+        unknown = sorted(set(_PLACEHOLDER.findall(rule.explain)) - set(FACT_TYPES))
+        if unknown:
+            errors.append(
+                f"{source}: {field}.explain: rule '{rule.name}': unknown fact(s) "
+                + ", ".join(unknown)
+            )
+    if errors:
+        raise PolicyError(errors)
+    return document
+
+
+def evaluate(document: PolicyDocument, facts: PolicyFacts) -> PolicyEvaluation:
+    """First matching rule wins; the last rule is always the default (`when: true`)."""
+    values = _context_values(document, facts)
+    for rule in document.autonomy:
+        if _compile(rule.when).matches(values):
+            explained = _PLACEHOLDER.sub(lambda m: _show(values[m.group(1)]), rule.explain)
+            chain = rule.approval if rule.decision == AutonomyDecision.HUMAN else None
+            return PolicyEvaluation(
+                decision=rule.decision,
+                rule=rule.name,
+                explanation=f"rule {rule.name} matched: {explained}",
+                approval_chain=chain,
+                approval=document.approvals[chain] if chain else None,
+                policy_version=document.digest,
+            )
+    raise AssertionError("the validated policy ends with a default rule")
+
+
+@lru_cache(maxsize=512)
+def _compile(expression: str) -> rule_engine.Rule:
+    types = {name: getattr(rule_engine.DataType, kind) for name, kind in FACT_TYPES.items()}
+    context = rule_engine.Context(type_resolver=rule_engine.type_resolver_from_dict(types))
+    return rule_engine.Rule(expression, context=context)
+
+
+def _context_values(document: PolicyDocument, facts: PolicyFacts) -> dict[str, Any]:
+    values: dict[str, Any] = facts.model_dump()
+    limits = document.limits
+    values["auto_refund_limit"] = limits.auto_refund_limit
+    values["return_window_days"] = float(limits.return_window_days)
+    values["min_intent_confidence"] = limits.min_intent_confidence
+    for name, kind in FACT_TYPES.items():
+        if kind == "FLOAT":
+            values[name] = float(values[name])
+    return values
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float | Decimal):
+        return f"{value:,.2f}"
+    return str(value)
+
+
+def _engine_message(exc: Exception) -> str:
+    if isinstance(exc, rule_engine.errors.SymbolResolutionError):
+        return f"unknown fact '{exc.symbol_name}' (known: {', '.join(FACT_TYPES)})"
+    if isinstance(exc, rule_engine.errors.RuleSyntaxError):
+        token = getattr(exc, "token", None)
+        where = f" near '{token.value}'" if token is not None else " (incomplete expression)"
+        return f"syntax error{where}"
+    return str(getattr(exc, "message", exc))
+
+
+def _describe(source: str, raw: Mapping[str, Any], error: Any) -> str:
+    """'file: autonomy[2].when: rule 'x': message' from a pydantic error."""
+    loc = [part for part in error["loc"] if part != "digest"]
+    field = ""
+    for part in loc:
+        field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
+    rule = ""
+    if len(loc) >= 2 and loc[0] == "autonomy" and isinstance(loc[1], int):
+        rules = raw.get("autonomy")
+        if isinstance(rules, list) and loc[1] < len(rules) and isinstance(rules[loc[1]], dict):
+            rule = f"rule '{rules[loc[1]].get('name', '?')}': "
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    return f"{source}: {field or '(top level)'}: {rule}{message}"

@@ -1,0 +1,127 @@
+"""`make bench-gate` stays runnable: a tiny run end to end, plus its pure helpers.
+
+The smoke run is the real command (`python -m bench.gate`) as a subprocess with N=20: its own
+dev server, Podium's real worker (`python -m worker`) and the baseline's in subprocesses, every
+case verified parked, every sampled decision completed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import worker
+from bench import wait
+from bench.gate import expected_cached, render_table, sample_groups
+from core.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+N = 20
+SAMPLE = 10
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
+def test_gate_bench_smoke_run_parks_measures_and_decides(tmp_path: Path) -> None:
+    out = tmp_path / "bench-gate.json"
+    args = [
+        *("--n", str(N), "--sample", str(SAMPLE), "--warmup", "1", "--park-concurrency", "10"),
+        *("--json", "--out", str(out)),
+    ]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.gate", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=55,
+    )
+    assert 0 == run.returncode, run.stderr[-3_000:]
+    report = json.loads(run.stdout)
+    assert report == json.loads(out.read_text())
+    assert report["verified"] is True
+    assert (N, SAMPLE) == (report["config"]["n"], report["config"]["sample"])
+
+    for name in ("refund", "bare"):
+        system = report["systems"][name]
+        assert N == system["parked"], name
+        assert [] == system["park_errors"]
+        rss = system["worker_rss_mib"]
+        assert {"before", "parked", "after_decisions", "peak"} == set(rss)
+        assert all(value > 0 for value in rss.values()), rss
+        assert system["history_events_per_parked_case"] >= 4
+        decisions = system["decisions"]
+        assert SAMPLE == decisions["n"] == decisions["ok"]
+        assert [] == decisions["failures"] == decisions["errors"]
+        completion = decisions["completion_ms"]
+        assert 0 < completion["p50"] <= completion["p95"] <= completion["max"]
+        groups = decisions["groups"]
+        assert SAMPLE // 2 == groups["first_parked"]["completion_ms"]["n"]
+        assert SAMPLE // 2 == groups["last_parked"]["completion_ms"]["n"]
+    # A refund case does real work before it waits; the baseline only waits.
+    refund, bare = report["systems"]["refund"], report["systems"]["bare"]
+    assert refund["history_events_per_parked_case"] > bare["history_events_per_parked_case"]
+    assert refund["decisions"]["ack_ms"]["n"] == SAMPLE and bare["decisions"]["ack_ms"] is None
+    ratios = report["ratios"]
+    for key in ("completion_p50", "completion_p95", "worker_cpu_per_parked_case"):
+        assert math.isfinite(ratios[key]) and ratios[key] > 0, ratios
+    # At N=20 the RSS growth is within GC noise (it may even shrink): a ratio or none.
+    assert ratios["rss_per_parked_case"] is None or ratios["rss_per_parked_case"] > 0
+    # N is under the default cache: every parked case stays cached.
+    assert {"first_parked": 5, "last_parked": 5} == report["cache"]["expected_cached_when_decided"]
+
+    table = render_table(report)
+    assert "refund (Podium)" in table and "bench_wait (bare)" in table
+    assert "cases parked (verified on the server)" in table and f"{N}/{N}" in table
+    assert "all cases parked and every decision completed" in table
+
+
+def test_the_baseline_worker_has_podiums_worker_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same settings, same options: only the task queue's workflows differ."""
+    built: list[dict[str, Any]] = []
+    monkeypatch.setattr(worker, "Worker", lambda client, **options: built.append(options))
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        max_cached_workflows=123,
+        max_concurrent_activities=7,
+    )
+    worker.build_worker(object(), settings, activities=[], executor=None)  # type: ignore[arg-type]
+    podium = built[0]
+    baseline = wait.worker_options(settings)
+    for options in (podium, baseline):
+        runner = options.pop("workflow_runner")
+        options["passthrough"] = set(runner.restrictions.passthrough_modules)
+    assert [wait.WaitWorkflow] == baseline.pop("workflows")
+    for key in ("workflows", "activities", "activity_executor"):
+        podium.pop(key)
+    assert podium == baseline
+    assert (123, 7) == (baseline["max_cached_workflows"], baseline["max_concurrent_activities"])
+    assert timedelta(seconds=15) == baseline["graceful_shutdown_timeout"]
+
+
+def test_the_sample_takes_the_first_and_last_parked_cases() -> None:
+    order = [f"c{i}" for i in range(10)]
+    picks = sample_groups(order, 4)
+    assert [("c0", "first_parked"), ("c1", "first_parked")] == picks[:2]
+    assert [("c8", "last_parked"), ("c9", "last_parked")] == picks[2:]
+    # A sample as large as N takes every case once.
+    assert sorted(order) == sorted(case for case, _ in sample_groups(order, 50))
+    odd = sample_groups(order, 5)
+    assert (2, 3) == tuple(
+        sum(1 for _, g in odd if g == group) for group in ("first_parked", "last_parked")
+    )
+
+
+def test_expected_cached_follows_the_cache_size() -> None:
+    # Everything fits: every sampled case is cached.
+    assert {"first_parked": 100, "last_parked": 100} == expected_cached(1_000, 2_000, 200)
+    # N = 5000 over a 2000 cache: the first parked were evicted, the last stay cached.
+    assert {"first_parked": 0, "last_parked": 100} == expected_cached(5_000, 2_000, 200)
+    # Just over: the newest of the first group are still cached.
+    assert {"first_parked": 60, "last_parked": 100} == expected_cached(2_040, 2_000, 200)

@@ -1,0 +1,320 @@
+"""Policy as code: loading and validation, rule outcomes, versions, simulation, the workflow."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlmodel import Session, select
+from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner
+
+from activities.policy import evaluate_policy
+from core.db import AuditEvent, ModelCall, create_tables, make_engine
+from core.policy import DEFAULT_POLICY_FILE, PolicyError, evaluate, load_policy, parse_policy
+from starter.cli import create_cli
+from tests.helpers import (
+    fake_draft,
+    fake_triage,
+    make_worker,
+    real_system_activities,
+    seeded_engine,
+)
+from workflows import search_attributes as sa
+from workflows.policy_types import AutonomyDecision, PolicyFacts
+from workflows.types import RefundCaseInput, RefundCaseResult, RefundOutcome
+
+BASE: dict[str, Any] = yaml.safe_load(DEFAULT_POLICY_FILE.read_bytes())
+
+
+def _write(tmp_path: Path, data: dict[str, Any], name: str = "policy.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _errors(tmp_path: Path, data: dict[str, Any]) -> str:
+    path = _write(tmp_path, data)
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    message = str(info.value)
+    assert str(path) in message
+    return message
+
+
+def _good(**facts: Any) -> PolicyFacts:
+    base: dict[str, Any] = {
+        "amount": 40.0,
+        "customer_standing": "good",
+        "intent": "refund_request",
+        "intent_confidence": 0.9,
+        "eligible": True,
+        "risk": "low",
+    }
+    return PolicyFacts(**(base | facts))
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def test_the_shipped_policy_loads() -> None:
+    document = load_policy(DEFAULT_POLICY_FILE)
+    assert "default" == document.autonomy[-1].name
+    assert 12 == len(document.digest)
+
+
+def test_a_bad_expression_names_file_field_and_rule(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(BASE))
+    data["autonomy"][1]["when"] = "customer_standing !="
+    message = _errors(tmp_path, data)
+    assert "autonomy[1].when" in message
+    assert "rule 'customer_not_in_good_standing'" in message
+
+
+def test_an_unknown_fact_in_an_expression_is_refused(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(BASE))
+    data["autonomy"][0]["when"] = "refunded_twice"
+    message = _errors(tmp_path, data)
+    assert "autonomy[0].when" in message
+    assert "unknown fact 'refunded_twice'" in message
+
+
+def test_an_unknown_field_is_refused(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(BASE))
+    data["limits"]["auto_refund_limt"] = 5
+    message = _errors(tmp_path, data)
+    assert "limits.auto_refund_limt: unknown field" in message
+
+
+def test_a_missing_default_rule_is_refused(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(BASE))
+    data["autonomy"] = data["autonomy"][:-1]
+    message = _errors(tmp_path, data)
+    assert "autonomy" in message
+    assert "must be the default" in message
+
+
+def test_an_unknown_approval_chain_is_refused(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(BASE))
+    data["autonomy"][-1]["approval"] = "legal"
+    message = _errors(tmp_path, data)
+    assert "unknown approval chain 'legal'" in message
+
+
+def test_human_without_a_chain_names_the_rule(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(BASE))
+    del data["autonomy"][-1]["approval"]
+    message = _errors(tmp_path, data)
+    assert "autonomy[4]: rule 'default'" in message
+    assert "needs an approval chain" in message
+
+
+def test_the_version_is_the_content_hash() -> None:
+    content = DEFAULT_POLICY_FILE.read_bytes()
+    first = parse_policy(content).digest
+    assert first == parse_policy(content).digest
+    assert first != parse_policy(content + b"\n# a comment\n").digest
+
+
+# --- outcomes ------------------------------------------------------------------------------------
+
+
+def test_a_small_clear_refund_is_approved_with_its_explanation() -> None:
+    result = evaluate(load_policy(DEFAULT_POLICY_FILE), _good())
+    assert AutonomyDecision.AUTO_APPROVE == result.decision
+    assert "small_clear_refund" == result.rule
+    assert (
+        "rule small_clear_refund matched: eligible refund of $40.00, at or under the $100.00 limit"
+        == result.explanation
+    )
+    assert result.approval is None
+
+
+def test_an_already_refunded_order_is_rejected() -> None:
+    result = evaluate(load_policy(DEFAULT_POLICY_FILE), _good(already_refunded=True))
+    assert AutonomyDecision.AUTO_REJECT == result.decision
+    assert "already_refunded" == result.rule
+
+
+def test_a_large_refund_goes_to_finance_review() -> None:
+    document = load_policy(DEFAULT_POLICY_FILE)
+    result = evaluate(document, _good(amount=750.0, risk="high"))
+    assert AutonomyDecision.HUMAN == result.decision
+    assert "finance_review" == result.approval_chain
+    assert result.approval is not None
+    assert ["team_lead", "finance"] == [level.name for level in result.approval.levels]
+    assert (
+        "rule large_refund matched: $750.00 is over five times the automatic limit of $100.00"
+        == result.explanation
+    )
+    assert document.digest == result.policy_version
+
+
+def test_the_default_rule_asks_a_team_lead() -> None:
+    result = evaluate(load_policy(DEFAULT_POLICY_FILE), _good(amount=150.0, risk="medium"))
+    assert ("default", "team_lead") == (result.rule, result.approval_chain)
+    assert "rule default matched: a person decides (risk medium, eligible: yes)" == (
+        result.explanation
+    )
+
+
+# --- simulation ----------------------------------------------------------------------------------
+
+# (amount in dollars, standing, refunded, eligible): 10 synthetic past cases.
+PAST = [
+    (20, "good", False, True),
+    (45, "good", False, True),
+    (60, "good", False, True),
+    (80, "good", False, True),
+    (99, "good", False, True),
+    (150, "good", False, True),
+    (700, "good", False, True),
+    (30, "blocked", False, True),
+    (25, "good", True, False),
+    (40, "good", False, False),
+]
+
+
+def _seed_audit(url: str) -> None:
+    engine = make_engine(url)
+    create_tables(engine)
+    now = datetime(2025, 6, 1, tzinfo=UTC)
+    with Session(engine) as session:
+        for i, (dollars, standing, refunded, eligible) in enumerate(PAST):
+            case = f"refund-sim-{i}"
+            reasons = ["delivered 3 days ago, within the 30-day return window"]
+            if standing != "good":
+                reasons.append(f"customer standing is '{standing}'")
+            if refunded:
+                reasons = [f"order O-{i} has already been refunded"]
+            triaged = {"intent": "refund_request", "confidence": 0.9, "sentiment": "negative"}
+            assessed = {
+                "eligible": eligible,
+                "risk": "low",
+                "reasons": reasons,
+                "amount_cents": dollars * 100,
+            }
+            for step, (action, detail) in enumerate([("triaged", triaged), ("assessed", assessed)]):
+                session.add(
+                    AuditEvent(
+                        idempotency_key=f"{case}:audit:{step}",
+                        case_id=case,
+                        process="refund",
+                        action=action,
+                        actor="podium",
+                        detail=detail,
+                        occurred_at=now,
+                    )
+                )
+            session.add(
+                ModelCall(
+                    task="triage",
+                    provider="small",
+                    model="m",
+                    cost_micro_usd=1_000,
+                    outcome="ok",
+                    case_id=case,
+                )
+            )
+        session.commit()
+    engine.dispose()
+
+
+def test_simulate_compares_a_lower_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'podium.db'}"
+    _seed_audit(url)
+    monkeypatch.setenv("PODIUM_DATABASE_URL", url)
+    monkeypatch.delenv("PODIUM_POLICY_FILE", raising=False)
+    candidate = json.loads(json.dumps(BASE))
+    candidate["limits"]["auto_refund_limit"] = 50.0
+    candidate["version"] = "lower-limit"
+    path = _write(tmp_path, candidate, "candidate.yaml")
+
+    result = CliRunner().invoke(create_cli(), ["policy", "simulate", str(path), "--json"])
+    assert 0 == result.exit_code, result.output
+    report = json.loads(result.output)
+    current, new = report["current"], report["candidate"]
+    # Current ($100 limit): 20, 45, 60, 80, 99 automated; 150 team lead; 700 and the blocked
+    # customer finance review; the refunded order rejected; the ineligible one a team lead.
+    assert (10, 5, 1, 4) == (
+        current["cases"],
+        current["auto_approve"],
+        current["auto_reject"],
+        current["human"],
+    )
+    assert {"team_lead": 2, "finance_review": 2} == current["by_chain"]
+    assert {"team_lead": 4} == current["by_first_role"]
+    # Candidate ($50): 60, 80 and 99 go to a team lead; 700 is still over 5 x 50.
+    assert (10, 2, 1, 7) == (new["cases"], new["auto_approve"], new["auto_reject"], new["human"])
+    assert {"team_lead": 5, "finance_review": 2} == new["by_chain"]
+    assert 0.01 == pytest.approx(current["model_cost_usd"])
+    assert ["refund-sim-2", "refund-sim-3", "refund-sim-4"] == [
+        change["case_id"] for change in report["changed"]
+    ]
+
+    text = CliRunner().invoke(create_cli(), ["policy", "simulate", str(path)])
+    assert 0 == text.exit_code, text.output
+    assert "3 case(s) would be decided differently" in text.output
+
+
+def test_policy_check_reports_version_or_errors(tmp_path: Path) -> None:
+    ok = CliRunner().invoke(create_cli(), ["policy", "check", str(DEFAULT_POLICY_FILE)])
+    assert 0 == ok.exit_code
+    assert load_policy(DEFAULT_POLICY_FILE).digest in ok.output
+    bad = json.loads(json.dumps(BASE))
+    bad["autonomy"][0]["when"] = "amount >"
+    path = _write(tmp_path, bad)
+    failed = CliRunner().invoke(create_cli(), ["policy", "check", str(path)])
+    assert 1 == failed.exit_code
+    assert f"{path}: autonomy[0].when: rule 'already_refunded'" in failed.output
+
+
+# --- the workflow --------------------------------------------------------------------------------
+
+
+async def test_a_policy_file_decides_a_case(time_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    engine = seeded_engine(tmp_path, now=await time_env.get_current_time())
+    document = load_policy(DEFAULT_POLICY_FILE)
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        worker = make_worker(
+            time_env.client,
+            [*real_system_activities(engine), fake_triage, fake_draft, evaluate_policy],
+            executor,
+        )
+        async with worker:
+            handle = await time_env.client.start_workflow(
+                "refund",
+                RefundCaseInput(
+                    channel="email",
+                    customer_id="C-1001",
+                    order_id="O-5001",
+                    message="refund O-5001 please",
+                    policy_document=document.model_dump(mode="json"),
+                ),
+                id=f"refund-test-{uuid.uuid4().hex}",
+                task_queue=worker.task_queue,
+                result_type=RefundCaseResult,
+            )
+            result = await handle.result()
+            described = await handle.describe()
+    assert RefundOutcome.AUTO_RESOLVED == result.outcome
+    assert document.digest == result.policy_version
+    assert any(r.startswith("rule small_clear_refund matched: ") for r in result.reasons)
+    assert document.digest == described.typed_search_attributes.get(sa.POLICY_VERSION)
+    with Session(engine) as session:
+        assessed = session.exec(
+            select(AuditEvent)
+            .where(AuditEvent.case_id == handle.id)
+            .where(AuditEvent.action == "assessed")
+        ).one()
+    assert document.digest == assessed.detail["policy_version"]
+    assert document.digest == assessed.policy_version
+    assert "small_clear_refund" == assessed.detail["policy_rule"]
+    assert assessed.detail["explanation"].startswith("rule small_clear_refund matched: ")
+    engine.dispose()

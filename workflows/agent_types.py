@@ -1,0 +1,161 @@
+"""Inputs, results and state of the agent loop component and the `agent_assist` process.
+
+Pure pydantic, like `workflows.types`: safe to import from workflows (under passthrough), the
+starter and tests.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from activities.agent_types import ToolCallStatus, TranscriptRef
+from workflows.types import ApprovalLevel, ApprovalPolicy, ApprovalRequest
+
+__all__ = [
+    "AgentAssistInput",
+    "AgentAssistResult",
+    "AgentAssistResume",
+    "AgentAssistState",
+    "AgentAssistStatus",
+    "AgentCheckpoint",
+    "AgentLimits",
+    "AgentOutcome",
+    "ToolCallRecord",
+]
+
+MICRO_USD_PER_USD = 1_000_000
+
+
+class AgentOutcome(StrEnum):
+    COMPLETED = "completed"  # the model gave its final answer
+    STEP_LIMIT = "step_limit"  # still calling tools when the steps ran out
+    BUDGET_EXHAUSTED = "budget_exhausted"  # tokens or spend reached the limit
+    NEEDS_HUMAN = "needs_human"  # the model failed (or none is configured): a person takes over
+
+
+class AgentLimits(BaseModel):
+    """Bounds of one agent conversation, across continue-as-new."""
+
+    max_steps: int = Field(default=8, ge=1, le=100, description="Model turns at most")
+    max_tokens: int = Field(default=50_000, ge=1, description="Prompt plus completion tokens")
+    max_cost_usd: float = Field(default=0.50, gt=0)
+    max_tool_calls_per_step: int = Field(
+        default=5, ge=1, le=20, description="Calls beyond this in one turn are refused"
+    )
+    continue_after_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="Continue-as-new after this many turns in one run, besides when Temporal "
+        "suggests it (a knob for tests and very long conversations)",
+    )
+
+    @property
+    def max_cost_micro_usd(self) -> int:
+        return round(self.max_cost_usd * MICRO_USD_PER_USD)
+
+
+class AgentCheckpoint(BaseModel):
+    """What an agent loop carries across continue-as-new: the transcript reference and the
+    running totals, never the messages."""
+
+    transcript: TranscriptRef
+    steps: int = Field(default=0, ge=0, description="Model turns taken")
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_micro_usd: int = 0
+    tool_calls: int = Field(default=0, description="Tool calls the model asked for")
+    runs: int = Field(default=1, ge=1, description="Workflow runs so far (continue-as-new + 1)")
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_micro_usd / MICRO_USD_PER_USD
+
+
+class ToolCallRecord(BaseModel):
+    """One tool call the model asked for and what became of it (short, for people)."""
+
+    step: int
+    tool_call_id: str
+    name: str
+    status: ToolCallStatus
+    detail: str = Field(default="", max_length=300)
+    approval_request_id: str | None = None
+
+
+def _default_tool_approval() -> ApprovalPolicy:
+    return ApprovalPolicy(
+        levels=[
+            ApprovalLevel(
+                name="team_lead",
+                approver_roles=["team_lead"],
+                sla=timedelta(hours=4),
+                reminders=[0.5],
+            )
+        ],
+        deadline=timedelta(hours=24),
+    )
+
+
+class AgentAssistResume(BaseModel):
+    """Set only by continue-as-new: where the previous run stopped."""
+
+    checkpoint: AgentCheckpoint
+    audit_seq: int = Field(ge=0)
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+
+
+class AgentAssistInput(BaseModel):
+    customer_id: str = Field(min_length=1, max_length=64, examples=["C-1002"])
+    message: str = Field(min_length=1, max_length=5_000, description="The customer's question")
+    requested_by: str = Field(
+        default="agent-desk",
+        min_length=1,
+        max_length=128,
+        description="Who started the assist (four-eyes: may not approve its tool calls)",
+    )
+    tools: list[str] | None = Field(
+        default=None, description="Allowlist: a subset of the process's tools; default all"
+    )
+    limits: AgentLimits = Field(default_factory=AgentLimits)
+    approval: ApprovalPolicy = Field(
+        default_factory=_default_tool_approval, description="Who approves risky tool calls"
+    )
+    resume: AgentAssistResume | None = None
+
+
+class AgentAssistStatus(StrEnum):
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    COMPLETED = "completed"
+
+
+class AgentAssistState(BaseModel):
+    """The `get_state` query."""
+
+    case_id: str
+    customer_id: str
+    status: AgentAssistStatus
+    outcome: AgentOutcome | None = None
+    checkpoint: AgentCheckpoint | None = None
+    approval: ApprovalRequest | None = Field(
+        default=None, description="The pending (or last) approval of a risky tool call"
+    )
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    answer: str | None = None
+    reason: str | None = None
+
+
+class AgentAssistResult(BaseModel):
+    case_id: str
+    outcome: AgentOutcome
+    answer: str | None = None
+    reason: str
+    checkpoint: AgentCheckpoint
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
