@@ -8,6 +8,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PODIUM_DATASETS_DIR=/app/datasets \
     PODIUM_TEMPLATES_DIR=/app/templates \
+    PODIUM_POLICY_FILE=/app/policies/refund.yaml \
     PODIUM_MODELS_FILE=/app/config/models.yaml
 
 # OCR (opencv, bundled with rapidocr) links against libGL and GLib.
@@ -34,6 +35,7 @@ RUN pip install --no-cache-dir . \
 COPY datasets/ datasets/
 COPY templates/ templates/
 COPY config/ config/
+COPY policies/ policies/
 
 # PODIUM_DATA_DIR defaults to ./var; the only path the process writes to.
 RUN mkdir var && chown podium:podium var

@@ -35,6 +35,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,6 +103,18 @@ LIVENESS_POLL_S = 0.5
 DECIDE_TIMEOUT_S = 120.0  # one decision, sent -> workflow result
 WORKER_STOP_S = 60.0
 KIB, MIB = 1024, 1024 * 1024
+# What the workers run: a copy taken at the start, so edits to the working tree during a long run
+# (the sandbox re-reads workflow modules from disk for every new case) cannot change it midway.
+SNAPSHOT = (
+    "worker.py",
+    "core",
+    "activities",
+    "workflows",
+    "bench",
+    "config",
+    "datasets",
+    "templates",
+)
 _T = TypeVar("_T")
 
 
@@ -226,11 +239,57 @@ async def worker_process(
                 await process.wait()
 
 
+def snapshot_code(workdir: Path) -> Path:
+    """Copy the code and data the workers load into `workdir/src`; they import from there."""
+    target = workdir / "src"
+    target.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in SNAPSHOT:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=ignore)
+        elif source.exists():
+            shutil.copy2(source, target / name)
+    return target
+
+
+def check_snapshot(env: dict[str, str], workdir: Path, code: Path) -> None:
+    """The workers' imports must resolve to the snapshot, not to the working tree."""
+    probe = "import importlib.util as u; print(u.find_spec('worker').origin, " + (
+        "u.find_spec('workflows.refund').origin)"
+    )
+    origins = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
+    if len(origins) != 2 or not all(Path(o).is_relative_to(code) for o in origins):
+        raise RuntimeError(f"the workers would not import the code snapshot: {origins}")
+
+
+def _code_version() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    changed = [line for line in git("status", "--porcelain").splitlines() if line.strip()]
+    return {"git_head": git("rev-parse", "--short", "HEAD") or None, "changed_files": len(changed)}
+
+
 def worker_env(
-    settings: Settings, server: DevServer, database_url: str, task_queue: str
+    settings: Settings, server: DevServer, database_url: str, task_queue: str, code: Path
 ) -> dict[str, str]:
     """The worker's whole configuration: the run's server, database and queue, the settings'
-    worker sizing; nothing inherited from the caller's TEMPORAL_* / PODIUM_* variables."""
+    worker sizing, the code snapshot first on the path; nothing inherited from the caller's
+    TEMPORAL_* / PODIUM_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "PODIUM_"))}
     env.update(
         {
@@ -245,9 +304,7 @@ def worker_env(
             "PODIUM_ENCRYPTION": settings.encryption,
             "PODIUM_LOG_LEVEL": "WARNING",
             "PODIUM_LOG_JSON": "true",
-            "PYTHONPATH": os.pathsep.join(
-                [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
-            ),
+            "PYTHONPATH": str(code),
         }
     )
     if settings.encryption_keys is not None:
@@ -638,6 +695,7 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
         "benchmark": "gate",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": _machine(),
+        "code": _code_version(),
     }
     with tempfile.TemporaryDirectory(prefix="podium-bench-gate-") as tmp:
         workdir = Path(tmp)
@@ -728,21 +786,24 @@ async def _run(
     bare_warm = [f"bench-wait-{run}-warm-{i}" for i in range(opts.warmup)]
     case_timeout = timedelta(seconds=opts.timeout_s)
 
+    code = snapshot_code(workdir)
+    progress.say(f"workers run a snapshot of the code in {code}")
     progress.say("starting the Temporal dev server")
     async with dev_server(workdir, sa.ALL) as server:
         client = podium_client(server, settings)
+        check_snapshot(worker_env(settings, server, database_url, "-", code), workdir, code)
         progress.say(f"Temporal dev server ready on {server.address}; starting both workers")
         async with (
             worker_process(
                 "refund",
                 "worker",
-                worker_env(settings, server, database_url, refund_queue),
+                worker_env(settings, server, database_url, refund_queue, code),
                 workdir,
             ) as refund_worker,
             worker_process(
                 "bare",
                 "bench.wait",
-                worker_env(settings, server, database_url, bare_queue),
+                worker_env(settings, server, database_url, bare_queue, code),
                 workdir,
             ) as bare_worker,
         ):
@@ -1111,12 +1172,20 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, bool, Path |
     return opts, args.json, args.out
 
 
+async def _until_terminated(opts: Options) -> dict[str, Any]:
+    """SIGTERM cancels the run like Ctrl-C, so the workers and the server are stopped."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await run_benchmark(opts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     opts, as_json, out = parse_args(argv)
     configure_logging("WARNING")
     try:
-        report = asyncio.run(run_benchmark(opts))
-    except KeyboardInterrupt:
+        report = asyncio.run(_until_terminated(opts))
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted: the workers and the Temporal dev server are stopped", file=sys.stderr)
         return 130
     except TimeoutError as err:

@@ -42,9 +42,9 @@ _STANDING = re.compile(r"customer standing is '(\w+)'")
 def case_policy(settings: Settings, policy: RefundPolicy) -> dict[str, Any]:
     """The policy fields of a new case: `policy`, plus the policy file when one is set (its
     limits then drive the eligibility rules too)."""
-    if settings.policy_file is None:
+    if not settings.policy_as_code:
         return {"policy": policy}
-    document = load_policy(settings.policy_file)
+    document = load_policy(settings.policy_file or DEFAULT_POLICY_FILE)
     limits = document.limits
     policy = policy.model_copy(
         update={

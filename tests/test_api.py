@@ -335,7 +335,7 @@ async def test_openapi_describes_the_routes(idle_api: httpx.AsyncClient) -> None
 async def test_create_starts_a_case_stamped_with_settings_policy(
     dev_env: WorkflowEnvironment,
 ) -> None:
-    settings = make_settings(auto_refund_limit=250.5, approval_sla_hours=4)
+    settings = make_settings(auto_refund_limit=250.5, approval_sla_hours=4, policy_as_code=False)
     async with api(dev_env, settings) as http:
         response = await http.post(
             "/cases/refund", json=refund_body(), headers={"Idempotency-Key": (key := new_key())}

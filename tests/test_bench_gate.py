@@ -35,15 +35,22 @@ def test_gate_bench_smoke_run_parks_measures_and_decides(tmp_path: Path) -> None
         *("--n", str(N), "--sample", str(SAMPLE), "--warmup", "1", "--park-concurrency", "10"),
         *("--json", "--out", str(out)),
     ]
-    run = subprocess.run(
+    with subprocess.Popen(
         [sys.executable, "-m", "bench.gate", *args],
         cwd=REPO,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=55,
-    )
-    assert 0 == run.returncode, run.stderr[-3_000:]
-    report = json.loads(run.stdout)
+    ) as run:
+        try:
+            stdout, stderr = run.communicate(timeout=50)
+        except subprocess.TimeoutExpired:
+            # SIGTERM: the bench stops its workers and server itself (SIGKILL would orphan them).
+            run.terminate()
+            stdout, stderr = run.communicate(timeout=8)
+            pytest.fail("the smoke run took too long:\n" + stderr[-3_000:])
+    assert 0 == run.returncode, stderr[-3_000:]
+    report = json.loads(stdout)
     assert report == json.loads(out.read_text())
     assert report["verified"] is True
     assert (N, SAMPLE) == (report["config"]["n"], report["config"]["sample"])
