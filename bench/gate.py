@@ -733,18 +733,21 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
             create_tables(engine)
             limit = policy.auto_refund_limit_cents
             rng = random.Random(opts.seed)
-            # Over the automatic limit, under the high-risk multiple: medium risk, one level.
-            amounts = {"min_cents": limit + 100, "max_cents": 4 * limit, "rng": rng}
-            cases = seed_cases(
-                engine, label=f"gate-{run}", first_number=PARKED_ORDERS, count=opts.n, **amounts
-            )
-            warm = seed_cases(
-                engine,
-                label=f"gate-{run}-warm",
-                first_number=WARM_ORDERS,
-                count=opts.warmup,
-                **amounts,
-            )
+
+            def seed(label: str, first: int, count: int) -> list[BenchCase]:
+                # Over the automatic limit, under the high-risk multiple: medium risk, one level.
+                return seed_cases(
+                    engine,
+                    label=label,
+                    first_number=first,
+                    count=count,
+                    min_cents=limit + 100,
+                    max_cents=4 * limit,
+                    rng=rng,
+                )
+
+            cases = seed(f"gate-{run}", PARKED_ORDERS, opts.n)
+            warm = seed(f"gate-{run}-warm", WARM_ORDERS, opts.warmup)
             by_id: dict[str, BenchCase] = {case.case_id: case for case in [*cases, *warm]}
             progress.say(f"seeded {opts.n + opts.warmup} customers and orders in {workdir}")
             async with asyncio.timeout(opts.timeout_s):

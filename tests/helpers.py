@@ -32,6 +32,7 @@ from activities.intelligence.gateway import ModelGateway
 from activities.intelligence.ledger import ModelLedger
 from activities.intelligence.ocr import ReceiptReader
 from activities.notifications import NotificationActivities
+from activities.policy import evaluate_policy
 from activities.systems import SystemsOfRecordActivities
 from activities.types import (
     DraftReplyInput,
@@ -147,6 +148,7 @@ def real_system_activities(engine: Engine) -> list[Callable[..., Any]]:
         notifications.notify_escalation,
         notifications.notify_approvers,
         audit.record_audit_event,
+        evaluate_policy,
     ]
 
 

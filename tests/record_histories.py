@@ -27,7 +27,6 @@ from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.policy import evaluate_policy
 from core.policy import DEFAULT_POLICY_FILE, load_policy
 from tests.conftest import TEMPORAL_TEST_SERVER, register_search_attributes
 from tests.fixtures.make_receipts import FIXTURES_DIR
@@ -269,7 +268,6 @@ async def record(names: list[str] | None = None) -> None:
                     *real_system_activities(engine),
                     fake_triage,
                     fake_draft,
-                    evaluate_policy,
                 ]
                 document = (
                     load_policy(DEFAULT_POLICY_FILE).model_dump(mode="json")

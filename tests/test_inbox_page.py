@@ -2,24 +2,28 @@
 
 Debian's Chromium (`/usr/bin/chromium`), driven by Playwright (never `playwright install`), loads
 the page served by the API on a loopback port; the API talks to the dev server, where a worker
-runs the real refund workflow with real activities. Two cases wait; the page lists them for
+runs the real refund workflow with real activities. Cases wait; the page lists them for
 `team_lead` in SLA order; one is opened (recommendation, confidence, reasons) and approved, and
-the case ends approved. The other carries markup in what the requester and the customer typed:
+the case ends approved. Another carries markup in what the requester and the customer typed:
 it shows as text and never runs; a lower amount is then approved for it, which sends it on to
-finance. A screenshot goes to the test's tmp dir.
+finance. A third, which Podium recommends rejecting, is rejected with a reason. Screenshots go
+to the test's tmp dir.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlmodel import Session
 
 from activities.intelligence import EmbeddedModels
+from core.db import Order, utcnow
 from tests.approvals_stack import ApprovalsStack, approvals_stack, eventually
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -33,6 +37,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 APPROVER = "lead@example.com"
+OLD_ORDER = "O-5900"
 MARKUP_REQUESTER = '<img src=x onerror="window.__xss=1">'
 MARKUP_MESSAGE = (
     "<script>window.__xss=2</script> My order O-5007 arrived broken. "
@@ -74,6 +79,26 @@ async def browser() -> AsyncIterator[Any]:
             await launched.close()
 
 
+def seed_order_outside_the_window(stack: ApprovalsStack) -> None:
+    """An order delivered on time 45 days ago: not eligible, so Podium recommends rejecting."""
+    day = timedelta(days=1)
+    now = utcnow()
+    with Session(stack.engine) as session:
+        session.add(
+            Order(
+                id=OLD_ORDER,
+                customer_id="C-1003",
+                amount_cents=15_000,
+                status="delivered",
+                ordered_at=now - 50 * day,
+                promised_by=now - 44 * day,
+                shipped_at=now - 48 * day,
+                delivered_at=now - 45 * day,
+            )
+        )
+        session.commit()
+
+
 async def open_case(http: httpx.AsyncClient, body: dict[str, Any]) -> str:
     response = await http.post(
         "/cases/refund", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
@@ -107,10 +132,20 @@ async def test_team_lead_opens_and_approves_a_case_in_the_browser(
                 "requested_by": MARKUP_REQUESTER,
             },
         )
-        stack.started += [plain, marked]
+        seed_order_outside_the_window(stack)
+        late = await open_case(
+            http,
+            {
+                "channel": "email",
+                "customer_id": "C-1003",
+                "order_id": OLD_ORDER,
+                "message": f"My order {OLD_ORDER} stopped working. I want a refund please.",
+            },
+        )
+        stack.started += [plain, marked, late]
         listed = await eventually(
             lambda: http.get("/approvals", params={"role": "team_lead"}),
-            lambda r: {plain, marked} <= {i["case_id"] for i in r.json()["items"]},
+            lambda r: {plain, marked, late} <= {i["case_id"] for i in r.json()["items"]},
             timeout=30,
         )
         # Both are due 48 h after their gate opened: whichever opened first is due first.
@@ -209,6 +244,23 @@ async def test_team_lead_opens_and_approves_a_case_in_the_browser(
         await page.screenshot(path=str(tmp_path / "inbox-request-changes.png"), full_page=True)
         view = (await http.get(f"/approvals/{marked}")).json()
         assert (2, 2_000) == (view["request"]["level"], view["request"]["amount_cents"])
+
+        # Delivered on time, long ago: Podium recommends rejecting; the team lead rejects.
+        await page.reload()
+        await (
+            page.locator(f'#items tr[data-case-id="{late}"]')
+            .get_by_role("button", name=late)
+            .click()
+        )
+        await expect(page.locator("#detail-title")).to_have_text(f"Case {late}")
+        await expect(page.locator("#recommendation")).to_contain_text("reject")
+        await expect(page.locator("#reasons")).to_contain_text("outside the 30-day return window")
+        await page.locator("#reject-reason").fill("outside the return window")
+        await page.locator("#reject").click()
+        await expect(page.locator("#decide-status")).to_contain_text(
+            "outcome rejected", timeout=60_000
+        )
+        await expect(page.locator("#decisions")).to_contain_text("— outside the return window")
 
         assert [] == problems
     for name in ("inbox-approved.png", "inbox-request-changes.png"):

@@ -15,7 +15,6 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
-from activities.policy import evaluate_policy
 from core.db import AuditEvent, ModelCall, create_tables, make_engine
 from core.policy import DEFAULT_POLICY_FILE, PolicyError, evaluate, load_policy, parse_policy
 from starter.cli import create_cli
@@ -284,7 +283,7 @@ async def test_a_policy_file_decides_a_case(time_env: WorkflowEnvironment, tmp_p
     with ThreadPoolExecutor(max_workers=4) as executor:
         worker = make_worker(
             time_env.client,
-            [*real_system_activities(engine), fake_triage, fake_draft, evaluate_policy],
+            [*real_system_activities(engine), fake_triage, fake_draft],
             executor,
         )
         async with worker:
