@@ -60,9 +60,12 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server: days of timers pass in seconds."""
+    """The time-skipping test server: days of timers pass in seconds.
+
+    One per test module: a case another module left waiting on a task queue nobody polls any
+    more would otherwise stall time skipping for every module after it."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=str(TEMPORAL_TEST_SERVER),
