@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     # Starter HTTP API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Who may call it (starter/auth.py). Services: comma-separated `name:key:role1+role2` API
+    # keys. People: JWTs, HS256 with jwt_secret (development; `podium up` creates one under
+    # data_dir/keys) or RS256 checked against jwt_jwks_url; audience and issuer when set.
+    api_keys: SecretStr | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_jwks_url: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
 
     # Worker sizing
     max_cached_workflows: int = 2_000

@@ -18,10 +18,13 @@ Routes (OpenAPI at /docs):
     GET  /inbox                            the approvers' web page (static, no build step)
     GET  /healthz                    liveness, and whether Temporal answers
 
-Decisions carry who decides (`approver`) and in which roles (`roles`): the case refuses a caller
-without a role of the level deciding now, unless the decision was delegated to them. Identity and
-roles come from the request for now; they will come from credentials. `decision_id` (optional)
-makes a retry return the first result instead of deciding twice.
+Every route but /healthz, /inbox, /static and the docs needs a credential (`starter.auth`): an
+API key for services, a bearer JWT for people; 401 without one, 403 without the permission.
+Who decides and in which roles come from the credential, never from the body: a body `approver`
+other than the caller is refused (403), body `roles` may only narrow the caller's approval roles.
+The case refuses a caller without a role of the level deciding now (403), unless the decision
+was delegated to them. `decision_id` (optional) makes a retry return the first result instead of
+deciding twice. A new case is `requested_by` the caller.
 
 Every error is an RFC 9457 `application/problem+json` body; callers never see a stack trace.
 """
@@ -47,6 +50,15 @@ from temporalio.client import Client
 
 from core.settings import Settings
 from core.temporal import connect
+from starter.auth import (
+    CASE_READ,
+    CASE_START,
+    Authenticator,
+    Principal,
+    authenticate,
+    forbidden,
+    require,
+)
 from starter.client import (
     IDEMPOTENCY_KEY_PATTERN,
     INBOX_LIMIT_MAX,
@@ -130,11 +142,13 @@ _Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, 
 
 
 class DecisionBody(BaseModel):
-    approver: _Person
-    roles: list[_Role] = Field(
-        default_factory=list,
+    approver: _Person | None = Field(
+        default=None, description="Optional: must be the caller (the credential's subject)"
+    )
+    roles: list[_Role] | None = Field(
+        default=None,
         max_length=20,
-        description="The approver's roles; one must belong to the level deciding now",
+        description="Optional: only these of the caller's approval roles (default: all of them)",
         examples=[["team_lead"]],
     )
     comment: str | None = Field(default=None, max_length=2_000)
@@ -182,9 +196,12 @@ _PROBLEMS: dict[type[PodiumError], tuple[int, str, str]] = {
     TemporalUnavailable: (503, "temporal-unavailable", "Temporal unavailable"),
 }
 
+# Refusals by starter.auth: no or a bad credential, or one without the permission.
+_AUTH_PROBLEMS = {401: "unauthorized", 403: "forbidden"}
+
 _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}
-    for status in (404, 409, 422, 503)
+    for status in (401, 403, 404, 409, 422, 503)
 }
 
 
@@ -299,10 +316,16 @@ def _install_problem_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = HTTPStatus(exc.status_code).phrase
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+        slug = _AUTH_PROBLEMS.get(exc.status_code)
+        if slug is not None:
+            log.info(
+                "api_request_refused", path=request.url.path, status=exc.status_code, problem=slug
+            )
         return problem_response(
             exc.status_code,
             title,
             detail,
+            type_=PROBLEM_TYPE_PREFIX + slug if slug else "about:blank",
             instance=request.url.path,
             headers=dict(exc.headers) if exc.headers else None,
         )
@@ -323,6 +346,9 @@ def _podium(request: Request) -> PodiumClient:
 
 
 Podium = Annotated[PodiumClient, Depends(_podium)]
+Starter = Annotated[Principal, Depends(require(CASE_START))]
+Reader = Annotated[Principal, Depends(require(CASE_READ))]
+Caller = Annotated[Principal, Depends(require())]
 CaseId = Annotated[str, Path(min_length=1, max_length=200)]
 
 
@@ -337,6 +363,7 @@ def create_app(
         resolved = settings or Settings()
         temporal = await factory(resolved)
         app.state.podium = PodiumClient(temporal, resolved)
+        app.state.authenticator = Authenticator(resolved)
         log.info("api_started", namespace=temporal.namespace, task_queue=resolved.task_queue)
         yield
         app.state.podium.close()
@@ -347,6 +374,8 @@ def create_app(
         summary="Durable refund cases on Temporal: open, inspect and decide them.",
         version="0.1.0",
         lifespan=lifespan,
+        # Default deny: a route is protected unless its path is in auth.PUBLIC_PATHS.
+        dependencies=[Depends(authenticate)],
     )
     app.add_middleware(_ProblemOnCrash)
     _install_problem_handlers(app)
@@ -364,6 +393,7 @@ def create_app(
     async def create_refund_case(
         body: RefundRequest,
         podium: Podium,
+        caller: Starter,
         response: Response,
         idempotency_key: Annotated[
             str | None,
@@ -375,6 +405,9 @@ def create_app(
         ] = None,
     ) -> CaseRef:
         """Open a refund case; Podium adds the refund policy from its settings."""
+        if body.requested_by is not None and body.requested_by != caller.subject:
+            raise forbidden("requested_by must be the caller; it is taken from the credential")
+        body = body.model_copy(update={"requested_by": caller.subject})
         ref = await podium.create_refund_case(body, idempotency_key)
         response.headers["Location"] = f"/cases/{ref.case_id}"
         if not ref.created:
@@ -392,7 +425,7 @@ def create_app(
         tags=["cases"],
     )
     async def upload_document(
-        body: AttachmentUpload, podium: Podium, response: Response
+        body: AttachmentUpload, podium: Podium, _: Starter, response: Response
     ) -> DocumentRef:
         """Store a receipt image (PNG or JPEG by its bytes, up to 10 MB, base64 in JSON); open
         a case with its `document_id` as `attachment_id`."""
@@ -404,7 +437,7 @@ def create_app(
     @app.get(
         "/cases/{case_id}", response_model=CaseView, responses=_PROBLEM_RESPONSES, tags=["cases"]
     )
-    async def get_case(case_id: CaseId, podium: Podium) -> CaseView:
+    async def get_case(case_id: CaseId, podium: Podium, _: Reader) -> CaseView:
         return await podium.get_case(case_id)
 
     @app.post(
@@ -414,11 +447,11 @@ def create_app(
         tags=["approvals"],
     )
     async def approve(
-        case_id: CaseId, body: Annotated[DecisionBody, Body()], podium: Podium
+        case_id: CaseId, body: Annotated[DecisionBody, Body()], podium: Podium, caller: Caller
     ) -> ApprovalDecisionResult:
         """Approve at the current level; when that completes the approval, answers once the
         refund has been carried out (`gate: approved`), else at once (`gate: open`)."""
-        return await _decide(podium, case_id, ApprovalAction.APPROVE, body)
+        return await _decide(podium, caller, case_id, ApprovalAction.APPROVE, body)
 
     @app.post(
         "/cases/{case_id}/reject",
@@ -427,10 +460,12 @@ def create_app(
         tags=["approvals"],
     )
     async def reject(
-        case_id: CaseId, body: Annotated[RejectBody, Body()], podium: Podium
+        case_id: CaseId, body: Annotated[RejectBody, Body()], podium: Podium, caller: Caller
     ) -> ApprovalDecisionResult:
         """Reject the pending refund; answers once the customer has been told."""
-        return await _decide(podium, case_id, ApprovalAction.REJECT, body, reason=body.reason)
+        return await _decide(
+            podium, caller, case_id, ApprovalAction.REJECT, body, reason=body.reason
+        )
 
     @app.post(
         "/cases/{case_id}/request-changes",
@@ -439,11 +474,12 @@ def create_app(
         tags=["approvals"],
     )
     async def request_changes(
-        case_id: CaseId, body: Annotated[RequestChangesBody, Body()], podium: Podium
+        case_id: CaseId, body: Annotated[RequestChangesBody, Body()], podium: Podium, caller: Caller
     ) -> ApprovalDecisionResult:
         """Approve a lower amount than asked; later levels approve that amount."""
         return await _decide(
             podium,
+            caller,
             case_id,
             ApprovalAction.REQUEST_CHANGES,
             body,
@@ -458,11 +494,17 @@ def create_app(
         tags=["approvals"],
     )
     async def delegate(
-        case_id: CaseId, body: Annotated[DelegateBody, Body()], podium: Podium
+        case_id: CaseId, body: Annotated[DelegateBody, Body()], podium: Podium, caller: Caller
     ) -> ApprovalDecisionResult:
         """Let a named person decide at the current level without holding its role."""
         return await _decide(
-            podium, case_id, ApprovalAction.DELEGATE, body, reason=body.reason, delegate_to=body.to
+            podium,
+            caller,
+            case_id,
+            ApprovalAction.DELEGATE,
+            body,
+            reason=body.reason,
+            delegate_to=body.to,
         )
 
     @app.get(
@@ -473,6 +515,7 @@ def create_app(
     )
     async def pending_approvals(
         podium: Podium,
+        _: Reader,
         min_amount: Annotated[
             float | None, Query(ge=0, allow_inf_nan=False, description="Dollars, exclusive")
         ] = None,
@@ -490,6 +533,7 @@ def create_app(
     @app.get("/approvals", response_model=Inbox, responses=_PROBLEM_RESPONSES, tags=["approvals"])
     async def inbox(
         podium: Podium,
+        caller: Reader,
         role: Annotated[
             str | None,
             Query(pattern=ROLE_PATTERN, description="What this role may decide now"),
@@ -509,6 +553,10 @@ def create_app(
     ) -> Inbox:
         """An approver's inbox from Temporal visibility: the most urgent SLA first, with the time
         left (negative: overdue). Eventually consistent: a decision shows a moment later."""
+        if role is None and approver is None:
+            # Default: the caller's own inbox (their first approval role, what was delegated).
+            role = next(iter(caller.decide_roles), None)
+            approver = caller.subject
         return await podium.inbox(role=role, approver=approver, process=process, limit=limit)
 
     @app.get(
@@ -517,7 +565,7 @@ def create_app(
         responses=_PROBLEM_RESPONSES,
         tags=["approvals"],
     )
-    async def approval(case_id: CaseId, podium: Podium) -> ApprovalView:
+    async def approval(case_id: CaseId, podium: Podium, _: Reader) -> ApprovalView:
         """One approval: the case summary and message, the request (level, roles, SLA,
         deadline, reasons), Podium's recommendation and confidence, the decisions so far."""
         return await podium.approval(case_id)
@@ -535,8 +583,25 @@ def create_app(
     return app
 
 
+def _decision_roles(caller: Principal, body: DecisionBody) -> list[str]:
+    """The roles the caller decides in: those its credential grants (an admin: every configured
+    approval role), narrowed to the body's `roles` when given."""
+    if body.approver is not None and body.approver != caller.subject:
+        raise forbidden(
+            f"approver '{body.approver}' is not the caller; who decides comes from the credential"
+        )
+    held = caller.decide_roles
+    if body.roles is None:
+        return held
+    missing = [role for role in body.roles if role not in held]
+    if missing:
+        raise forbidden(f"'{caller.subject}' may not decide as {', '.join(missing)}")
+    return list(body.roles)
+
+
 async def _decide(
     podium: PodiumClient,
+    caller: Principal,
     case_id: str,
     action: ApprovalAction,
     body: DecisionBody,
@@ -545,11 +610,55 @@ async def _decide(
     new_amount_cents: int | None = None,
     delegate_to: str | None = None,
 ) -> ApprovalDecisionResult:
+    roles = _decision_roles(caller, body)
+    try:
+        return await _decide_as(
+            podium,
+            caller,
+            roles,
+            case_id,
+            action,
+            body,
+            reason=reason,
+            new_amount_cents=new_amount_cents,
+            delegate_to=delegate_to,
+        )
+    except DecisionRefused:
+        # The case refused: if the caller holds none of the roles deciding now and nothing was
+        # delegated to them, that is a matter of permission (403), not of the case's state.
+        state = (await podium.get_case(case_id)).state
+        # Only while the approval is still open: a decided one refuses everyone alike (409).
+        approval = state.approval if state is not None and state.decision is None else None
+        if (
+            approval is not None
+            and not set(roles) & set(approval.awaiting_roles)
+            and caller.subject not in approval.delegates
+        ):
+            wanted = " or ".join(approval.awaiting_roles) or "a role of this level"
+            raise forbidden(
+                f"'{caller.subject}' may not decide at level '{approval.level_name}': "
+                f"it needs {wanted}"
+            ) from None
+        raise
+
+
+async def _decide_as(
+    podium: PodiumClient,
+    caller: Principal,
+    roles: list[str],
+    case_id: str,
+    action: ApprovalAction,
+    body: DecisionBody,
+    *,
+    reason: str | None,
+    new_amount_cents: int | None,
+    delegate_to: str | None,
+) -> ApprovalDecisionResult:
     return await podium.decide(
         case_id,
         action,
-        body.approver,
-        roles=list(body.roles),
+        caller.subject,
+        roles=roles,
         comment=body.comment,
         reason=reason,
         new_amount_cents=new_amount_cents,

@@ -46,6 +46,10 @@ RoleOption = Annotated[
 RequestIdOption = Annotated[
     str | None, typer.Option(help="The approval request (default: the pending one).")
 ]
+ApproverOption = Annotated[
+    str | None,
+    typer.Option(help="Must be you (the token's subject); who decides comes from the token."),
+]
 DecisionIdOption = Annotated[
     str | None,
     typer.Option(help="Retry-safe key: the same id returns the first result (default: new)."),
@@ -58,11 +62,16 @@ class _Api:
 
     base_url: str
     transport: httpx.BaseTransport | None = None
+    token: str | None = None
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
             with httpx.Client(
-                base_url=self.base_url, transport=self.transport, timeout=HTTP_TIMEOUT
+                base_url=self.base_url,
+                transport=self.transport,
+                timeout=HTTP_TIMEOUT,
+                headers=headers,
             ) as http:
                 response = http.request(method, path, **kwargs)
         except httpx.ConnectError:
@@ -399,8 +408,17 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         api_url: Annotated[
             str, typer.Option("--api-url", envvar="PODIUM_API_URL", help="Podium HTTP API.")
         ] = DEFAULT_API_URL,
+        token: Annotated[
+            str | None,
+            typer.Option(
+                "--token",
+                envvar="PODIUM_TOKEN",
+                help="Bearer token (JWT or pk_ API key); `podium up` prints development ones.",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
-        ctx.obj = _Api(api_url.rstrip("/"), transport)
+        ctx.obj = _Api(api_url.rstrip("/"), transport, token or None)
 
     @cli.command()
     def up() -> None:
@@ -462,15 +480,18 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
             _show_decision(case_id, result)
 
     def _common(
-        approver: str,
+        approver: str | None,
         roles: list[str] | None,
         comment: str | None,
         request_id: str | None,
         decision_id: str | None,
     ) -> dict[str, Any]:
+        # Who decides comes from the token; --approver and --role only check and narrow it.
+        body: dict[str, Any] = {"approver": approver} if approver else {}
+        if roles:
+            body["roles"] = roles
         return {
-            "approver": approver,
-            "roles": roles or [],
+            **body,
             "comment": comment,
             "request_id": request_id,
             "decision_id": decision_id,
@@ -480,8 +501,8 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     def approve(
         ctx: typer.Context,
         case_id: Annotated[str, typer.Argument(metavar="CASE")],
-        approver: Annotated[str, typer.Option(help="Who approves.")],
         role: RoleOption = None,
+        approver: ApproverOption = None,
         comment: Annotated[str | None, typer.Option(help="Why.")] = None,
         request_id: RequestIdOption = None,
         decision_id: DecisionIdOption = None,
@@ -495,9 +516,9 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     def reject(
         ctx: typer.Context,
         case_id: Annotated[str, typer.Argument(metavar="CASE")],
-        approver: Annotated[str, typer.Option(help="Who rejects.")],
         reason: Annotated[str, typer.Option(help="Why the refund is rejected.")],
         role: RoleOption = None,
+        approver: ApproverOption = None,
         comment: Annotated[str | None, typer.Option(help="A note for the record.")] = None,
         request_id: RequestIdOption = None,
         decision_id: DecisionIdOption = None,
@@ -511,11 +532,11 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     def request_changes(
         ctx: typer.Context,
         case_id: Annotated[str, typer.Argument(metavar="CASE")],
-        approver: Annotated[str, typer.Option(help="Who decides.")],
         amount: Annotated[
             str, typer.Option(help="The lower amount to refund, in dollars, e.g. 120.00.")
         ],
         role: RoleOption = None,
+        approver: ApproverOption = None,
         reason: Annotated[str | None, typer.Option(help="Why the amount is lower.")] = None,
         comment: Annotated[str | None, typer.Option(help="A note for the record.")] = None,
         request_id: RequestIdOption = None,
@@ -534,10 +555,10 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     def delegate(
         ctx: typer.Context,
         case_id: Annotated[str, typer.Argument(metavar="CASE")],
-        approver: Annotated[str, typer.Option(help="Who delegates.")],
         to: Annotated[str, typer.Option("--to", help="Who decides instead.")],
         reason: Annotated[str, typer.Option(help="Why.")],
         role: RoleOption = None,
+        approver: ApproverOption = None,
         comment: Annotated[str | None, typer.Option(help="A note for the record.")] = None,
         request_id: RequestIdOption = None,
         decision_id: DecisionIdOption = None,
@@ -612,6 +633,41 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
             _print_json(view)
         else:
             _show_approval(view)
+
+    @cli.command()
+    def token(
+        role: Annotated[
+            list[str], typer.Option("--role", help="A role for the token (repeatable).")
+        ],
+        sub: Annotated[str, typer.Option(help="Who the token identifies, e.g. an email.")],
+        days: Annotated[float, typer.Option(min=0.001, help="How long it is valid.")] = 30,
+    ) -> None:
+        """Mint a development token from PODIUM_JWT_SECRET or the secret `podium up` created."""
+        from core.settings import Settings
+        from starter.auth import jwt_secret_file, mint_token
+
+        settings = Settings()
+        secret_file = jwt_secret_file(settings)
+        if settings.jwt_secret is not None and settings.jwt_secret.get_secret_value():
+            secret = settings.jwt_secret.get_secret_value()
+        elif secret_file.exists():
+            secret = secret_file.read_text().strip()
+        else:
+            _fail(
+                f"no development JWT secret: set PODIUM_JWT_SECRET or run `podium up` once "
+                f"(it creates {secret_file})",
+                1,
+            )
+        typer.echo(
+            mint_token(
+                secret,
+                sub,
+                role,
+                ttl_seconds=int(days * 86_400),
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+            )
+        )
 
     from starter.eval import add_eval_command  # `podium eval`; loads its models lazily
 

@@ -11,7 +11,9 @@ It starts, in order, and supervises:
 
 Payloads in Temporal history are encrypted (`core.codec`). Without configured keys, the key and
 the codec server's token are created once under `<data folder>/keys/` (mode 0600) and handed to
-the children in their environment; `PODIUM_ENCRYPTION=off` turns encryption off.
+the children in their environment; `PODIUM_ENCRYPTION=off` turns encryption off. Likewise the
+API's JWT secret (`keys/jwt-secret`) when `PODIUM_JWT_SECRET` is not set: the banner then prints a
+development token (30 days) for each demo role.
 
 Children run in their own process groups so Ctrl-C reaches only this supervisor, which stops them
 in reverse order (API, worker, server), each with a grace period.
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from pydantic import SecretStr
 from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -46,6 +49,7 @@ from core.logging import configure_logging
 from core.seed import DEMO_CUSTOMERS, seed_demo_data
 from core.settings import Settings
 from core.temporal import connect, connect_config, uses_external_temporal
+from starter.auth import load_or_create_jwt_secret, mint_token
 from starter.codec_server import codec_banner, codec_url, dev_secrets
 from workflows import search_attributes
 
@@ -55,6 +59,13 @@ log = structlog.get_logger()
 
 STARTUP_TIMEOUT = 60.0
 STOP_GRACE = 20.0
+# Who the development tokens in the banner identify, and their roles.
+DEV_IDENTITIES: list[tuple[str, str]] = [
+    ("team_lead", "lead@example.com"),
+    ("finance", "finance@example.com"),
+    ("admin", "admin@example.com"),
+    ("service", "service:demo"),
+]
 
 _CLI_TYPES: dict[int, str] = {
     IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD: "Keyword",
@@ -179,8 +190,33 @@ def _stop(children: list[_Child]) -> None:
         log.info("process_stopped", process=child.name, code=child.process.returncode)
 
 
+def _token_lines(settings: Settings, secret: str) -> list[str]:
+    lines = ["  Development tokens (send as `Authorization: Bearer`, or PODIUM_TOKEN for the CLI):"]
+    for role, subject in DEV_IDENTITIES:
+        token = mint_token(
+            secret, subject, [role], audience=settings.jwt_audience, issuer=settings.jwt_issuer
+        )
+        lines.append(f"  PODIUM_TOKEN (dev, {role} {subject})")
+        lines.append(f"    {token}")
+    return lines
+
+
+def _jwt_dev_secret(settings: Settings) -> tuple[Settings, dict[str, str], str | None]:
+    """The JWT secret: the configured one, or a development one kept under the data folder."""
+    if settings.jwt_secret is not None:
+        return settings, {}, None
+    secret = load_or_create_jwt_secret(settings)
+    log.info("dev_jwt_secret_in_use", folder=str(settings.data_dir / "keys"))
+    resolved = settings.model_copy(update={"jwt_secret": SecretStr(secret)})
+    return resolved, {"PODIUM_JWT_SECRET": secret}, secret
+
+
 def _banner(
-    settings: Settings, embedded: bool, seeded: bool, codec_lines: list[str] | None = None
+    settings: Settings,
+    embedded: bool,
+    seeded: bool,
+    codec_lines: list[str] | None = None,
+    token_lines: list[str] | None = None,
 ) -> str:
     api = f"http://{settings.api_host}:{settings.api_port}"
     target = connect_config(settings)["target_host"]
@@ -197,12 +233,13 @@ def _banner(
         f"  Database      {settings.resolved_database_url}"
         + ("  (demo data seeded)" if seeded else ""),
         *(codec_lines or []),
+        *(token_lines or []),
         "",
-        "Try a refund over the automatic limit, then approve it:",
-        f"  .venv/bin/podium refund --customer {customer} --order O-5003 "
+        "Try a refund over the automatic limit, then approve it (PODIUM_TOKEN: a token above):",
+        f"  PODIUM_TOKEN=<service> .venv/bin/podium refund --customer {customer} --order O-5003 "
         '--message "My order O-5003 arrived broken, I want my money back"',
-        "  .venv/bin/podium pending",
-        "  .venv/bin/podium approve <case-id> --approver lead@example.com",
+        "  PODIUM_TOKEN=<team_lead> .venv/bin/podium inbox",
+        "  PODIUM_TOKEN=<team_lead> .venv/bin/podium approve <case-id>",
         "",
         "Stop with Ctrl-C.",
         "",
@@ -222,7 +259,8 @@ async def _run(settings: Settings) -> int:
     try:
         # Keys and the codec token go to Podium's processes only, never to the Temporal server.
         settings, secrets_env = dev_secrets(settings)
-        podium_env = {**env, **secrets_env}
+        settings, jwt_env, dev_jwt_secret = _jwt_dev_secret(settings)
+        podium_env = {**env, **secrets_env, **jwt_env}
         codec = settings.encryption == "on"
         if codec and _port_open(settings.codec_host, settings.codec_port):
             log.warning("codec_server_not_started", reason=f"port {settings.codec_port} in use")
@@ -296,7 +334,8 @@ async def _run(settings: Settings) -> int:
             if codec
             else None
         )
-        print(_banner(settings, embedded, seeded, codec_lines), flush=True)
+        token_lines = _token_lines(settings, dev_jwt_secret) if dev_jwt_secret else None
+        print(_banner(settings, embedded, seeded, codec_lines, token_lines), flush=True)
 
         while not stop.is_set():
             exited = [c for c in children if c.process.poll() is not None]

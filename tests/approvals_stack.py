@@ -31,6 +31,7 @@ from activities.intelligence import EmbeddedModels
 from core.settings import Settings
 from starter.api import create_app
 from starter.client import policy_from_settings
+from tests.auth_helpers import TEST_JWT_SECRET
 from tests.helpers import seeded_engine
 from worker import build_activities, build_worker
 from workflows import search_attributes as sa
@@ -135,6 +136,7 @@ async def approvals_stack(
         task_queue=f"inbox-{uuid.uuid4().hex}",
         data_dir=tmp_path,
         api_port=port,
+        jwt_secret=TEST_JWT_SECRET,
     )
     engine = seeded_engine(tmp_path)
 

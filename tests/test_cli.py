@@ -16,6 +16,7 @@ import types
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import httpx
@@ -32,6 +33,7 @@ from typer.testing import CliRunner
 from core.settings import Settings
 from starter.api import create_app
 from starter.cli import create_cli
+from tests.auth_helpers import TEST_JWT_SECRET, token
 from tests.test_api import StandInRefundWorkflow
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -469,7 +471,11 @@ async def stack(
     dev_env: WorkflowEnvironment, serve: Callable[[Any], str]
 ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
     """The real API over HTTP, a worker with the stand-in workflow behind it, and its log."""
-    settings = Settings(_env_file=None, task_queue=f"test-{uuid.uuid4()}")  # type: ignore[call-arg]
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        task_queue=f"test-{uuid.uuid4()}",
+        jwt_secret=TEST_JWT_SECRET,
+    )
     target = dev_env.client.service_client.config.target_host
 
     async def connect_in_server_loop(_: Settings) -> Client:
@@ -490,10 +496,20 @@ async def test_cli_end_to_end_against_the_real_api(
 ) -> None:
     api_url, logs = stack
 
-    async def podium(*args: str) -> Any:
+    service = token("intake", ["service"])
+
+    async def podium(*args: str, as_: str = service) -> Any:
         # The worker runs on this event loop: keep it free while the CLI blocks.
         cli = create_cli()
-        return await asyncio.to_thread(CliRunner().invoke, cli, ["--api-url", api_url, *args])
+        return await asyncio.to_thread(
+            CliRunner().invoke, cli, ["--api-url", api_url, "--token", as_, *args]
+        )
+
+    unauthenticated = await asyncio.to_thread(
+        CliRunner().invoke, create_cli(), ["--api-url", api_url, "status", "refund-x"]
+    )
+    assert 1 == unauthenticated.exit_code
+    assert unauthenticated.stderr.startswith("error: Unauthorized: ")
 
     key = f"e2e-{uuid.uuid4().hex}"
     request = ["--customer", "C-1002", "--order", "O-12000", "--message", "broken", "--key", key]
@@ -523,18 +539,23 @@ async def test_cli_end_to_end_against_the_real_api(
     else:
         pytest.fail("the case never showed up as pending")
 
-    wrong = await podium("approve", ref["case_id"], "--approver", "alice")
+    wrong = await podium("approve", ref["case_id"], as_=token("alice", ["agent"]))
     assert 1 == wrong.exit_code
-    assert "lacks a role" in wrong.stderr
+    assert wrong.stderr.startswith("error: Forbidden: ")
+
+    alice = token("alice", ["team_lead"])
+    impostor = await podium("approve", ref["case_id"], "--approver", "bob", as_=alice)
+    assert 1 == impostor.exit_code
+    assert "is not the caller" in impostor.stderr
 
     approved = await podium(
-        "approve", ref["case_id"], "--approver", "alice", "--role", "team_lead", "--json"
+        "approve", ref["case_id"], "--approver", "alice", "--role", "team_lead", "--json", as_=alice
     )
     assert 0 == approved.exit_code, approved.output
-    assert "approved" == json.loads(approved.stdout)["outcome"]
+    assert ("approved", "alice") == itemgetter("outcome", "approver")(json.loads(approved.stdout))
 
     closed = await podium(
-        "reject", ref["case_id"], "--approver", "bob", "--role", "team_lead", "--reason", "too late"
+        "reject", ref["case_id"], "--reason", "too late", as_=token("bob", ["team_lead"])
     )
     assert 1 == closed.exit_code
     assert closed.stderr.startswith("error: Case closed: ")

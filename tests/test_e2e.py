@@ -37,6 +37,8 @@ from activities.intelligence import EmbeddedModels
 from core.db import Refund, make_engine
 from core.settings import Settings
 from starter.api import create_app
+from starter.auth import jwt_secret_file, mint_token
+from tests.auth_helpers import TEST_JWT_SECRET, AsCaller
 from tests.helpers import seeded_engine
 from worker import build_activities, build_worker
 
@@ -72,6 +74,7 @@ async def stack(
         task_queue=f"e2e-{uuid.uuid4().hex}",
         data_dir=tmp_path,
         api_port=port,
+        jwt_secret=TEST_JWT_SECRET,
     )
     engine = seeded_engine(tmp_path)
 
@@ -106,7 +109,7 @@ async def test_refund_through_the_api_start_approve_outcome(
     stack: tuple[str, Engine],
 ) -> None:
     base_url, engine = stack
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, auth=AsCaller()) as http:
         created = await http.post(
             "/cases/refund",
             json={
@@ -212,10 +215,16 @@ class Stack:
             self.process.kill()
             raise
 
-    def cli(self, *args: str) -> Any:
+    def token(self, subject: str, roles: list[str]) -> str:
+        """A token minted with the development secret `podium up` keeps in the data folder."""
+        secret = jwt_secret_file(Settings(_env_file=None, data_dir=self.data_dir))  # type: ignore[call-arg]
+        return mint_token(secret.read_text().strip(), subject, roles)
+
+    def cli(self, *args: str, token: str | None = None) -> Any:
+        env = {**self.env, "PODIUM_TOKEN": token or self.token("ops@example.com", ["admin"])}
         done = subprocess.run(
             [str(BIN / "podium"), *args, "--json"],
-            env=self.env,
+            env=env,
             capture_output=True,
             text=True,
             timeout=60,
@@ -245,6 +254,13 @@ def wait_until(predicate: Any, timeout: float = 30, what: str = "condition") -> 
 @pytest.mark.timeout(300)
 def test_podium_up_cli_flow_survives_a_restart(up: Stack) -> None:
     up.start()
+    banner = "".join(up.output)
+    secret = jwt_secret_file(Settings(_env_file=None, data_dir=up.data_dir))  # type: ignore[call-arg]
+    assert 0o600 == secret.stat().st_mode & 0o777
+    first_secret = secret.read_text()
+    for role in ("team_lead", "finance", "admin", "service"):
+        assert f"PODIUM_TOKEN (dev, {role}" in banner
+    assert first_secret not in banner  # the tokens, never the secret
     created = up.cli(
         "refund",
         "--customer",
@@ -278,8 +294,11 @@ def test_podium_up_cli_flow_survives_a_restart(up: Stack) -> None:
     assert "awaiting_approval" == status["state"]["status"]
     wait_until(listed, what="the case listed again after the restart")
 
-    decided = up.cli("approve", case_id, "--approver", "lead@example.com", "--role", "team_lead")
+    assert first_secret == secret.read_text()  # created once: tokens outlive a restart
+    lead = up.token("lead@example.com", ["team_lead"])
+    decided = up.cli("approve", case_id, "--role", "team_lead", token=lead)
     assert "approved" == decided["outcome"]
+    assert "lead@example.com" == decided["approver"]
     assert 0 == up.stop()
 
     engine = make_engine(f"sqlite:///{up.data_dir / 'podium.db'}")

@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from activities.intelligence import EmbeddedModels
 from starter.cli import create_cli
 from tests.approvals_stack import ApprovalsStack, approvals_stack, eventually, short_sla_policy
+from tests.auth_helpers import AsCaller, token
 
 HIGH_RISK_MESSAGE = "My order O-5004 is late and still not here. I want a refund please."
 MEDIUM_MESSAGE = "Hello, my order O-5003 arrived broken. I want a refund please."
@@ -66,7 +67,7 @@ def only(listing: dict[str, Any], case_ids: set[str]) -> list[str]:
 async def test_inbox_lists_by_sla_for_the_right_people_and_decisions_complete_the_cases(
     stack: ApprovalsStack,
 ) -> None:
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, auth=AsCaller()) as http:
         created = await http.post(
             "/cases/refund",
             json={
@@ -142,7 +143,10 @@ async def test_inbox_lists_by_sla_for_the_right_people_and_decisions_complete_th
 
         # The CLI reads the same inbox (in a thread: this loop serves the API).
         runner = CliRunner()
-        env = {"PODIUM_API_URL": stack.base_url}
+        env = {
+            "PODIUM_API_URL": stack.base_url,
+            "PODIUM_TOKEN": token("lead@example.com", ["team_lead"]),
+        }
         cli = await asyncio.to_thread(
             runner.invoke, create_cli(), ["inbox", "--role", "team_lead", "--json"], env=env
         )
@@ -225,7 +229,7 @@ async def test_inbox_lists_by_sla_for_the_right_people_and_decisions_complete_th
 async def test_inbox_refuses_bad_filters_and_unknown_cases_as_problems(
     stack: ApprovalsStack,
 ) -> None:
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30, auth=AsCaller()) as http:
         quote = await http.get("/approvals", params={"approver": 'x" OR "1" = "1'})
         assert 422 == quote.status_code
         assert "application/problem+json" == quote.headers["content-type"]

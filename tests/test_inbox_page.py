@@ -25,6 +25,7 @@ from sqlmodel import Session
 from activities.intelligence import EmbeddedModels
 from core.db import Order, utcnow
 from tests.approvals_stack import ApprovalsStack, approvals_stack, eventually
+from tests.auth_helpers import AsCaller, token
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -112,7 +113,7 @@ async def open_case(http: httpx.AsyncClient, body: dict[str, Any]) -> str:
 async def test_team_lead_opens_and_approves_a_case_in_the_browser(
     stack: ApprovalsStack, browser: Any, tmp_path: Path
 ) -> None:
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, auth=AsCaller()) as http:
         plain = await open_case(
             http,
             {
@@ -163,6 +164,10 @@ async def test_team_lead_opens_and_approves_a_case_in_the_browser(
         page.on(
             "response",
             lambda r: problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None,
+        )
+        # Signed in: the approver's token, as the Token field keeps it (this tab only).
+        await page.add_init_script(
+            f"window.sessionStorage.setItem('podium.token', '{token(APPROVER, ['team_lead'])}')"
         )
         response = await page.goto(f"{stack.base_url}/inbox?role=team_lead&approver={APPROVER}")
         assert response is not None and 200 == response.status

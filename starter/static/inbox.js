@@ -1,7 +1,8 @@
 // Podium approvals inbox: vanilla JS, no build step, no dependencies.
 //
-// Who you are comes from the query string (?role=team_lead&approver=bob), as the JSON API
-// takes it for now. Every piece of data is written with textContent (never innerHTML), so
+// The API knows who you are from your bearer token (the Token field, kept in sessionStorage for
+// this tab only); the query string (?role=team_lead&approver=bob) picks the inbox to show and
+// must match the token to decide. Every piece of data is written with textContent (never innerHTML), so
 // whatever a customer or an approver typed is shown as text, never run.
 "use strict";
 
@@ -15,6 +16,8 @@
     role: (params.get("role") || "").trim(),
     approver: (params.get("approver") || "").trim(),
   };
+  const TOKEN_KEY = "podium.token";
+  const token = () => (window.sessionStorage.getItem(TOKEN_KEY) || "").trim();
 
   let items = [];
   let fetchedAt = 0; // performance.now() when `items` arrived
@@ -87,6 +90,7 @@
 
   async function call(method, path, body) {
     const init = { method, headers: { Accept: "application/json" } };
+    if (token()) init.headers.Authorization = `Bearer ${token()}`;
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -140,6 +144,10 @@
   }
 
   async function loadList() {
+    if (!token()) {
+      say("list-status", "Paste your token (Token) above to see your inbox.");
+      return;
+    }
     const query = new URLSearchParams();
     if (who.role) query.set("role", who.role);
     if (who.approver) query.set("approver", who.approver);
@@ -310,8 +318,12 @@
   function wire() {
     $("role").value = who.role;
     $("approver").value = who.approver;
+    $("token").value = token();
     $("who").addEventListener("submit", (event) => {
       event.preventDefault();
+      const entered = $("token").value.trim();
+      if (entered) window.sessionStorage.setItem(TOKEN_KEY, entered);
+      else window.sessionStorage.removeItem(TOKEN_KEY);
       const query = new URLSearchParams();
       const role = $("role").value.trim();
       const approver = $("approver").value.trim();
