@@ -99,6 +99,10 @@ def evaluate(document: PolicyDocument, facts: PolicyFacts) -> PolicyEvaluation:
         if _compile(rule.when).matches(values):
             explained = _PLACEHOLDER.sub(lambda m: _show(values[m.group(1)]), rule.explain)
             chain = rule.approval if rule.decision == AutonomyDecision.HUMAN else None
+            if rule.decision == AutonomyDecision.AUTO_APPROVE:
+                over_budget = _over_budget(document, facts, rule.name)
+                if over_budget is not None:
+                    return over_budget
             return PolicyEvaluation(
                 decision=rule.decision,
                 rule=rule.name,
@@ -108,6 +112,37 @@ def evaluate(document: PolicyDocument, facts: PolicyFacts) -> PolicyEvaluation:
                 policy_version=document.digest,
             )
     raise AssertionError("the validated policy ends with a default rule")
+
+
+def _over_budget(
+    document: PolicyDocument, facts: PolicyFacts, rule: str
+) -> PolicyEvaluation | None:
+    """A case whose model spend is over the per-case budget is never approved automatically:
+    a person decides, on the budget's chain or else the default rule's."""
+    cap = document.budget.max_model_cost_usd_per_case
+    if cap is None or facts.model_cost_usd <= cap:
+        return None
+    chain = document.budget.approval or _default_chain(document)
+    return PolicyEvaluation(
+        decision=AutonomyDecision.HUMAN,
+        rule="budget",
+        explanation=(
+            f"rule {rule} would approve, but model spend ${_usd(facts.model_cost_usd)} is over "
+            f"the per-case budget of ${_usd(cap)}: a person decides"
+        ),
+        approval_chain=chain,
+        approval=document.approvals[chain],
+        policy_version=document.digest,
+    )
+
+
+def _default_chain(document: PolicyDocument) -> str:
+    """The default rule's chain; if the default decides alone, the last human rule's, else the
+    first chain of the file."""
+    for rule in reversed(document.autonomy):
+        if rule.approval is not None:
+            return rule.approval
+    return next(iter(document.approvals))
 
 
 @lru_cache(maxsize=512)
@@ -135,6 +170,12 @@ def _show(value: Any) -> str:
     if isinstance(value, float | Decimal):
         return f"{value:,.2f}"
     return str(value)
+
+
+def _usd(value: float) -> str:
+    """Cents, or up to four decimals where cents would hide the difference ($0.0512)."""
+    text = f"{value:,.4f}".rstrip("0")
+    return text if len(text.split(".")[1]) >= 2 else f"{value:,.2f}"
 
 
 def _engine_message(exc: Exception) -> str:

@@ -40,9 +40,11 @@ from activities.intelligence.config import DEFAULT_MODELS_FILE
 from activities.intelligence.gateway import ModelGateway
 from activities.intelligence.ledger import ModelLedger
 from core.db import AgentTranscript, AuditEvent, Credit, ModelCall, Ticket
+from core.policy import DEFAULT_POLICY_FILE, load_policy
 from tests.fake_openai import FakeOpenAI, RecordedRequest, Scripted, chat_completion, tool_calls
 from tests.helpers import make_worker, real_system_activities, seeded_engine
 from worker import WORKFLOWS, agent_activities, workflow_runner
+from workflows.agent_assist import TOOLS
 from workflows.agent_types import (
     AgentAssistInput,
     AgentAssistResult,
@@ -375,6 +377,33 @@ async def test_a_tool_off_the_allowlist_is_refused_audited_and_told(
         (e.actor, e.detail["tool"]) for e in refused
     ]
     assert "agent_tool_ran" not in actions(engine, handle.id)
+
+
+async def test_a_tool_the_policy_file_does_not_list_is_refused(
+    time_env: WorkflowEnvironment, worker: Worker, engine: Engine, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    policy = yaml.safe_load(DEFAULT_POLICY_FILE.read_bytes())
+    policy["allowed_agent_tools"] = ["lookup_order_status", "create_ticket_note"]
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    document = load_policy(path)
+    shipped = load_policy(DEFAULT_POLICY_FILE).allowed_agent_tools
+    assert set(shipped) <= set(TOOLS), "the shipped policy names tools the agent has"
+    # The caller's own list is narrowed to the policy's: issue_goodwill_credit is dropped.
+    tools = document.agent_tools(["issue_goodwill_credit", "lookup_order_status"])
+    assert ["lookup_order_status"] == tools
+    fake.enqueue(
+        tool_calls(("issue_goodwill_credit", {"amount_cents": 1_000, "reason": "late delivery"})),
+        answer("A colleague will look into a credit for you."),
+    )
+    handle = await start(time_env, worker, tools=document.agent_tools())
+    result = await handle.result()
+
+    assert [("issue_goodwill_credit", ToolCallStatus.REFUSED)] == [
+        (call.name, call.status) for call in result.tool_calls
+    ]
+    assert ["lookup_order_status", "create_ticket_note"] == tool_names(fake.requests[0])
+    assert [] == credits(engine, handle.id)
 
 
 # --- (c) a risky tool waits for a person --------------------------------------------------------

@@ -163,6 +163,45 @@ def test_the_default_rule_asks_a_team_lead() -> None:
     )
 
 
+def test_a_case_over_the_model_budget_is_not_auto_approved() -> None:
+    document = load_policy(DEFAULT_POLICY_FILE)
+    assert 0.05 == document.budget.max_model_cost_usd_per_case
+    result = evaluate(document, _good(model_cost_usd=0.06))
+    assert AutonomyDecision.HUMAN == result.decision
+    assert ("budget", "team_lead") == (result.rule, result.approval_chain)
+    assert result.approval == document.approvals["team_lead"]
+    assert (
+        "rule small_clear_refund would approve, but model spend $0.06 is over the per-case "
+        "budget of $0.05: a person decides"
+    ) == result.explanation
+
+
+def test_a_case_within_the_model_budget_is_still_auto_approved() -> None:
+    result = evaluate(load_policy(DEFAULT_POLICY_FILE), _good(model_cost_usd=0.05))
+    assert AutonomyDecision.AUTO_APPROVE == result.decision
+
+
+def test_the_budget_does_not_turn_a_rejection_into_a_review() -> None:
+    result = evaluate(
+        load_policy(DEFAULT_POLICY_FILE), _good(already_refunded=True, model_cost_usd=1.0)
+    )
+    assert AutonomyDecision.AUTO_REJECT == result.decision
+
+
+def test_the_budget_may_name_its_chain(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(BASE))
+    data["budget"]["approval"] = "finance_review"
+    result = evaluate(load_policy(_write(tmp_path, data)), _good(model_cost_usd=0.0512))
+    assert "finance_review" == result.approval_chain
+    assert "model spend $0.0512 is over the per-case budget of $0.05" in result.explanation
+
+
+def test_an_unknown_budget_chain_is_refused(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(BASE))
+    data["budget"]["approval"] = "nobody"
+    assert "unknown approval chain 'nobody'" in _errors(tmp_path, data)
+
+
 # --- simulation ----------------------------------------------------------------------------------
 
 # (amount in dollars, standing, refunded, eligible): 10 synthetic past cases.

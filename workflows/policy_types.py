@@ -61,6 +61,10 @@ class PolicyLimits(_Strict):
 
 class PolicyBudget(_Strict):
     max_model_cost_usd_per_case: float | None = Field(default=None, ge=0)
+    approval: str | None = Field(
+        default=None,
+        description="Chain for a case over budget; by default the default rule's chain",
+    )
 
 
 class PolicyDocument(_Strict):
@@ -77,6 +81,14 @@ class PolicyDocument(_Strict):
         default_factory=dict, description="Optional task or risk -> route overrides"
     )
     budget: PolicyBudget = Field(default_factory=PolicyBudget)
+
+    def agent_tools(self, requested: list[str] | None = None) -> list[str]:
+        """The agent's tool allowlist under this policy (`AgentAssistInput.tools`): the
+        policy's `allowed_agent_tools`, narrowed to `requested` when the caller has its own
+        list. Fails closed: a policy that lists no tools allows none."""
+        if requested is None:
+            return list(self.allowed_agent_tools)
+        return [name for name in requested if name in self.allowed_agent_tools]
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -95,6 +107,11 @@ class PolicyDocument(_Strict):
                     f"rule '{rule.name}': unknown approval chain '{rule.approval}' "
                     f"(known: {', '.join(sorted(self.approvals))})"
                 )
+        if self.budget.approval is not None and self.budget.approval not in self.approvals:
+            raise ValueError(
+                f"budget: unknown approval chain '{self.budget.approval}' "
+                f"(known: {', '.join(sorted(self.approvals))})"
+            )
         return self
 
 
@@ -116,6 +133,7 @@ FACT_TYPES: dict[str, str] = {
     "needs_human": "BOOLEAN",
     "employee_role": "STRING",
     "system_sensitivity": "STRING",
+    "model_cost_usd": "FLOAT",
     # The policy's own limits, so a rule reads `amount <= auto_refund_limit`.
     "auto_refund_limit": "FLOAT",
     "return_window_days": "FLOAT",
@@ -142,6 +160,7 @@ class PolicyFacts(BaseModel):
     needs_human: bool = Field(default=False, description="A hold: e.g. no model sure of intent")
     employee_role: str = ""
     system_sensitivity: str = ""
+    model_cost_usd: float = Field(default=0.0, description="Model spend on the case so far")
 
 
 class EvaluatePolicyInput(BaseModel):

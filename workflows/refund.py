@@ -607,6 +607,7 @@ class RefundWorkflow:
             already_refunded=assessment.automatic_rejection,
             receipt_mismatch=any(r.startswith("the receipt") for r in assessment.reasons),
             needs_human=triage.needs_human,
+            model_cost_usd=self._state.model_cost_usd,
         )
         self._policy_facts = facts
         evaluation: PolicyEvaluation = await workflow.execute_activity(
