@@ -99,7 +99,12 @@ class IntelligenceActivities:
             return self._reader
 
     def _run(
-        self, task: Task, request: TaskRequest, risk: RiskLevel, case_id: str
+        self,
+        task: Task,
+        request: TaskRequest,
+        risk: RiskLevel,
+        case_id: str,
+        chain: list[str] | None = None,
     ) -> GatewayResult:
         meter = activity.metric_meter()
         try:
@@ -109,6 +114,7 @@ class IntelligenceActivities:
                 risk=risk,
                 case_id=case_id,
                 workflow_id=activity.info().workflow_id,
+                chain_override=chain,
             )
         except ModelsUnavailableError as err:
             record_metrics(meter, task, err.attempts)
@@ -135,7 +141,9 @@ class IntelligenceActivities:
             )
         request = IntentRequest(text=input.text[:MAX_CLASSIFIED_CHARS])
         try:
-            gateway = self._run(Task.INTENT, request, input.risk or DEFAULT_RISK, input.case_id)
+            gateway = self._run(
+                Task.INTENT, request, input.risk or DEFAULT_RISK, input.case_id, input.model_chain
+            )
         except ValueError as err:
             raise ApplicationError(str(err), type="InvalidTriageInput", non_retryable=True) from err
         output = gateway.output_as(IntentOutput)
@@ -190,7 +198,9 @@ class IntelligenceActivities:
             draft=template.text,
         )
         try:
-            gateway = self._run(Task.DRAFT, request, input.risk or DEFAULT_RISK, input.case_id)
+            gateway = self._run(
+                Task.DRAFT, request, input.risk or DEFAULT_RISK, input.case_id, input.model_chain
+            )
         except ModelsUnavailableError as err:
             # The approved template is a correct reply: send it now rather than wait for an
             # upstream to recover.

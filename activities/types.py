@@ -125,6 +125,9 @@ class TriageInput(BaseModel):
     text: str
     channel: str
     risk: RiskLevel | None = Field(default=None, description="Model route; default: medium")
+    model_chain: list[str] | None = Field(
+        default=None, description="Models to try instead of the configured route (policy file)"
+    )
 
 
 class TriageResult(BaseModel):
@@ -153,6 +156,9 @@ class DraftReplyInput(BaseModel):
     currency: str = "USD"
     reason: str | None = None
     risk: RiskLevel | None = Field(default=None, description="Model route; default: medium")
+    model_chain: list[str] | None = Field(
+        default=None, description="Models to try instead of the configured route (policy file)"
+    )
 
 
 class DraftReplyResult(BaseModel):

@@ -801,3 +801,35 @@ def test_missing_prompt_names_the_file(tmp_path: Path, models: EmbeddedModels) -
 def test_ledger_table_is_created_with_the_others(engine: Engine) -> None:
     assert "model_calls" == ModelCall.__tablename__
     assert [] == ModelLedger(engine).calls("nobody")
+
+
+def test_a_case_policy_can_route_a_task_to_other_models(
+    make_gateway: GatewayFactory, fake: FakeOpenAI, engine: Engine, models: EmbeddedModels
+) -> None:
+    # The configured chain would ask the small model first; the case's policy says embedded.
+    gateway = make_gateway(intent=["small", "embedded"])
+    result = gateway.run_blocking(
+        Task.INTENT,
+        IntentRequest(text=REFUND_TEXT),
+        risk=RiskLevel.HIGH,
+        case_id="case-1",
+        chain_override=["embedded"],
+    )
+    assert ["embedded"] == result.attempted
+    assert 0 == fake.request_count
+    assert [("embedded", models.intent_model, "ok")] == ledger_rows(engine)
+
+
+def test_unknown_models_in_a_policy_route_fall_back_to_the_configured_chain(
+    make_gateway: GatewayFactory, fake: FakeOpenAI
+) -> None:
+    gateway = make_gateway(intent=["embedded"])
+    result = gateway.run_blocking(
+        Task.INTENT,
+        IntentRequest(text=REFUND_TEXT),
+        risk=RiskLevel.HIGH,
+        case_id="case-2",
+        chain_override=["gpt-9"],
+    )
+    assert ["embedded"] == result.attempted
+    assert 0 == fake.request_count

@@ -77,8 +77,9 @@ class PolicyDocument(_Strict):
     approvals: dict[str, ApprovalPolicy] = Field(min_length=1)
     limits: PolicyLimits = Field(default_factory=PolicyLimits)
     allowed_agent_tools: list[str] = Field(default_factory=list)
-    model_routing: dict[str, str] = Field(
-        default_factory=dict, description="Optional task or risk -> route overrides"
+    model_routing: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Task (intent, draft) -> models to try in order, instead of the route",
     )
     budget: PolicyBudget = Field(default_factory=PolicyBudget)
 

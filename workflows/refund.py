@@ -239,7 +239,12 @@ class RefundWorkflow:
 
         triage = await workflow.execute_activity(
             "triage_request",
-            TriageInput(case_id=self._case_id, text=input.message, channel=input.channel),
+            TriageInput(
+                case_id=self._case_id,
+                text=input.message,
+                channel=input.channel,
+                model_chain=self._model_chain("intent"),
+            ),
             result_type=TriageResult,
             start_to_close_timeout=MODEL_TIMEOUT,
             retry_policy=MODEL_RETRY,
@@ -479,6 +484,7 @@ class RefundWorkflow:
                 currency=self._currency,
                 reason=reasons[-1] if reasons else None,
                 risk=self._draft_risk(),
+                model_chain=self._model_chain("draft"),
             ),
             result_type=DraftReplyResult,
             start_to_close_timeout=MODEL_TIMEOUT,
@@ -622,6 +628,13 @@ class RefundWorkflow:
         self._state.policy_explanation = evaluation.explanation
         workflow.upsert_search_attributes([sa.POLICY_VERSION.value_set(evaluation.policy_version)])
         return evaluation
+
+    def _model_chain(self, task: str) -> list[str] | None:
+        """The models the case's policy file routes `task` to, if it overrides the route."""
+        document = self._input.policy_document
+        routing = (document or {}).get("model_routing") or {}
+        chain = routing.get(task)
+        return [str(name) for name in chain] if isinstance(chain, list) and chain else None
 
     def _policy_detail(self, evaluation: PolicyEvaluation | None = None) -> dict[str, Any]:
         """Audit detail of a case under a policy file: nothing for the others."""

@@ -334,10 +334,22 @@ class ModelGateway:
         risk: RiskLevel = RiskLevel.MEDIUM,
         case_id: str | None = None,
         workflow_id: str | None = None,
+        chain_override: Sequence[str] | None = None,
     ) -> GatewayResult:
-        """Try the chain of (task, risk); see the module docstring for the contract."""
+        """Try the chain of (task, risk); see the module docstring for the contract.
+
+        `chain_override` (a case's policy file, `model_routing`) replaces the configured chain;
+        model names the configuration does not define are skipped with a warning, and when none
+        is left the configured chain applies."""
         route = self._config.tasks.route(task)
         chain = route.routes[risk]
+        if chain_override:
+            known = [name for name in chain_override if name in self._config.models]
+            unknown = [name for name in chain_override if name not in self._config.models]
+            if unknown:
+                log.warning("routing_override_unknown_models", task=str(task), models=unknown)
+            if known:
+                chain = known
         attempts: list[Attempt] = []
         best: Completion | None = None
         try:
@@ -397,10 +409,18 @@ class ModelGateway:
         risk: RiskLevel = RiskLevel.MEDIUM,
         case_id: str | None = None,
         workflow_id: str | None = None,
+        chain_override: Sequence[str] | None = None,
     ) -> GatewayResult:
         """`run` from synchronous code (activity threads), on the gateway's own loop."""
         future = self._loop.submit(
-            self.run(task, request, risk=risk, case_id=case_id, workflow_id=workflow_id)
+            self.run(
+                task,
+                request,
+                risk=risk,
+                case_id=case_id,
+                workflow_id=workflow_id,
+                chain_override=chain_override,
+            )
         )
         return future.result()
 
