@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 import yaml
 from sqlmodel import Session, select
+from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
+from activities.types import DraftReplyInput, DraftReplyResult, TriageInput, TriageResult
 from core.db import AuditEvent, ModelCall, create_tables, make_engine
 from core.policy import DEFAULT_POLICY_FILE, PolicyError, evaluate, load_policy, parse_policy
 from starter.cli import create_cli
@@ -356,3 +358,47 @@ async def test_a_policy_file_decides_a_case(time_env: WorkflowEnvironment, tmp_p
     assert "small_clear_refund" == assessed.detail["policy_rule"]
     assert assessed.detail["explanation"].startswith("rule small_clear_refund matched: ")
     engine.dispose()
+
+
+async def test_a_policy_file_routes_the_case_models(
+    time_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """`model_routing` in the case's policy reaches the model activities as their chain."""
+    seen: dict[str, list[str] | None] = {}
+
+    @activity.defn(name="triage_request")
+    def recording_triage(input: TriageInput) -> TriageResult:
+        seen["intent"] = input.model_chain
+        return fake_triage(input)
+
+    @activity.defn(name="draft_reply")
+    def recording_draft(input: DraftReplyInput) -> DraftReplyResult:
+        seen["draft"] = input.model_chain
+        return fake_draft(input)
+
+    engine = seeded_engine(tmp_path, now=await time_env.get_current_time())
+    document = load_policy(DEFAULT_POLICY_FILE).model_dump(mode="json")
+    document["model_routing"] = {"intent": ["premium", "embedded"], "draft": ["small"]}
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        worker = make_worker(
+            time_env.client,
+            [*real_system_activities(engine), recording_triage, recording_draft],
+            executor,
+        )
+        async with worker:
+            handle = await time_env.client.start_workflow(
+                "refund",
+                RefundCaseInput(
+                    channel="email",
+                    customer_id="C-1001",
+                    order_id="O-5001",
+                    message="refund O-5001 please",
+                    policy_document=document,
+                ),
+                id=f"refund-test-{uuid.uuid4().hex}",
+                task_queue=worker.task_queue,
+                result_type=RefundCaseResult,
+            )
+            await handle.result()
+    engine.dispose()
+    assert {"intent": ["premium", "embedded"], "draft": ["small"]} == seen
