@@ -38,7 +38,7 @@ async def _no_audit(action: str, **detail: Any) -> None:
 
 def opened(policy: ApprovalPolicy | None = None, *, amount: int = 34_900) -> ApprovalGate:
     gate = ApprovalGate(process="refund", hooks=GateHooks(audit=_no_audit))
-    gate.open(
+    gate.open_request(
         request_id="approval-1",
         now=NOW,
         policy=policy or ApprovalPolicy(levels=[LEAD]),

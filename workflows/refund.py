@@ -361,7 +361,7 @@ class RefundWorkflow:
         policy = chain or self._input.policy.approval_for(assessment.risk)
         reasons = reasons if reasons is not None else assessment.reasons
         amount = format_amount(assessment.amount_cents, self._currency)
-        request = self._gate.open(
+        request = self._gate.open_request(
             request_id=APPROVAL_REQUEST_ID,
             now=workflow.now(),
             policy=policy,

@@ -501,7 +501,7 @@ class AgentLoop:
         self._gates.current = gate
         shown = arguments.model_dump_json()
         amount = getattr(arguments, spec.amount_field) if spec.amount_field else None
-        request = gate.open(
+        request = gate.open_request(
             request_id=request_id,
             now=workflow.now(),
             policy=self._approval,

@@ -210,7 +210,7 @@ class ApprovalGate:
             *(USER_PREFIX + name for name in self.request.delegates),
         ]
 
-    def open(
+    def open_request(
         self,
         *,
         request_id: str,
