@@ -11,7 +11,8 @@ from typing import Any, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from activities.types import CustomerTier, Intent, ReadDocumentResult, Sentiment
+# RiskLevel is the payload types' own, re-exported: one enum for rules, gate and model routes.
+from activities.types import CustomerTier, Intent, ReadDocumentResult, RiskLevel, Sentiment
 
 __all__ = [
     "ApprovalAction",
@@ -50,12 +51,6 @@ class CaseStatus(StrEnum):
     ESCALATED = "escalated"
     RESOLVING = "resolving"
     COMPLETED = "completed"
-
-
-class RiskLevel(StrEnum):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
 
 
 # --- the approval gate ---------------------------------------------------------------------------
