@@ -34,15 +34,14 @@ Timers: the approval gate's (reminders, SLA escalation, deadline), per risky too
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from workflows import search_attributes as sa
 from workflows.components.agent import AgentHooks, AgentLoop, AgentLoopResult, ToolSpec
+from workflows.components.audit import record_audit
 
 with workflow.unsafe.imports_passed_through():
     from activities.agent_types import (
@@ -53,7 +52,6 @@ with workflow.unsafe.imports_passed_through():
         LookupOrderStatusArgs,
         LookupOrderStatusResult,
     )
-    from activities.types import AuditEventInput, AuditEventResult
     from workflows.agent_types import (
         AgentAssistInput,
         AgentAssistResult,
@@ -69,14 +67,6 @@ __all__ = ["PROCESS", "TOOLS", "AgentAssistWorkflow"]
 PROCESS = "agent_assist"
 PROMPT = "agent_assist"
 SYSTEM_ACTOR = "podium"
-
-AUDIT_TIMEOUT = timedelta(seconds=30)
-AUDIT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=10,
-)
 
 TOOLS: dict[str, ToolSpec] = {
     "lookup_order_status": ToolSpec(
@@ -245,21 +235,13 @@ class AgentAssistWorkflow:
 
     async def _audit(self, action: str, *, actor: str = SYSTEM_ACTOR, **detail: Any) -> None:
         self._audit_seq += 1
-        await workflow.execute_activity(
-            "record_audit_event",
-            AuditEventInput(
-                idempotency_key=f"{self._case_id}:audit:{self._audit_seq}",
-                case_id=self._case_id,
-                process=PROCESS,
-                action=action,
-                actor=actor,
-                detail=detail,
-                occurred_at=workflow.now(),
-            ),
-            result_type=AuditEventResult,
-            start_to_close_timeout=AUDIT_TIMEOUT,
-            retry_policy=AUDIT_RETRY,
-            summary=f"Audit: {action}",
+        await record_audit(
+            case_id=self._case_id,
+            process=PROCESS,
+            seq=self._audit_seq,
+            action=action,
+            actor=actor,
+            detail=detail,
         )
 
     def _publish(self) -> None:

@@ -59,12 +59,11 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import search_attributes as sa
 from workflows.components.approval import DEADLINE_ACTOR, ApprovalGate, GateHooks, GateOutcome
+from workflows.components.audit import record_audit
 from workflows.refund_rules import assess_refund, format_amount
 
 with workflow.unsafe.imports_passed_through():
     from activities.types import (
-        AuditEventInput,
-        AuditEventResult,
         DraftReplyInput,
         DraftReplyResult,
         IssueRefundInput,
@@ -753,21 +752,13 @@ class RefundWorkflow:
 
     async def _audit(self, action: str, *, actor: str = SYSTEM_ACTOR, **detail: Any) -> None:
         self._audit_seq += 1
-        await workflow.execute_activity(
-            "record_audit_event",
-            AuditEventInput(
-                idempotency_key=f"{self._case_id}:audit:{self._audit_seq}",
-                case_id=self._case_id,
-                process=PROCESS,
-                action=action,
-                actor=actor,
-                detail=detail,
-                occurred_at=workflow.now(),
-            ),
-            result_type=AuditEventResult,
-            start_to_close_timeout=SYSTEM_TIMEOUT,
-            retry_policy=SYSTEM_RETRY,
-            summary=f"Audit: {action}",
+        await record_audit(
+            case_id=self._case_id,
+            process=PROCESS,
+            seq=self._audit_seq,
+            action=action,
+            actor=actor,
+            detail=detail,
         )
         self._publish()
 

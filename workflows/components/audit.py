@@ -1,0 +1,47 @@
+"""Audit step shared by every process: one `record_audit_event` activity per decision.
+
+The idempotency key is the case id plus the process's own audit sequence number, so a retried
+activity records once and a continued-as-new run carries its counter on.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.types import AuditEventInput, AuditEventResult
+
+__all__ = ["AUDIT_RETRY", "AUDIT_TIMEOUT", "record_audit"]
+
+AUDIT_TIMEOUT = timedelta(seconds=30)
+AUDIT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+)
+
+
+async def record_audit(
+    *, case_id: str, process: str, seq: int, action: str, actor: str, detail: dict[str, Any]
+) -> None:
+    await workflow.execute_activity(
+        "record_audit_event",
+        AuditEventInput(
+            idempotency_key=f"{case_id}:audit:{seq}",
+            case_id=case_id,
+            process=process,
+            action=action,
+            actor=actor,
+            detail=detail,
+            occurred_at=workflow.now(),
+        ),
+        result_type=AuditEventResult,
+        start_to_close_timeout=AUDIT_TIMEOUT,
+        retry_policy=AUDIT_RETRY,
+        summary=f"Audit: {action}",
+    )
