@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # Model routes, prices and breakers (default: the repository's config/models.yaml, which
     # uses only the embedded models). See config/models.openai.example.yaml for LLM chains.
     models_file: Path | None = None
+    # Where trained embedded models are kept between worker starts, one file per version of the
+    # intent examples (default: data_dir/models; safe to delete, rebuilt on the next start).
+    model_cache_dir: Path | None = None
 
     # Temporal
     task_queue: str = "podium"

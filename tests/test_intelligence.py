@@ -17,12 +17,10 @@ from activities.intelligence.evaluate import evaluate
 from activities.intelligence.text import normalize_for_intent
 from activities.types import DraftReplyInput, Intent, Sentiment, TriageInput
 
-# Measured: 0.994 accuracy / 0.994 macro-F1 on datasets/intents/heldout.jsonl (491 messages).
-MIN_HELDOUT_ACCURACY = 0.97
-MIN_HELDOUT_MACRO_F1 = 0.97
-# Worker start-up budget, in CPU seconds so that a busy machine does not fail the test
-# (measured: about 1.2 s).
-MAX_TRAINING_CPU_SECONDS = 3.0
+# Measured: 0.971 accuracy / 0.970 macro-F1 on datasets/intents/test.jsonl (477 messages
+# written separately from the training examples; results/intent-evaluation.md).
+MIN_TEST_ACCURACY = 0.95
+MIN_TEST_MACRO_F1 = 0.95
 
 REQUIRED_TEMPLATES = [
     "needs_human",
@@ -46,19 +44,15 @@ def activities(models: EmbeddedModels) -> IntelligenceActivities:
 # --- Intent -------------------------------------------------------------------------------------
 
 
-def test_heldout_accuracy(models: EmbeddedModels) -> None:
+def test_test_set_accuracy(models: EmbeddedModels) -> None:
     result = evaluate(models)
     print(
-        f"\nheld-out: {len(result.examples)} examples, accuracy {result.accuracy:.3f}, "
-        f"macro-F1 {result.macro_f1:.3f}, training {models.training_cpu_seconds:.2f} s CPU"
+        f"\ntest set: {len(result.examples)} examples, accuracy {result.accuracy:.3f}, "
+        f"macro-F1 {result.macro_f1:.3f}, ECE {result.ece:.3f}"
     )
-    assert len(result.examples) >= 15 * len(Intent)
-    assert result.accuracy >= MIN_HELDOUT_ACCURACY
-    assert result.macro_f1 >= MIN_HELDOUT_MACRO_F1
-
-
-def test_training_is_fast(models: EmbeddedModels) -> None:
-    assert 0.0 < models.training_cpu_seconds < MAX_TRAINING_CPU_SECONDS
+    assert len(result.examples) >= 20 * len(Intent)
+    assert result.accuracy >= MIN_TEST_ACCURACY
+    assert result.macro_f1 >= MIN_TEST_MACRO_F1
 
 
 @pytest.mark.parametrize(

@@ -1,16 +1,19 @@
 """The embedded, offline intelligence behind triage and reply drafting.
 
-`EmbeddedModels.load()` runs once when a worker starts: it trains the intent classifier from
-the committed examples (about a second on one core), loads the VADER sentiment lexicon and
-compiles the reply templates. Nothing is downloaded, and the same examples always give the same
-model, whose name carries a hash of them. The loaded object is read-only and safe to share
-between the activity threads.
+`EmbeddedModels.load()` runs once when a worker starts: it loads the intent classifier built
+from the committed examples, loads the VADER sentiment lexicon and compiles the reply
+templates. The classifier is trained (a few seconds of CPU) only the first time a version of
+the examples is seen; the trained model is kept in the model cache folder (`PODIUM_MODEL_CACHE_DIR`,
+default `<PODIUM_DATA_DIR>/models`) under a hash of the examples and settings, and later starts
+load it. Nothing is downloaded, and the same examples always give the same model, whose name
+carries that hash. The loaded object is read-only and safe to share between the activity threads.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
@@ -29,18 +32,30 @@ from activities.types import (
     TriageResult,
 )
 
-__all__ = ["EmbeddedModels"]
+__all__ = ["EmbeddedModels", "default_model_cache_dir"]
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATASETS_DIR = _REPO_ROOT / "datasets"
 DEFAULT_TEMPLATES_DIR = _REPO_ROOT / "templates"
 TRAIN_FILE = Path("intents") / "train.jsonl"
-HELDOUT_FILE = Path("intents") / "heldout.jsonl"
+# Written separately from the training examples; it never trains or tunes anything.
+TEST_FILE = Path("intents") / "test.jsonl"
+MODEL_CACHE_SUBDIR = "models"
 REPLIES_DIR = Path("replies")
 
 # VADER's own recommended cut-offs on the compound score.
 NEGATIVE_AT_MOST = -0.05
 POSITIVE_AT_LEAST = 0.05
+
+
+def default_model_cache_dir() -> Path:
+    """`PODIUM_MODEL_CACHE_DIR`, else `models/` under `PODIUM_DATA_DIR` (default `var/`).
+
+    Read here because the worker calls `EmbeddedModels.load()` without a cache folder."""
+    from core.settings import Settings
+
+    settings = Settings()
+    return settings.model_cache_dir or settings.data_dir / MODEL_CACHE_SUBDIR
 
 
 class EmbeddedModels:
@@ -52,6 +67,8 @@ class EmbeddedModels:
         replies: ReplyTemplates,
         training_seconds: float = 0.0,
         training_cpu_seconds: float = 0.0,
+        *,
+        from_cache: bool = False,
     ) -> None:
         self._intent = intent
         self._replies = replies
@@ -59,6 +76,8 @@ class EmbeddedModels:
         # Wall time depends on what else the machine is doing; CPU time is the budget (< 3 s).
         self.training_seconds = training_seconds
         self.training_cpu_seconds = training_cpu_seconds
+        # True when the intent model was loaded from the cache instead of trained.
+        self.from_cache = from_cache
 
     @classmethod
     def load(
@@ -67,22 +86,28 @@ class EmbeddedModels:
         templates_dir: Path | None = None,
         *,
         word_embeddings: bool = True,
+        cache_dir: Path | Literal["default"] | None = "default",
     ) -> EmbeddedModels:
-        """Train the intent classifier from `datasets/intents/train.jsonl` and load the reply
-        templates from `templates/replies/`. `word_embeddings=False` leaves out the WordLlama
-        features (only for comparing models)."""
+        """The intent classifier for `datasets/intents/train.jsonl` and the reply templates
+        from `templates/replies/`. The classifier is loaded from `cache_dir` (default:
+        `default_model_cache_dir()`) when it holds the model for these examples, else trained
+        and stored there; `cache_dir=None` always trains and stores nothing.
+        `word_embeddings=False` leaves out the WordLlama features (only for comparing models).
+        `training_seconds` / `training_cpu_seconds` time the classifier's load or training."""
         datasets_dir = datasets_dir or DEFAULT_DATASETS_DIR
         templates_dir = templates_dir or DEFAULT_TEMPLATES_DIR
         replies = ReplyTemplates(templates_dir / REPLIES_DIR)
         started, started_cpu = time.perf_counter(), time.process_time()
-        intent = IntentClassifier.train(
-            load_examples(datasets_dir / TRAIN_FILE), word_embeddings=word_embeddings
+        folder = default_model_cache_dir() if cache_dir == "default" else cache_dir
+        intent, from_cache = IntentClassifier.cached(
+            load_examples(datasets_dir / TRAIN_FILE), folder, word_embeddings=word_embeddings
         )
         return cls(
             intent,
             replies,
             training_seconds=time.perf_counter() - started,
             training_cpu_seconds=time.process_time() - started_cpu,
+            from_cache=from_cache,
         )
 
     @property

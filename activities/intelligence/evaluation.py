@@ -1,6 +1,6 @@
 """Evaluate a routing table on labelled messages: every case goes through `ModelGateway`.
 
-    cases = load_cases(Path("datasets/intents/heldout.jsonl"), Task.INTENT)
+    cases = load_cases(Path("datasets/intents/test.jsonl"), Task.INTENT)
     report = await evaluate_cases(gateway, Task.INTENT, cases, risk=RiskLevel.MEDIUM)
     print(render_report(report))
 
@@ -30,7 +30,7 @@ from typing import Any
 
 from sklearn.metrics import precision_recall_fscore_support
 
-from activities.intelligence.embedded import DEFAULT_DATASETS_DIR, HELDOUT_FILE
+from activities.intelligence.embedded import DEFAULT_DATASETS_DIR, TEST_FILE
 from activities.intelligence.gateway import (
     ACCEPTED,
     Attempt,
@@ -103,7 +103,7 @@ EVALUABLE_TASKS: dict[Task, TaskSpec] = {
         Task.INTENT,
         "intent",
         tuple(intent.value for intent in Intent),
-        DEFAULT_DATASETS_DIR / HELDOUT_FILE,
+        DEFAULT_DATASETS_DIR / TEST_FILE,
     ),
     # No labelled sentiment set is committed: `--cases` is required for this task.
     Task.SENTIMENT: TaskSpec(Task.SENTIMENT, "sentiment", tuple(s.value for s in Sentiment), None),
@@ -588,3 +588,327 @@ def render_report(report: EvaluationReport) -> str:
         if u.first_error:
             lines.append(f"  {name}: first failure: {u.first_error}")
     return "\n".join(lines)
+
+
+# --- Calibration and pictures (`podium eval --report`, `python -m ...evaluate`) ----------------
+
+CALIBRATION_BINS = 10
+# The automated answers must be right at least this often (issue: "a wrong intent with high
+# confidence automates the wrong process").
+TARGET_AUTOMATED_PRECISION = 0.97
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """Predictions whose confidence fell in [low, high): how sure they were, how often right."""
+
+    low: float
+    high: float
+    count: int
+    mean_confidence: float
+    accuracy: float
+
+
+def reliability_bins(
+    confidences: Sequence[float], correct: Sequence[bool], bins: int = CALIBRATION_BINS
+) -> list[ReliabilityBin]:
+    """Equal-width confidence bins; the last one includes 1.0. Empty bins are left out."""
+    result: list[ReliabilityBin] = []
+    for index in range(bins):
+        low, high = index / bins, (index + 1) / bins
+        members = [
+            (confidence, right)
+            for confidence, right in zip(confidences, correct, strict=True)
+            if low <= confidence < high or (index == bins - 1 and confidence == high)
+        ]
+        if members:
+            result.append(
+                ReliabilityBin(
+                    low,
+                    high,
+                    len(members),
+                    sum(c for c, _ in members) / len(members),
+                    sum(r for _, r in members) / len(members),
+                )
+            )
+    return result
+
+
+def expected_calibration_error(
+    confidences: Sequence[float], correct: Sequence[bool], bins: int = CALIBRATION_BINS
+) -> float:
+    """Mean gap between confidence and accuracy over equal-width bins, weighted by bin size."""
+    total = len(confidences)
+    if not total:
+        return math.nan
+    return sum(
+        b.count / total * abs(b.accuracy - b.mean_confidence)
+        for b in reliability_bins(confidences, correct, bins)
+    )
+
+
+@dataclass(frozen=True)
+class ThresholdPoint:
+    """What happens when only answers at or above `threshold` are automated."""
+
+    threshold: float
+    automated: int
+    precision: float  # share of the automated answers that are right
+    human_share: float  # share of all messages that go to a person
+    wrong_automated: int
+
+
+def threshold_curve(
+    confidences: Sequence[float], correct: Sequence[bool], steps: int = 20
+) -> list[ThresholdPoint]:
+    """The automation threshold at 0, 1/steps, ..., (steps-1)/steps."""
+    total = len(confidences)
+    points = []
+    for step in range(steps):
+        threshold = step / steps
+        kept = [r for c, r in zip(confidences, correct, strict=True) if c >= threshold]
+        right = sum(kept)
+        points.append(
+            ThresholdPoint(
+                threshold,
+                len(kept),
+                right / len(kept) if kept else math.nan,
+                (total - len(kept)) / total if total else math.nan,
+                len(kept) - right,
+            )
+        )
+    return points
+
+
+def choose_threshold(
+    confidences: Sequence[float],
+    correct: Sequence[bool],
+    target: float = TARGET_AUTOMATED_PRECISION,
+    steps: int = 20,
+) -> ThresholdPoint | None:
+    """The lowest threshold on the grid from which on every higher one also keeps the automated
+    answers right at least `target` of the time (so the choice is not a lucky dip); None when no
+    threshold on the grid reaches it."""
+    curve = threshold_curve(confidences, correct, steps)
+    chosen: ThresholdPoint | None = None
+    for point in reversed(curve):
+        if point.automated and point.precision < target:
+            break
+        if point.automated:
+            chosen = point
+    return chosen
+
+
+def _svg(width: int, height: int, body: list[str], title: str) -> str:
+    return "\n".join(
+        [
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+            f"<title>{_escape(title)}</title>",
+            f'<rect width="{width}" height="{height}" fill="white"/>',
+            *body,
+            "</svg>",
+            "",
+        ]
+    )
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def reliability_svg(bins: Sequence[ReliabilityBin], *, title: str, ece: float) -> str:
+    """A reliability diagram: accuracy against confidence per bin (bars, with the count of
+    predictions), the diagonal of perfect calibration, and the ECE in the title."""
+    size, left, top = 360, 50, 40
+    body = [
+        f'<text x="{left}" y="18" font-size="13">{_escape(title)}</text>',
+        f'<text x="{left}" y="32">expected calibration error {ece:.3f}'
+        f" ({CALIBRATION_BINS} bins)</text>",
+        f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="none" stroke="#888"/>',
+    ]
+    for tick in range(0, 11, 2):
+        value = tick / 10
+        x, y = left + value * size, top + size - value * size
+        body.append(
+            f'<text x="{x:.0f}" y="{top + size + 14}" text-anchor="middle">{value:g}</text>'
+        )
+        body.append(f'<text x="{left - 6}" y="{y + 4:.0f}" text-anchor="end">{value:g}</text>')
+    for b in bins:
+        x = left + b.low * size
+        width = (b.high - b.low) * size
+        height = b.accuracy * size
+        gap_top = top + size - max(b.accuracy, b.mean_confidence) * size
+        gap_height = abs(b.accuracy - b.mean_confidence) * size
+        body += [
+            f'<rect x="{x + 1:.1f}" y="{top + size - height:.1f}" width="{width - 2:.1f}" '
+            f'height="{height:.1f}" fill="#4878d0"><title>confidence {b.low:.1f}-{b.high:.1f}: '
+            f"{b.count} predictions, accuracy {b.accuracy:.3f}, mean confidence "
+            f"{b.mean_confidence:.3f}</title></rect>",
+            f'<rect x="{x + 1:.1f}" y="{gap_top:.1f}" width="{width - 2:.1f}" '
+            f'height="{gap_height:.1f}" fill="#ee854a" fill-opacity="0.5"/>',
+            f'<text x="{x + width / 2:.1f}" y="{top + size - height - 3:.1f}" '
+            f'text-anchor="middle" font-size="9">{b.count}</text>',
+        ]
+    body += [
+        f'<line x1="{left}" y1="{top + size}" x2="{left + size}" y2="{top}" stroke="#333" '
+        'stroke-dasharray="4 3"/>',
+        f'<text x="{left + size / 2}" y="{top + size + 30}" text-anchor="middle">'
+        "confidence of the chosen intent</text>",
+        f'<text x="14" y="{top + size / 2}" text-anchor="middle" '
+        f'transform="rotate(-90 14 {top + size / 2})">accuracy</text>',
+        f'<rect x="{left + 8}" y="{top + 8}" width="10" height="10" fill="#4878d0"/>',
+        f'<text x="{left + 22}" y="{top + 17}">accuracy (number: predictions in the bin)</text>',
+        f'<rect x="{left + 8}" y="{top + 24}" width="10" height="10" fill="#ee854a" '
+        'fill-opacity="0.5"/>',
+        f'<text x="{left + 22}" y="{top + 33}">gap to the mean confidence</text>',
+    ]
+    return _svg(left + size + 20, top + size + 40, body, title)
+
+
+def confusion_matrix(
+    expected: Sequence[str], predicted: Sequence[str], labels: Sequence[str]
+) -> list[list[int]]:
+    """Rows: the expected label; columns: the predicted one, both in `labels` order."""
+    index = {label: position for position, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for truth, got in zip(expected, predicted, strict=True):
+        if truth in index and got in index:
+            matrix[index[truth]][index[got]] += 1
+    return matrix
+
+
+def confusion_svg(labels: Sequence[str], matrix: Sequence[Sequence[int]], *, title: str) -> str:
+    """The confusion matrix as a heat map: rows expected, columns predicted, counts in cells;
+    the diagonal in blue, mistakes in red."""
+    cell, left, top = 26, 130, 140
+    n = len(labels)
+    body = [f'<text x="10" y="18" font-size="13">{_escape(title)}</text>']
+    for position, label in enumerate(labels):
+        y = top + position * cell + cell / 2 + 4
+        x = left + position * cell + cell / 2
+        body.append(f'<text x="{left - 6}" y="{y:.0f}" text-anchor="end">{_escape(label)}</text>')
+        body.append(
+            f'<text x="{x:.0f}" y="{top - 6}" transform="rotate(-60 {x:.0f} {top - 6})">'
+            f"{_escape(label)}</text>"
+        )
+    for row, counts in enumerate(matrix):
+        total = sum(counts) or 1
+        for column, count in enumerate(counts):
+            share = count / total
+            colour = "72,120,208" if row == column else "214,39,40"
+            x, y = left + column * cell, top + row * cell
+            body.append(
+                f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" '
+                f'fill="rgb({colour})" fill-opacity="{0.08 + 0.92 * share if count else 0:.2f}" '
+                f'stroke="#ddd"><title>{_escape(labels[row])} as {_escape(labels[column])}: '
+                f"{count}</title></rect>"
+            )
+            if count:
+                ink = "white" if share > 0.5 else "black"
+                body.append(
+                    f'<text x="{x + cell / 2}" y="{y + cell / 2 + 4}" text-anchor="middle" '
+                    f'fill="{ink}">{count}</text>'
+                )
+    body += [
+        f'<text x="{left + n * cell / 2}" y="{top + n * cell + 20}" text-anchor="middle">'
+        "predicted</text>",
+        f'<text x="12" y="{top + n * cell / 2}" text-anchor="middle" '
+        f'transform="rotate(-90 12 {top + n * cell / 2})">expected</text>',
+    ]
+    return _svg(left + n * cell + 20, top + n * cell + 30, body, title)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def calibration_lines(confidences: Sequence[float], correct: Sequence[bool]) -> list[str]:
+    """ECE, the chosen automation threshold and the threshold curve, as Markdown."""
+    ece = expected_calibration_error(confidences, correct)
+    chosen = choose_threshold(confidences, correct)
+    lines = [f"Expected calibration error ({CALIBRATION_BINS} bins): {_figure(ece)}", ""]
+    if chosen is None:
+        lines.append(
+            f"No threshold keeps automated answers right {TARGET_AUTOMATED_PRECISION:.0%} of the "
+            "time on these cases."
+        )
+    else:
+        lines.append(
+            f"Lowest threshold with automated answers right >= {TARGET_AUTOMATED_PRECISION:.0%}"
+            f" (here and at every higher threshold): {chosen.threshold:.2f}: precision "
+            f"{chosen.precision:.3f}, {chosen.human_share:.1%} to a person, "
+            f"{chosen.wrong_automated} wrong automated answers."
+        )
+    lines += ["", "| threshold | automated | precision | to a person | wrong automated |"]
+    lines.append("| --- | --- | --- | --- | --- |")
+    for point in threshold_curve(confidences, correct):
+        if point.threshold < 0.3:  # nothing scores that low with 17 intents to choose from
+            continue
+        lines.append(
+            f"| {point.threshold:.2f} | {point.automated} | {_figure(point.precision)} | "
+            f"{point.human_share:.1%} | {point.wrong_automated} |"
+        )
+    return lines
+
+
+def render_markdown_report(report: EvaluationReport, *, confusion_picture: str) -> str:
+    """`podium eval --report`: headline figures, per-intent table, confusion matrix (table and
+    the picture's file name), calibration and the threshold curve."""
+    labels = list(EVALUABLE_TASKS[report.task].labels)
+    expected = [r.expected for r in report.results]
+    predicted = [r.predicted or NO_ANSWER for r in report.results]
+    scores = report.per_label()
+    lines = [
+        f"# {report.task.value} evaluation: {report.n} cases"
+        + (f" from `{report.cases_file}`" if report.cases_file else ""),
+        "",
+        f"Routing `{report.models_file}`, risk {report.risk.value}: "
+        f"{' -> '.join(report.chain)} (min confidence {report.min_confidence:g}).",
+        "",
+        f"accuracy {_figure(report.accuracy)}, macro-F1 {_figure(report.macro_f1)}, "
+        f"{report.needs_human} of {report.n} to a person, accuracy of the rest "
+        f"{_figure(report.automated_accuracy)}.",
+        "",
+        "## Per intent",
+        "",
+    ]
+    lines += markdown_table(
+        ["intent", "cases", "accuracy (recall)", "precision", "F1", "most often mistaken for"],
+        [
+            [
+                label,
+                str(scores[label].support),
+                f"{scores[label].recall:.3f}",
+                f"{scores[label].precision:.3f}",
+                f"{scores[label].f1:.3f}",
+                ", ".join(
+                    f"{got} ({count})"
+                    for truth, got, count in report.confusions()[:50]
+                    if truth == label
+                )[:80]
+                or "-",
+            ]
+            for label in labels
+            if label in scores
+        ],
+    )
+    matrix = confusion_matrix(expected, predicted, labels)
+    short = [label[:6] for label in labels]
+    lines += ["", "## Confusion matrix", "", f"![confusion matrix]({confusion_picture})", ""]
+    lines += markdown_table(
+        ["expected \\ predicted", *short],
+        [
+            [label, *[str(count) if count else "." for count in row]]
+            for label, row in zip(labels, matrix, strict=True)
+        ],
+    )
+    scored = [r for r in report.results if r.confidence is not None]
+    if scored:
+        lines += ["", "## Calibration", ""]
+        lines += calibration_lines(
+            [float(r.confidence or 0.0) for r in scored], [r.correct for r in scored]
+        )
+    return "\n".join(lines) + "\n"
