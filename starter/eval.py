@@ -2,6 +2,7 @@
 
     podium eval [--task intent] [--cases FILE.jsonl] [--models CONFIG.yaml] [--risk medium]
                 [--concurrency 1] [--out FILE.json] [--min-accuracy 0.9] [--progress] [--json]
+                [--report] [--report-dir results]
 
 Every case runs through `ModelGateway` with the chosen models file (default `PODIUM_MODELS_FILE`,
 else `config/models.yaml`) and risk level, exactly as a worker would run it, with the cost
@@ -9,8 +10,12 @@ ledger on a temporary SQLite database. The report gives accuracy, macro-F1, per-
 the top confusions, cost per case and in total, latency p50/p95 per case and the share handed
 to a person; `--json` prints it as one JSON object with every prediction, `--out` also writes
 that object to a file. Progress goes to stderr when stderr is a terminal (or with `--progress`).
+`--report` also writes `<task>-report.md` (per-label table, confusion matrix, calibration error
+and the automation-threshold curve) with the pictures `<task>-confusion.svg` and
+`<task>-reliability.svg` to `--report-dir` (default `results/`).
 
-The intent task defaults to `datasets/intents/heldout.jsonl`. No labelled sentiment set is
+The intent task defaults to `datasets/intents/test.jsonl`, written separately from the
+training examples. No labelled sentiment set is
 committed: `--task sentiment` needs `--cases` with `{"text": ..., "sentiment": ...}` lines.
 
 Exit codes: 0 done, 1 accuracy below `--min-accuracy`, 2 bad input (cases file, models file,
@@ -36,7 +41,14 @@ if TYPE_CHECKING:  # the models pull in scikit-learn: import them only when `eva
     from activities.intelligence.embedded import EmbeddedModels
     from activities.intelligence.evaluation import EvaluationReport
 
-__all__ = ["EvalOptions", "EvalTask", "Risk", "add_eval_command", "run_eval"]
+__all__ = [
+    "EvalOptions",
+    "EvalTask",
+    "Risk",
+    "add_eval_command",
+    "run_eval",
+    "write_report_files",
+]
 
 EXIT_BELOW_TARGET = 1
 EXIT_BAD_INPUT = 2
@@ -69,6 +81,7 @@ class EvalOptions:
     min_accuracy: float | None = None
     progress: bool | None = None  # None: when stderr is a terminal
     json_output: bool = False
+    report_dir: Path | None = None  # None: no --report
 
 
 class _BadInput(Exception):
@@ -207,6 +220,50 @@ def _ledger_totals(engine: Any, run_id: str) -> tuple[int, int]:
     return int(rows), int(cost)
 
 
+def write_report_files(report: EvaluationReport, folder: Path) -> list[Path]:
+    """`--report`: `<task>-report.md`, `<task>-confusion.svg` and, when the answers carry a
+    confidence, `<task>-reliability.svg` in `folder`. Returns the paths written."""
+    from activities.intelligence.evaluation import (
+        EVALUABLE_TASKS,
+        NO_ANSWER,
+        confusion_matrix,
+        confusion_svg,
+        expected_calibration_error,
+        reliability_bins,
+        reliability_svg,
+        render_markdown_report,
+    )
+
+    task = report.task.value
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = list(EVALUABLE_TASKS[report.task].labels)
+    source = f" on {report.cases_file}" if report.cases_file else ""
+    matrix = confusion_matrix(
+        [r.expected for r in report.results],
+        [r.predicted or NO_ANSWER for r in report.results],
+        labels,
+    )
+    pictures = {
+        folder / f"{task}-confusion.svg": confusion_svg(
+            labels, matrix, title=f"{task}: confusion matrix, {report.n} cases{source}"
+        )
+    }
+    scored = [r for r in report.results if r.confidence is not None]
+    if scored:
+        confidences = [float(r.confidence or 0.0) for r in scored]
+        correct = [r.correct for r in scored]
+        pictures[folder / f"{task}-reliability.svg"] = reliability_svg(
+            reliability_bins(confidences, correct),
+            title=f"{task}: reliability, {len(scored)} cases{source}",
+            ece=expected_calibration_error(confidences, correct),
+        )
+    markdown = folder / f"{task}-report.md"
+    pictures[markdown] = render_markdown_report(report, confusion_picture=f"{task}-confusion.svg")
+    for path, text in pictures.items():
+        path.write_text(text, encoding="utf-8")
+    return list(pictures)
+
+
 def add_eval_command(cli: typer.Typer) -> None:
     """Register `eval` on the `podium` command."""
 
@@ -217,7 +274,7 @@ def add_eval_command(cli: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 help="Labelled JSONL: text plus the task's label "
-                "(default for intent: datasets/intents/heldout.jsonl).",
+                "(default for intent: datasets/intents/test.jsonl).",
                 dir_okay=False,
             ),
         ] = None,
@@ -248,10 +305,30 @@ def add_eval_command(cli: typer.Typer) -> None:
         json_output: Annotated[
             bool, typer.Option("--json", help="Print the report as one JSON object.")
         ] = False,
+        write_report: Annotated[
+            bool,
+            typer.Option(
+                "--report",
+                help="Also write a Markdown report with the per-label table, the confusion "
+                "matrix and the reliability diagram (SVG pictures) to --report-dir.",
+            ),
+        ] = False,
+        report_dir: Annotated[
+            Path, typer.Option(help="Folder for --report.", file_okay=False)
+        ] = Path("results"),
     ) -> None:
         """Score a routing table on labelled messages: accuracy, macro-F1, cost, latency."""
         options = EvalOptions(
-            task, cases, models, risk, concurrency, out, min_accuracy, progress, json_output
+            task,
+            cases,
+            models,
+            risk,
+            concurrency,
+            out,
+            min_accuracy,
+            progress,
+            json_output,
+            report_dir if write_report else None,
         )
         try:
             report = run_eval(options)
@@ -269,6 +346,9 @@ def add_eval_command(cli: typer.Typer) -> None:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(text + "\n", encoding="utf-8")
             typer.echo(f"wrote {_shown(out)}", err=True)
+        if options.report_dir is not None:
+            for path in write_report_files(report, options.report_dir):
+                typer.echo(f"wrote {_shown(path)}", err=True)
         if min_accuracy is not None and report.accuracy < min_accuracy:
             _fail(
                 f"accuracy {report.accuracy:.3f} is below --min-accuracy {min_accuracy:g}",

@@ -152,6 +152,63 @@ def test_eval_prints_the_table_and_writes_the_report(tmp_path: Path) -> None:
     assert 20 == json.loads(out.read_text())["n"]
 
 
+def test_eval_report_writes_the_table_the_confusion_matrix_and_the_reliability_diagram(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "report"
+    result = podium(
+        "--cases", str(labelled(tmp_path)), "--json", "--report", "--report-dir", str(folder)
+    )
+
+    assert 0 == result.exit_code, result.stderr
+    report = json.loads(result.stdout)  # --json output stays one JSON object
+    assert {"accuracy", "macro_f1", "n", "predictions"} <= set(report)
+    assert ["intent-confusion.svg", "intent-reliability.svg", "intent-report.md"] == sorted(
+        path.name for path in folder.iterdir()
+    )
+    markdown = (folder / "intent-report.md").read_text()
+    assert "![confusion matrix](intent-confusion.svg)" in markdown
+    assert "Expected calibration error" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| hardware_request |")]
+    assert 2 == len(rows)  # the per-intent table and the confusion matrix
+    # Each confusion-matrix row sums to the cases of that intent (2 hardware requests).
+    assert 2 == sum(int(cell) for cell in rows[1].split("|")[2:-1] if cell.strip() != ".")
+    for name in ("intent-confusion.svg", "intent-reliability.svg"):
+        svg = (folder / name).read_text()
+        assert svg.startswith("<svg ") and svg.rstrip().endswith("</svg>")
+    assert (
+        "<title>hardware_request as hardware_request: "
+        in (folder / "intent-confusion.svg").read_text()
+    )
+
+
+def test_calibration_figures() -> None:
+    from activities.intelligence.evaluation import (
+        choose_threshold,
+        confusion_matrix,
+        expected_calibration_error,
+        reliability_bins,
+    )
+
+    confidences = [0.95, 0.95, 0.95, 0.95, 0.55, 0.55]
+    correct = [True, True, True, True, True, False]
+    # Bin 0.9-1.0: confidence 0.95, accuracy 1.0; bin 0.5-0.6: confidence 0.55, accuracy 0.5.
+    assert 4 / 6 * 0.05 + 2 / 6 * 0.05 == pytest.approx(
+        expected_calibration_error(confidences, correct)
+    )
+    assert [2, 4] == [b.count for b in reliability_bins(confidences, correct)]
+    chosen = choose_threshold(confidences, correct, target=0.97)
+    assert chosen is not None
+    assert (0.6, 4, 1.0, 2 / 6) == (
+        chosen.threshold,
+        chosen.automated,
+        chosen.precision,
+        chosen.human_share,
+    )
+    assert choose_threshold([0.9, 0.9], [False, False]) is None
+    assert [[1, 1], [0, 1]] == confusion_matrix(["a", "a", "b"], ["a", "b", "b"], ["a", "b"])
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [

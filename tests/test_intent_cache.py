@@ -131,6 +131,15 @@ def test_an_artefact_holds_no_pickled_objects(dirs: tuple[Path, Path, Path]) -> 
         assert all(stored[name].dtype != object for name in stored.files)
 
 
+def test_only_the_newest_artefacts_are_kept(dirs: tuple[Path, Path, Path]) -> None:
+    for version in range(6):
+        _write(dirs[0].parent, extra=" " + "!" * version)
+        _load(dirs)
+    # The current one and the three before it.
+    assert 4 == len(_artefacts(dirs[2]))
+    assert _load(dirs).from_cache
+
+
 def test_a_cache_folder_that_cannot_be_written_still_gives_a_model(
     dirs: tuple[Path, Path, Path],
 ) -> None:

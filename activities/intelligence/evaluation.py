@@ -757,13 +757,15 @@ def reliability_svg(bins: Sequence[ReliabilityBin], *, title: str, ece: float) -
         "confidence of the chosen intent</text>",
         f'<text x="14" y="{top + size / 2}" text-anchor="middle" '
         f'transform="rotate(-90 14 {top + size / 2})">accuracy</text>',
-        f'<rect x="{left + 8}" y="{top + 8}" width="10" height="10" fill="#4878d0"/>',
-        f'<text x="{left + 22}" y="{top + 17}">accuracy (number: predictions in the bin)</text>',
-        f'<rect x="{left + 8}" y="{top + 24}" width="10" height="10" fill="#ee854a" '
+        f'<rect x="{left}" y="{top + size + 44}" width="10" height="10" fill="#4878d0"/>',
+        f'<text x="{left + 14}" y="{top + size + 53}">accuracy (number: predictions in the bin)'
+        "</text>",
+        f'<rect x="{left}" y="{top + size + 60}" width="10" height="10" fill="#ee854a" '
         'fill-opacity="0.5"/>',
-        f'<text x="{left + 22}" y="{top + 33}">gap to the mean confidence</text>',
+        f'<text x="{left + 14}" y="{top + size + 69}">gap to the mean confidence; dashed: '
+        "perfect calibration</text>",
     ]
-    return _svg(left + size + 20, top + size + 40, body, title)
+    return _svg(left + size + 60, top + size + 80, body, title)
 
 
 def confusion_matrix(

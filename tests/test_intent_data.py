@@ -1,0 +1,47 @@
+"""The intent examples: enough per intent, a test set that shares no text with training."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+from activities.intelligence.embedded import DEFAULT_DATASETS_DIR, TEST_FILE, TRAIN_FILE
+from activities.intelligence.intent import IntentExample, load_examples
+from activities.types import Intent
+
+MIN_TRAINING_EXAMPLES = 150
+MIN_TEST_EXAMPLES = 20
+
+
+def _key(text: str) -> str:
+    return " ".join(re.sub(r"[^\w ]", " ", text.lower()).split())
+
+
+def _load(path: Path) -> list[IntentExample]:
+    return load_examples(DEFAULT_DATASETS_DIR / path)
+
+
+def test_every_intent_has_enough_training_examples() -> None:
+    counts = Counter(example.intent for example in _load(TRAIN_FILE))
+    assert {intent: True for intent in Intent} == {
+        intent: counts[intent] >= MIN_TRAINING_EXAMPLES for intent in Intent
+    }
+
+
+def test_every_intent_is_in_the_test_set() -> None:
+    counts = Counter(example.intent for example in _load(TEST_FILE))
+    assert {intent: True for intent in Intent} == {
+        intent: counts[intent] >= MIN_TEST_EXAMPLES for intent in Intent
+    }
+
+
+def test_no_test_message_is_a_training_example() -> None:
+    training = {_key(example.text) for example in _load(TRAIN_FILE)}
+    assert [] == [e.text for e in _load(TEST_FILE) if _key(e.text) in training]
+
+
+def test_no_text_is_labelled_twice() -> None:
+    for path in (TRAIN_FILE, TEST_FILE):
+        counts = Counter(_key(example.text) for example in _load(path))
+        assert [] == [text for text, count in counts.items() if count > 1]
