@@ -15,21 +15,34 @@ the children in their environment; `PODIUM_ENCRYPTION=off` turns encryption off.
 API's JWT secret (`keys/jwt-secret`) when `PODIUM_JWT_SECRET` is not set: the banner then prints a
 development token (30 days) for each demo role.
 
-Children run in their own process groups so Ctrl-C reaches only this supervisor, which stops them
-in reverse order (API, worker, server), each with a grace period.
+The embedded UI decodes payloads for the operator on this machine without a token: the codec
+server is started with `--trust-local-ui` (see `starter/codec_server.py` for who that admits).
+
+Supervision: a child that exits while Podium is up (the worker, the API, the codec server or the
+dev server) is started again after a backoff that doubles from `RESTART_BACKOFF_MIN` to
+`RESTART_BACKOFF_MAX` and resets once it has run for `RESTART_STABLE_AFTER`; the others keep
+serving meanwhile (a worker restart does not drop the API). A child that cannot start at all
+during start-up stops `podium up` with the reason instead, since restarting a configuration error
+helps nobody. Children run in their own process groups so Ctrl-C reaches only this supervisor,
+which stops them in reverse order (codec server, API, worker, dev server), each with a grace
+period. On Linux each child also asks the kernel for SIGKILL when this supervisor dies
+(`PR_SET_PDEATHSIG`), so even a `kill -9` of `podium up` leaves no dev server holding the port
+and the SQLite file, and no worker polling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -53,12 +66,18 @@ from starter.auth import load_or_create_jwt_secret, mint_token
 from starter.codec_server import codec_banner, codec_url, dev_secrets
 from workflows import search_attributes
 
-__all__ = ["register_search_attributes", "run", "temporal_cli_args"]
+__all__ = ["Supervisor", "register_search_attributes", "run", "temporal_cli_args"]
 
 log = structlog.get_logger()
 
 STARTUP_TIMEOUT = 60.0
 STOP_GRACE = 20.0
+RESTART_BACKOFF_MIN = 1.0
+RESTART_BACKOFF_MAX = 30.0
+# A child that ran this long before exiting is restarted after the shortest backoff again.
+RESTART_STABLE_AFTER = 60.0
+SUPERVISE_INTERVAL = 0.5
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # Who the development tokens in the banner identify, and their roles.
 DEV_IDENTITIES: list[tuple[str, str]] = [
     ("team_lead", "lead@example.com"),
@@ -78,10 +97,113 @@ _CLI_TYPES: dict[int, str] = {
 }
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that has the kernel SIGKILL the child when this process dies (Linux).
+
+    libc is resolved here, before any fork: between fork and exec the child only makes the two
+    system calls. The death signal follows the thread that forked, so children are only ever
+    spawned from the event loop's thread, which lives as long as `podium up`."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    kill = int(signal.SIGKILL)
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:  # the supervisor died before the prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 @dataclass
 class _Child:
+    """One supervised process: how to start it, and its current incarnation."""
+
     name: str
-    process: subprocess.Popen[bytes]
+    args: list[str]
+    env: dict[str, str]
+    stop_signal: signal.Signals = signal.SIGTERM
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+    history: list[int] = field(default_factory=list)  # pids, oldest first
+
+    def start(self, now: float | None = None) -> None:
+        self.process = subprocess.Popen(
+            self.args, env=self.env, start_new_session=True, preexec_fn=_die_with_parent()
+        )
+        self.started_at = time.monotonic() if now is None else now
+        self.restart_at = None
+        self.history.append(self.process.pid)
+        log.info("process_started", process=self.name, pid=self.process.pid)
+
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def stop(self) -> None:
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(self.stop_signal)
+            try:
+                process.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                log.warning("process_killed", process=self.name)
+                process.kill()
+                process.wait()
+        if process is not None:
+            log.info("process_stopped", process=self.name, code=process.returncode)
+
+
+class Supervisor:
+    """Keeps `podium up`'s children running: each one that exits is restarted with backoff
+    while the others carry on. Call `check` regularly; `stop` ends them all in reverse order."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.children: list[_Child] = []
+        self._clock = clock
+
+    def add(self, child: _Child) -> _Child:
+        child.start(self._clock())
+        self.children.append(child)
+        return child
+
+    @staticmethod
+    def backoff(failures: int) -> float:
+        """Seconds to wait before restart number `failures` (1, 2, ...) of a failing child."""
+        return float(min(RESTART_BACKOFF_MAX, RESTART_BACKOFF_MIN * 2 ** max(0, failures - 1)))
+
+    def check(self) -> None:
+        now = self._clock()
+        for child in self.children:
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.start(now)
+                    log.info("process_restarted", process=child.name, restarts=child.failures)
+                continue
+            if not child.exited():
+                continue
+            assert child.process is not None
+            ran = now - child.started_at
+            child.failures = 1 if ran >= RESTART_STABLE_AFTER else child.failures + 1
+            delay = self.backoff(child.failures)
+            child.restart_at = now + delay
+            log.error(
+                "process_exited",
+                process=child.name,
+                pid=child.process.pid,
+                code=child.process.returncode,
+                restart_in_s=delay,
+            )
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
 
 
 def temporal_cli_args(
@@ -147,7 +269,7 @@ async def _wait_for_temporal(settings: Settings, server: _Child | None) -> Clien
     deadline = time.monotonic() + STARTUP_TIMEOUT
     last: Exception | None = None
     while time.monotonic() < deadline:
-        if server is not None and server.process.poll() is not None:
+        if server is not None and server.process is not None and server.process.poll() is not None:
             raise RuntimeError(
                 f"the Temporal dev server exited with code {server.process.returncode}; "
                 f"is port {settings.temporal_port} or {settings.temporal_ui_port} already in use?"
@@ -169,25 +291,6 @@ async def _worker_polling(client: Client, task_queue: str) -> bool:
         )
     )
     return len(response.pollers) > 0
-
-
-def _spawn(name: str, args: list[str], env: dict[str, str]) -> _Child:
-    process = subprocess.Popen(args, env=env, start_new_session=True)
-    log.info("process_started", process=name, pid=process.pid)
-    return _Child(name, process)
-
-
-def _stop(children: list[_Child]) -> None:
-    for child in reversed(children):
-        if child.process.poll() is None:
-            child.process.send_signal(signal.SIGTERM if child.name != "temporal" else signal.SIGINT)
-            try:
-                child.process.wait(timeout=STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                log.warning("process_killed", process=child.name)
-                child.process.kill()
-                child.process.wait()
-        log.info("process_stopped", process=child.name, code=child.process.returncode)
 
 
 def _token_lines(settings: Settings, secret: str) -> list[str]:
@@ -250,7 +353,7 @@ def _banner(
 async def _run(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     embedded = not uses_external_temporal()
-    children: list[_Child] = []
+    supervisor = Supervisor()
     env = dict(os.environ)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -272,16 +375,18 @@ async def _run(settings: Settings) -> int:
                     f"port {settings.temporal_port} is in use; stop what runs there or set "
                     "PODIUM_TEMPORAL_PORT (or TEMPORAL_ADDRESS to use that server)"
                 )
-            server = _spawn(
-                "temporal",
-                temporal_cli_args(
-                    settings,
-                    settings.data_dir / "temporal.db",
-                    codec_url(settings) if codec else None,
-                ),
-                env,
+            server = supervisor.add(
+                _Child(
+                    "temporal",
+                    temporal_cli_args(
+                        settings,
+                        settings.data_dir / "temporal.db",
+                        codec_url(settings) if codec else None,
+                    ),
+                    env,
+                    stop_signal=signal.SIGINT,
+                )
             )
-            children.append(server)
         client = await _wait_for_temporal(settings, server)
         if not embedded:
             try:
@@ -295,9 +400,9 @@ async def _run(settings: Settings) -> int:
         seeded = seed_demo_data(engine)
         engine.dispose()
 
-        children.append(_spawn("worker", [sys.executable, "-m", "worker"], podium_env))
-        children.append(
-            _spawn(
+        supervisor.add(_Child("worker", [sys.executable, "-m", "worker"], podium_env))
+        supervisor.add(
+            _Child(
                 "api",
                 [
                     sys.executable,
@@ -315,8 +420,10 @@ async def _run(settings: Settings) -> int:
             )
         )
         if codec:
-            children.append(
-                _spawn("codec", [sys.executable, "-m", "starter.codec_server"], podium_env)
+            # The embedded UI is loopback only: its operator's browser decodes without a token.
+            trust = ["--trust-local-ui"] if embedded else []
+            supervisor.add(
+                _Child("codec", [sys.executable, "-m", "starter.codec_server", *trust], podium_env)
             )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not (
@@ -324,13 +431,22 @@ async def _run(settings: Settings) -> int:
             and (not codec or _port_open(settings.codec_host, settings.codec_port))
             and await _worker_polling(client, settings.task_queue)
         ):
-            if time.monotonic() > deadline or any(c.process.poll() is not None for c in children):
+            if stop.is_set():
+                log.info("shutting_down")
+                return 0
+            failed = [c.name for c in supervisor.children if c.exited()]
+            if failed or time.monotonic() > deadline:
                 raise RuntimeError(
-                    "the worker, the API or the codec server did not start; see the errors above"
+                    f"{', '.join(failed) or 'the worker, the API or the codec server'} did not "
+                    "start; see the errors above"
                 )
             await asyncio.sleep(0.3)
         codec_lines = (
-            codec_banner(settings, show_token="PODIUM_CODEC_TOKEN" in secrets_env)
+            codec_banner(
+                settings,
+                show_token="PODIUM_CODEC_TOKEN" in secrets_env,
+                trust_local_ui=embedded,
+            )
             if codec
             else None
         )
@@ -338,21 +454,16 @@ async def _run(settings: Settings) -> int:
         print(_banner(settings, embedded, seeded, codec_lines, token_lines), flush=True)
 
         while not stop.is_set():
-            exited = [c for c in children if c.process.poll() is not None]
-            if exited:
-                log.error(
-                    "process_exited", process=exited[0].name, code=exited[0].process.returncode
-                )
-                return 1
+            supervisor.check()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
+                await asyncio.wait_for(stop.wait(), timeout=SUPERVISE_INTERVAL)
         log.info("shutting_down")
         return 0
     except RuntimeError as err:
         log.error("startup_failed", error=str(err))
         return 1
     finally:
-        _stop(children)
+        supervisor.stop()
 
 
 def run(settings: Settings) -> None:
