@@ -36,11 +36,10 @@ from core.db import create_tables, make_engine
 from core.logging import configure_logging
 from core.settings import Settings
 from core.temporal import connect
-from workflows.agent_assist import AgentAssistWorkflow
-from workflows.refund import RefundWorkflow
+from workflows.registry import PROCESSES, Registry
 
 __all__ = [
-    "WORKFLOWS",
+    "activity_name",
     "agent_activities",
     "build_activities",
     "build_worker",
@@ -50,19 +49,21 @@ __all__ = [
 
 log = structlog.get_logger()
 
-WORKFLOWS: Sequence[type] = (RefundWorkflow, AgentAssistWorkflow)
 GRACEFUL_SHUTDOWN = timedelta(seconds=15)
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
-    """The sandbox, with Podium's payload modules passed through (imported once, not per run)."""
+def workflow_runner(processes: Registry = PROCESSES) -> SandboxedWorkflowRunner:
+    """The sandbox, with Podium's payload modules passed through (imported once, not per run):
+    the shared contracts and every process's input, state and result modules."""
+    payloads = sorted(
+        {model.__module__ for p in processes for model in (p.input, p.state, p.result)}
+    )
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
             "activities.types",
-            "workflows.types",
-            "workflows.policy_types",
             "activities.agent_types",
-            "workflows.agent_types",
+            "workflows.contracts",
+            *payloads,
             "pydantic",
             "pydantic_core",
         )
@@ -88,10 +89,7 @@ def build_activities(
         models, gateway, documents=DocumentStore(engine), reader=reader
     )
     return [
-        systems.lookup_order,
-        systems.issue_refund,
-        systems.open_ticket,
-        systems.update_ticket,
+        *systems.activities(),
         notifications.send_reply,
         notifications.notify_escalation,
         notifications.notify_approvers,
@@ -103,6 +101,14 @@ def build_activities(
         intelligence.extract_fields,
         evaluate_policy,
     ]
+
+
+def activity_name(function: Callable[..., Any]) -> str:
+    """The name an activity function is registered under (`@activity.defn(name=...)`)."""
+    definition = getattr(function, "__temporal_activity_definition", None)
+    if definition is None:
+        raise TypeError(f"{function!r} is not an activity (no @activity.defn)")
+    return str(definition.name)
 
 
 def agent_activities(engine: Engine, gateway: ModelGateway) -> list[Callable[..., Any]]:
@@ -128,14 +134,24 @@ def build_worker(
     activities: Sequence[Callable[..., Any]],
     executor: ThreadPoolExecutor,
     task_queue: str | None = None,
+    processes: Registry = PROCESSES,
 ) -> Worker:
+    """A worker for every process of `processes`; refuses to start when an activity a process
+    needs is missing from `activities` (a wiring mistake, better seen now than mid-case)."""
+    provided = {activity_name(function) for function in activities}
+    for process in processes:
+        missing = sorted(set(process.activities) - provided)
+        if missing:
+            raise ValueError(
+                f"process '{process.name}' needs activities the worker lacks: {', '.join(missing)}"
+            )
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=list(WORKFLOWS),
+        workflows=processes.workflows,
         activities=list(activities),
         activity_executor=executor,
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(processes),
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
@@ -168,7 +184,7 @@ async def run(settings: Settings) -> None:
                 "worker_started",
                 task_queue=settings.task_queue,
                 namespace=client.namespace,
-                workflows=[w.__name__ for w in WORKFLOWS],
+                processes=PROCESSES.names,
             )
             await stop.wait()
             log.info("worker_stopping")

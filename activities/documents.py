@@ -18,30 +18,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from core.db import Document
+from workflows.contracts.documents import DOCUMENT_ID_PATTERN, sniff_image_type
 
 __all__ = [
-    "DOCUMENT_ID_PATTERN",
-    "IMAGE_TYPES",
     "DocumentContent",
     "DocumentStore",
     "StoredDocument",
-    "sniff_image_type",
 ]
-
-DOCUMENT_ID_PATTERN = r"^doc-[0-9a-f]{32}$"
-# What the bytes must start with, per accepted content type (checked, never trusted).
-IMAGE_TYPES: dict[str, tuple[bytes, ...]] = {
-    "image/png": (b"\x89PNG\r\n\x1a\n",),
-    "image/jpeg": (b"\xff\xd8\xff",),
-}
-
-
-def sniff_image_type(data: bytes) -> str | None:
-    """`image/png` or `image/jpeg` from the file's magic bytes; None for anything else."""
-    for content_type, signatures in IMAGE_TYPES.items():
-        if any(data.startswith(signature) for signature in signatures):
-            return content_type
-    return None
 
 
 @dataclass(frozen=True)

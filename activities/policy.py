@@ -10,7 +10,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core.policy import PolicyError, evaluate
-from workflows.policy_types import EvaluatePolicyInput, PolicyDocument, PolicyEvaluation
+from workflows.contracts.policy import EvaluatePolicyInput, PolicyDocument, PolicyEvaluation
 
 __all__ = ["evaluate_policy"]
 

@@ -7,7 +7,9 @@ attempt wrote, so Temporal's retries never duplicate a refund or a ticket.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -45,6 +47,10 @@ def _aware(value: datetime | None) -> datetime | None:
 class SystemsOfRecordActivities:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+
+    def activities(self) -> list[Callable[..., Any]]:
+        """Every activity of this system, bound to its engine, for a worker to register."""
+        return [self.lookup_order, self.issue_refund, self.open_ticket, self.update_ticket]
 
     @activity.defn(name="lookup_order")
     def lookup_order(self, input: LookupOrderInput) -> LookupOrderResult:

@@ -17,7 +17,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from bench.types import BareDecisionResult, BareInput, BareResult, NoopPayload
-    from workflows.types import ApprovalDecisionInput
+    from workflows.contracts.approval import ApprovalDecisionInput
 
 __all__ = ["BareWorkflow", "noop"]
 

@@ -63,12 +63,14 @@ from core.db import Message, create_tables, make_engine
 from core.logging import configure_logging
 from core.settings import Settings
 from core.temporal import data_converter
-from workflows import search_attributes as sa
-from workflows.refund import APPROVAL_REQUEST_ID
-from workflows.types import (
+from workflows.contracts import search_attributes as sa
+from workflows.refund.workflow import APPROVAL_REQUEST_ID
+from workflows.contracts.approval import (
     ApprovalAction,
     ApprovalDecisionInput,
     ApprovalDecisionResult,
+)
+from workflows.refund.types import (
     RefundCaseInput,
     RefundCaseResult,
     RefundOutcome,

@@ -10,8 +10,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.converter import decode_typed_search_attributes
 
-from workflows import search_attributes as sa
-from workflows.types import CaseStatus
+from workflows.contracts import search_attributes as sa
+from workflows.refund.types import CaseStatus
 
 __all__ = ["ApprovalShape", "CaseTimeline", "approval_shape", "scheduled_activities", "timeline"]
 

@@ -59,11 +59,10 @@ from core.db import create_tables, make_engine
 from core.logging import configure_logging
 from core.settings import Settings
 from worker import build_activities, build_worker
-from workflows import search_attributes as sa
-from workflows.refund import APPROVAL_REQUEST_ID, SYSTEM_TIMEOUT
-from workflows.types import (
-    ApprovalDecisionInput,
-    ApprovalDecisionResult,
+from workflows.contracts import search_attributes as sa
+from workflows.refund.workflow import APPROVAL_REQUEST_ID, SYSTEM_TIMEOUT
+from workflows.contracts.approval import ApprovalDecisionInput, ApprovalDecisionResult
+from workflows.refund.types import (
     CaseStatus,
     RefundCaseInput,
     RefundCaseResult,

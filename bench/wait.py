@@ -22,7 +22,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.types import ApprovalAction, ApprovalDecisionInput
+    from workflows.contracts.approval import ApprovalAction, ApprovalDecisionInput
 
 __all__ = ["WaitWorkflow", "build_wait_worker", "main", "worker_options"]
 

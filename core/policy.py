@@ -1,7 +1,7 @@
 """Load, validate and evaluate policy files (`policies/*.yaml`), deterministically.
 
 Conditions are `rule-engine` expressions (a small typed language: no Python eval), compiled on
-load against the known facts (`workflows.policy_types.FACT_TYPES`), so a typo or an unknown
+load against the known facts (`workflows.contracts.policy.FACT_TYPES`), so a typo or an unknown
 fact fails `podium policy check` with the file, the field and the rule's name.
 The version of a policy is the short sha256 of its file's bytes: any edit is a new version.
 """
@@ -20,7 +20,7 @@ import rule_engine
 import yaml
 from pydantic import ValidationError
 
-from workflows.policy_types import (
+from workflows.contracts.policy import (
     FACT_TYPES,
     AutonomyDecision,
     PolicyDocument,
@@ -29,15 +29,19 @@ from workflows.policy_types import (
 )
 
 __all__ = [
+    "DEFAULT_POLICIES_DIR",
     "DEFAULT_POLICY_FILE",
     "PolicyError",
     "evaluate",
     "load_policy",
     "parse_policy",
     "policy_digest",
+    "policy_path",
 ]
 
-DEFAULT_POLICY_FILE = Path(__file__).resolve().parent.parent / "policies" / "refund.yaml"
+DEFAULT_POLICIES_DIR = Path(__file__).resolve().parent.parent / "policies"
+# The refund process's file: the policy `podium policy` checks and simulates by default.
+DEFAULT_POLICY_FILE = DEFAULT_POLICIES_DIR / "refund.yaml"
 DIGEST_LENGTH = 12
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -52,6 +56,11 @@ class PolicyError(ValueError):
 
 def policy_digest(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()[:DIGEST_LENGTH]
+
+
+def policy_path(policies_dir: Path | None, stem: str) -> Path:
+    """A process's policy file: `<policies_dir>/<stem>.yaml` (default: the repository's)."""
+    return (policies_dir or DEFAULT_POLICIES_DIR) / f"{stem}.yaml"
 
 
 def load_policy(path: Path) -> PolicyDocument:

@@ -82,10 +82,11 @@ class Settings(BaseSettings):
     auto_refund_limit: float = Field(default=100.0, ge=0, description="Dollars")
     return_window_days: int = 30
     min_intent_confidence: float = 0.5
-    # Policy as code: new cases carry the policy file (default: the repository's
-    # policies/refund.yaml) and its autonomy rules decide; its limits replace the three above.
+    # Policy as code: each new case carries its process's policy file,
+    # `<policies_dir>/<process>.yaml` (default: the repository's policies/), and its autonomy
+    # rules decide; a refund policy's limits replace the three above.
     # PODIUM_POLICY_AS_CODE=false leaves the decision to the settings above.
-    policy_file: Path | None = None
+    policies_dir: Path | None = None
     policy_as_code: bool = True
 
     # Approval gate defaults (stamped on each case when it starts). Medium risk: `team_lead`;

@@ -1,4 +1,9 @@
-"""The `podium` command line: run the stack, open refund cases, decide approvals.
+"""The `podium` command line: run the stack, open cases of any process, decide approvals.
+
+    podium processes                                   what cases can be opened, and their fields
+    podium start PROCESS --input FILE|JSON [--set field=value ...] [--key KEY]
+    podium refund --customer C-1002 --message "..."    shortcut for `podium start refund`
+    podium status CASE
 
     podium approve CASE --approver alice --role team_lead [--decision-id ID]
     podium reject CASE --approver alice --role team_lead --reason "outside the window"
@@ -21,19 +26,24 @@ not be reached.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from urllib.parse import quote
 
-import httpx
 import typer
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["DEFAULT_API_URL", "app", "create_cli", "main"]
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 # A decision that closes an approval answers once it has been carried out: that can take a while.
-HTTP_TIMEOUT = httpx.Timeout(90.0, connect=5.0)
+HTTP_TIMEOUT_S = 90.0
+CONNECT_TIMEOUT_S = 5.0
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 2
@@ -65,12 +75,14 @@ class _Api:
     token: str | None = None
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx  # here, not at the top: `podium --help` starts without it
+
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
             with httpx.Client(
                 base_url=self.base_url,
                 transport=self.transport,
-                timeout=HTTP_TIMEOUT,
+                timeout=httpx.Timeout(HTTP_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
                 headers=headers,
             ) as http:
                 response = http.request(method, path, **kwargs)
@@ -163,6 +175,37 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _request_body(source: str | None, assignments: list[str]) -> dict[str, Any]:
+    """The request from `--input` (JSON text, a file, or '-' for stdin) and `--set` pairs."""
+    body: dict[str, Any] = {}
+    if source is not None:
+        text = source
+        if source == "-":
+            text = sys.stdin.read()
+        elif not source.lstrip().startswith("{"):
+            try:
+                text = Path(source).read_text(encoding="utf-8")
+            except OSError as err:
+                _fail(f"cannot read --input {source}: {err.strerror or err}", EXIT_REFUSED)
+        try:
+            parsed = json.loads(text)
+        except ValueError as err:
+            _fail(f"--input is not valid JSON: {err}", EXIT_REFUSED)
+        if not isinstance(parsed, dict):
+            _fail("--input must be a JSON object", EXIT_REFUSED)
+        body = parsed
+    for assignment in assignments:
+        field, sep, raw = assignment.partition("=")
+        if not sep or not field.strip():
+            _fail(f"--set wants field=value, got '{assignment}'", EXIT_REFUSED)
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw  # plain text
+        body[field.strip()] = value
+    return body
+
+
 def _show_case(view: dict[str, Any]) -> None:
     state: dict[str, Any] = view.get("state") or {}
     result: dict[str, Any] = view.get("result") or {}
@@ -173,17 +216,22 @@ def _show_case(view: dict[str, Any]) -> None:
         ("Status", view.get("status") or "-"),
         ("Outcome", view.get("outcome") or "-"),
     ]
+    if view.get("process"):
+        fields.insert(1, ("Process", view["process"]))
     if view.get("summary"):
         fields.append(("Summary", view["summary"]))
     if state:
-        tier = f" ({state['customer_tier']})" if state.get("customer_tier") else ""
-        fields.append(("Customer", f"{state['customer_id']}{tier}"))
-        fields.append(("Order", state.get("order_id") or "-"))
+        if state.get("customer_id"):
+            tier = f" ({state['customer_tier']})" if state.get("customer_tier") else ""
+            fields.append(("Customer", f"{state['customer_id']}{tier}"))
+        if "order_id" in state:
+            fields.append(("Order", state.get("order_id") or "-"))
         if state.get("intent"):
             confidence = state.get("intent_confidence")
             suffix = f" ({confidence:.2f})" if confidence is not None else ""
             fields.append(("Intent", f"{state['intent']}{suffix}"))
-        fields.append(("Amount", _money(state.get("amount_cents"))))
+        if "amount_cents" in state:
+            fields.append(("Amount", _money(state.get("amount_cents"))))
         approval = state.get("approval")
         decision = state.get("decision")
         if approval and approval.get("status", "open") == "open":
@@ -218,15 +266,12 @@ def _show_case(view: dict[str, Any]) -> None:
             verdict = "approved" if decision.get("approved") else "rejected"
             decided_at = _stamp(decision.get("decided_at"))
             fields.append(("Decision", f"{verdict} by {decision.get('approver')} at {decided_at}"))
-        if state.get("refund_id"):
-            fields.append(("Refund", state["refund_id"]))
-        if state.get("ticket_id"):
-            fields.append(("Ticket", state["ticket_id"]))
+        fields.extend(_references(state))
     elif result:
-        fields.append(("Amount", _money(result.get("amount_cents"))))
+        if "amount_cents" in result:
+            fields.append(("Amount", _money(result.get("amount_cents"))))
         fields.append(("Decided by", result.get("decided_by") or "-"))
-        if result.get("refund_id"):
-            fields.append(("Refund", result["refund_id"]))
+        fields.extend(_references(result))
         fields.extend(("Reason", reason) for reason in result.get("reasons") or [])
     fields.append(("Started", _stamp(view.get("started_at"))))
     if view.get("closed_at"):
@@ -235,6 +280,18 @@ def _show_case(view: dict[str, Any]) -> None:
     width = max(len(label) for label, _ in fields) + 1
     for label, value in fields:
         typer.echo(f"{label + ':':<{width}} {value}")
+
+
+def _references(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """What a case did, by the ids its state or result carries (`refund_id` -> Refund)."""
+    return [
+        (key.removesuffix("_id").replace("_", " ").capitalize(), str(value))
+        for key, value in record.items()
+        if key.endswith("_id")
+        and key not in ("case_id", "customer_id", "order_id", "attachment_id")
+        and isinstance(value, str)
+        and value
+    ]
 
 
 _VERBS = {
@@ -256,14 +313,14 @@ def _show_decision(case_id: str, result: dict[str, Any]) -> None:
         line = f"{who} at level {result.get('level_name')}; waiting for {waiting}"
     else:
         line = f"{who}; outcome {result.get('outcome')}"
-    if result.get("refund_id"):
-        line += f", refund {result['refund_id']}"
+    for name, value in (result.get("effects") or {}).items():
+        line += f", {name.removesuffix('_id').replace('_', ' ')} {value}"
     typer.secho(line, fg=typer.colors.GREEN if result.get("approved") else typer.colors.YELLOW)
 
 
 def _show_pending(items: list[dict[str, Any]]) -> None:
     if not items:
-        typer.echo("No refunds are waiting for approval.")
+        typer.echo("No cases are waiting for approval.")
         return
     now = datetime.now(UTC)
     rows = []
@@ -344,10 +401,14 @@ def _show_approval(view: dict[str, Any]) -> None:
     fields: list[tuple[str, str]] = [("Case", view["case_id"])]
     if view.get("summary"):
         fields.append(("Summary", view["summary"]))
-    tier = f" ({view['customer_tier']})" if view.get("customer_tier") else ""
-    fields.append(("Customer", f"{view['customer_id']}{tier}"))
-    fields.append(("Order", view.get("order_id") or "-"))
+    fields.insert(1, ("Process", view.get("title") or view.get("process") or "-"))
+    if view.get("customer_id"):
+        tier = f" ({view['customer_tier']})" if view.get("customer_tier") else ""
+        fields.append(("Customer", f"{view['customer_id']}{tier}"))
+    if view.get("order_id"):
+        fields.append(("Order", view["order_id"]))
     fields.append(("Amount", _money(view.get("amount_cents"))))
+    fields.extend((fact["label"], fact["value"]) for fact in view.get("facts") or [])
     if request.get("amount_cents") not in (None, view.get("amount_cents")):
         fields.append(("Amount now", _money(request["amount_cents"])))
     if view.get("message"):
@@ -397,9 +458,11 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     """Build the `podium` command; `transport` routes its HTTP calls (tests)."""
     cli = typer.Typer(
         name="podium",
-        help="Podium: durable refund cases on Temporal.",
+        help="Podium: durable AI-orchestrated cases on Temporal (refunds, assists, ...).",
         no_args_is_help=True,
         pretty_exceptions_show_locals=False,
+        # Plain help: rendering it with rich costs more start-up time than the whole command.
+        rich_markup_mode=None,
     )
 
     @cli.callback()
@@ -429,6 +492,45 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         run(Settings())
 
     @cli.command()
+    def processes(ctx: typer.Context, json_output: JsonOption = False) -> None:
+        """List the processes cases can be opened of, with their request fields."""
+        found = ctx.obj.call("GET", "/processes")
+        if json_output:
+            _print_json(found)
+            return
+        for process in found:
+            typer.secho(f"{process['name']}: {process['title']}", bold=True)
+            schema = process.get("input_schema") or {}
+            required = set(schema.get("required") or [])
+            for field, spec in (schema.get("properties") or {}).items():
+                mark = " (required)" if field in required else ""
+                about = spec.get("description") or spec.get("title") or ""
+                typer.echo(f"  {field}{mark}" + (f": {about}" if about else ""))
+
+    @cli.command()
+    def start(
+        ctx: typer.Context,
+        process: Annotated[str, typer.Argument(metavar="PROCESS", help="See `podium processes`.")],
+        input: Annotated[
+            str | None,
+            typer.Option(
+                "--input", help="The request: a JSON object, or a file holding one ('-': stdin)."
+            ),
+        ] = None,
+        set_: Annotated[
+            list[str] | None,
+            typer.Option("--set", help="field=value (repeatable; a JSON value or plain text)."),
+        ] = None,
+        key: Annotated[
+            str | None, typer.Option(help="Idempotency key: retries with it open one case.")
+        ] = None,
+        json_output: JsonOption = False,
+    ) -> None:
+        """Open a case of PROCESS with its request (--input and/or --set fields)."""
+        body = _request_body(input, set_ or [])
+        _open_case(ctx, process, body, key, json_output)
+
+    @cli.command()
     def refund(
         ctx: typer.Context,
         customer: Annotated[str, typer.Option(help="Customer id, e.g. C-1002.")],
@@ -440,10 +542,20 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         ] = None,
         json_output: JsonOption = False,
     ) -> None:
-        """Open a refund case."""
+        """Open a refund case (shortcut for `podium start refund`)."""
         body = {"channel": channel, "customer_id": customer, "order_id": order, "message": message}
+        _open_case(ctx, "refund", body, key, json_output)
+
+    def _open_case(
+        ctx: typer.Context,
+        process: str,
+        body: dict[str, Any],
+        key: str | None,
+        json_output: bool,
+    ) -> None:
         headers = {"Idempotency-Key": key} if key is not None else {}
-        ref = ctx.obj.call("POST", "/cases/refund", json=body, headers=headers)
+        path = f"/cases/{quote(process, safe='')}"
+        ref = ctx.obj.call("POST", path, json=body, headers=headers)
         if json_output:
             _print_json(ref)
             return
@@ -508,7 +620,7 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         decision_id: DecisionIdOption = None,
         json_output: JsonOption = False,
     ) -> None:
-        """Approve at the current level; the last approval issues the refund."""
+        """Approve at the current level; the last approval carries the request out."""
         body = _common(approver, role, comment, request_id, decision_id)
         _decide(ctx, case_id, "approve", json_output, body)
 
@@ -516,7 +628,7 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     def reject(
         ctx: typer.Context,
         case_id: Annotated[str, typer.Argument(metavar="CASE")],
-        reason: Annotated[str, typer.Option(help="Why the refund is rejected.")],
+        reason: Annotated[str, typer.Option(help="Why the request is rejected.")],
         role: RoleOption = None,
         approver: ApproverOption = None,
         comment: Annotated[str | None, typer.Option(help="A note for the record.")] = None,
@@ -524,7 +636,7 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         decision_id: DecisionIdOption = None,
         json_output: JsonOption = False,
     ) -> None:
-        """Reject the pending refund."""
+        """Reject the pending request."""
         body = {**_common(approver, role, comment, request_id, decision_id), "reason": reason}
         _decide(ctx, case_id, "reject", json_output, body)
 
@@ -533,7 +645,7 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         ctx: typer.Context,
         case_id: Annotated[str, typer.Argument(metavar="CASE")],
         amount: Annotated[
-            str, typer.Option(help="The lower amount to refund, in dollars, e.g. 120.00.")
+            str, typer.Option(help="The lower amount to approve, in dollars, e.g. 120.00.")
         ],
         role: RoleOption = None,
         approver: ApproverOption = None,
@@ -576,17 +688,22 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     def pending(
         ctx: typer.Context,
         min_amount: Annotated[
-            float | None, typer.Option(help="Only refunds above this many dollars.")
+            float | None, typer.Option(help="Only amounts above this many dollars.")
         ] = None,
         limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
         role: Annotated[
             str | None,
             typer.Option(help="Only what this role (or user:NAME) may decide now."),
         ] = None,
+        process: Annotated[
+            str | None, typer.Option(help="Only this process's cases (see `podium processes`).")
+        ] = None,
         json_output: JsonOption = False,
     ) -> None:
-        """Refunds waiting for a person, the most urgent SLA first."""
+        """Cases waiting for a person, the most urgent SLA first."""
         params: dict[str, Any] = {"limit": limit}
+        if process is not None:
+            params["process"] = process
         if min_amount is not None:
             params["min_amount"] = min_amount
         if role is not None:

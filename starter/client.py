@@ -1,20 +1,23 @@
-"""The Python client other services import to open, inspect and decide refund cases.
+"""The Python client other services import to open, inspect and decide Podium's cases.
 
-`PodiumClient` wraps a Temporal client and the settings. It speaks to the refund workflow by its
-string names (`"refund"`, update `"decide"`, query `"get_state"`) so the starter never imports
-workflow code, and it turns Temporal's errors into Podium's own exception tree:
+`PodiumClient` wraps a Temporal client, the settings and the process registry
+(`workflows.registry`): `start(process, request)` opens a case of any registered process, and
+the case routes (read, decide, inbox) work for every one. It speaks to workflows by their
+string names (the process name, update `"decide"`, query `"get_state"`) and turns Temporal's
+errors into Podium's own exception tree:
 
     PodiumError
-    ├── CaseNotFound          no refund case with that id
+    ├── CaseNotFound          no case with that id
+    ├── ProcessNotFound       no process with that name
     ├── ApprovalNotFound      the case never asked anyone for approval
     ├── CaseClosed            the case has finished; it takes no more decisions
     ├── IdempotencyConflict   the idempotency key was used for a different request
     ├── DecisionRefused       the case refused the decision (carries its reason)
-    ├── InvalidRequest        the request is malformed (carries the field)
+    ├── InvalidRequest        the request is malformed (carries the fields)
     └── TemporalUnavailable   Temporal or the worker did not answer in time
 
-Case ids are `refund-<idempotency key>`; a retry with the same key and the same request returns
-the existing case instead of opening a second one.
+Case ids are `<process prefix><idempotency key>` (`refund-<key>`); a retry with the same key and
+the same request returns the existing case instead of opening a second one.
 """
 
 from __future__ import annotations
@@ -25,14 +28,13 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from typing import Annotated, Any, Self, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import structlog
-from pydantic import BaseModel, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationError
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -56,30 +58,20 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core.settings import Settings
 from core.temporal import connect
-from starter.documents import DOCUMENT_ID_PATTERN, AttachmentUpload, DocumentRef, DocumentUploads
-from starter.policy import case_policy
-from workflows import search_attributes as sa
-from workflows.types import (
+from starter.documents import DocumentRef, DocumentUploads
+from workflows.contracts import search_attributes as sa
+from workflows.contracts.approval import (
     ApprovalAction,
     ApprovalDecisionInput,
     ApprovalDecisionResult,
-    ApprovalLevel,
-    ApprovalPolicy,
     ApprovalRequest,
-    BreachAction,
-    CaseStatus,
-    DefaultAction,
     GateStatus,
-    RefundCaseInput,
-    RefundCaseResult,
-    RefundCaseState,
-    RefundOutcome,
-    RefundPolicy,
-    RiskLevel,
 )
+from workflows.contracts.case import AiView, CaseContext, CaseState, Fact
+from workflows.contracts.documents import AttachmentUpload
+from workflows.registry import PROCESSES, Process, Registry, UnknownProcess
 
 __all__ = [
-    "AiAssessment",
     "ApprovalNotFound",
     "ApprovalView",
     "CaseClosed",
@@ -94,22 +86,20 @@ __all__ = [
     "PendingApproval",
     "PodiumClient",
     "PodiumError",
-    "RefundRequest",
+    "ProcessInfo",
+    "ProcessNotFound",
     "TemporalUnavailable",
-    "approval_policies_from_settings",
     "case_id_for_key",
-    "policy_from_settings",
+    "request_sha256",
     "validate_idempotency_key",
 ]
 
 log = structlog.get_logger()
 
-WORKFLOW_TYPE = "refund"
-PROCESS = "refund"
-CASE_ID_PREFIX = "refund-"
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,100}$"
 MEMO_REQUEST_HASH = "request_sha256"
-DETAILS_MESSAGE_LIMIT = 500
+# Every case's status before its workflow runs (the process's own statuses follow).
+RECEIVED = "received"
 
 # A query needs a worker; without one the server holds it until the deadline, so keep it short.
 QUERY_TIMEOUT = timedelta(seconds=5)
@@ -133,7 +123,6 @@ PROCESS_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 _PROCESS_RE = re.compile(PROCESS_PATTERN)
 INBOX_LIMIT_MAX = 1_000
 _T = TypeVar("_T")
-_E = TypeVar("_E", bound=StrEnum)
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -149,7 +138,7 @@ class PodiumError(Exception):
 
 class CaseNotFound(PodiumError):
     def __init__(self, case_id: str) -> None:
-        super().__init__(f"no refund case with id '{case_id}'")
+        super().__init__(f"no case with id '{case_id}'")
         self.case_id = case_id
 
 
@@ -177,10 +166,36 @@ class DecisionRefused(PodiumError):
 
 
 class InvalidRequest(PodiumError):
-    def __init__(self, message: str, *, field: str | None = None, location: str = "body") -> None:
+    """`field` names the first wrong field; `errors` lists every one (pydantic's shape)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        location: str = "body",
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.field = field
         self.location = location
+        self.errors = errors or []
+
+
+class ProcessNotFound(PodiumError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"no process named '{name}'; known: {', '.join(known)}")
+        self.name = name
+
+
+def _invalid(err: ValidationError) -> InvalidRequest:
+    details = err.errors(include_url=False, include_context=False)
+    paths = [".".join(str(part) for part in error["loc"]) for error in details]
+    message = "; ".join(
+        f"{path or 'body'}: {error['msg']}" for path, error in zip(paths, details, strict=True)
+    )
+    errors: list[dict[str, Any]] = [dict(error) for error in details]
+    return InvalidRequest(message, field=paths[0] or None, errors=errors)
 
 
 class ApprovalNotFound(PodiumError):
@@ -195,58 +210,20 @@ class TemporalUnavailable(PodiumError):
 
 # --- models -------------------------------------------------------------------------------------
 
-_Channel = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
-_CustomerId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-_OrderId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-_Message = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5_000)]
-_Person = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 
+class ProcessInfo(BaseModel):
+    """A process callers can open cases of (`POST /cases/{name}`)."""
 
-class RefundRequest(BaseModel):
-    """A customer's refund request as a channel sends it; the policy is added by Podium."""
-
-    channel: _Channel = Field(default="web", examples=["email"])
-    customer_id: _CustomerId = Field(examples=["C-1002"])
-    order_id: _OrderId | None = Field(default=None, examples=["O-5004"])
-    message: _Message = Field(examples=["My blender arrived broken, I want my money back."])
-    requested_by: _Person | None = Field(
-        default=None,
-        description="Who asks on the customer's behalf (four-eyes keeps them from approving); "
-        "default: the customer's channel identity",
-    )
-    attachment: AttachmentUpload | None = Field(
-        default=None,
-        description="A receipt image (PNG or JPEG, up to 10 MB), stored before the case starts; "
-        "the case carries only its id",
-    )
-    attachment_id: str | None = Field(
-        default=None,
-        pattern=DOCUMENT_ID_PATTERN,
-        description="A document stored earlier (POST /documents), instead of `attachment`",
-    )
-
-    @model_validator(mode="after")
-    def _one_attachment(self) -> Self:
-        if self.attachment is not None and self.attachment_id is not None:
-            raise ValueError("send either 'attachment' or 'attachment_id', not both")
-        return self
-
-    def sha256(self) -> str:
-        """Hash of the canonical JSON of the request: what an idempotent retry must repeat.
-        An attachment counts by the sha256 of its bytes, not by its base64 text."""
-        fields = self.model_dump(mode="json", exclude={"attachment"})
-        # Hashes stay as they were before these fields existed.
-        for name in ("requested_by", "attachment_id"):
-            if fields[name] is None:
-                del fields[name]
-        if self.attachment is not None:
-            fields["attachment_sha256"] = self.attachment.sha256()
-        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    name: str
+    title: str
+    case_id_prefix: str
+    policy: str | None = Field(default=None, description="Its policy file in policies/, if any")
+    input_schema: dict[str, Any] = Field(description="JSON schema of the request body")
 
 
 class CaseRef(BaseModel):
     case_id: str
+    process: str | None = None
     created: bool = Field(description="False when the idempotency key matched an existing case")
     ui_url: str = Field(description="The case in the Temporal UI")
 
@@ -256,20 +233,26 @@ class CaseView(BaseModel):
     workflow_status: str = Field(
         description="Temporal execution status: running, completed, failed, terminated, ..."
     )
-    status: CaseStatus | None = None
-    outcome: RefundOutcome | None = None
+    process: str | None = None
+    status: str | None = None
+    outcome: str | None = None
     started_at: datetime
     closed_at: datetime | None = None
     summary: str | None = None
-    state: RefundCaseState | None = Field(
-        default=None, description="The case's own view (get_state); absent if no worker answered"
+    state: SerializeAsAny[CaseState] | None = Field(
+        default=None,
+        description="The case's own view (get_state, the process's state model); absent if no "
+        "worker answered",
     )
-    result: RefundCaseResult | None = None
+    result: SerializeAsAny[BaseModel] | None = Field(
+        default=None, description="The process's result, once completed (when no worker answered)"
+    )
     ui_url: str
 
 
 class PendingApproval(BaseModel):
     case_id: str
+    process: str | None = None
     customer_id: str | None = None
     tier: str | None = None
     intent: str | None = None
@@ -319,34 +302,26 @@ class Inbox(BaseModel):
     )
 
 
-class AiAssessment(BaseModel):
-    """What Podium concluded before asking people, and how sure the triage model was."""
-
-    recommendation: str | None = Field(default=None, description="'approve' or 'reject'")
-    risk: RiskLevel | None = None
-    eligible: bool | None = None
-    intent: str | None = None
-    intent_confidence: float | None = Field(default=None, ge=0, le=1)
-    sentiment: str | None = None
-    reasons: list[str] = Field(default_factory=list)
-
-
 class ApprovalView(BaseModel):
     """One approval as an approver reads it: the case, the request, the AI's view, decisions."""
 
     case_id: str
-    process: str = PROCESS
+    process: str
+    title: str = Field(default="", description="The process's title")
     workflow_status: str
-    status: CaseStatus | None = None
-    outcome: RefundOutcome | None = None
+    status: str | None = None
+    outcome: str | None = None
     pending: bool = Field(description="True while the case waits for a decision")
     summary: str | None = Field(default=None, description="The case's one-line summary")
-    message: str | None = Field(default=None, description="What the customer wrote")
+    message: str | None = Field(default=None, description="What the requester wrote")
     channel: str | None = None
-    customer_id: str
+    customer_id: str | None = None
     customer_tier: str | None = None
     order_id: str | None = None
-    amount_cents: int | None = Field(default=None, description="The order's amount")
+    amount_cents: int | None = Field(default=None, description="The amount at stake")
+    facts: list[Fact] = Field(
+        default_factory=list, description="The process's own facts, in reading order"
+    )
     request: ApprovalRequest = Field(
         description="The approval request: level, roles, SLA, deadline, reasons, decisions so far"
     )
@@ -358,7 +333,7 @@ class ApprovalView(BaseModel):
         default=None, description="Seconds until the SLA is due at `as_of`; negative: overdue"
     )
     overdue: bool = False
-    ai: AiAssessment
+    ai: AiView
     decision: ApprovalDecisionResult | None = Field(
         default=None, description="The decision that closed the approval, once it has"
     )
@@ -379,78 +354,23 @@ def validate_idempotency_key(key: str) -> str:
     return key
 
 
-def case_id_for_key(key: str) -> str:
-    return CASE_ID_PREFIX + validate_idempotency_key(key)
+def case_id_for_key(key: str, process: Process) -> str:
+    return process.case_id_prefix + validate_idempotency_key(key)
 
 
-def approval_policies_from_settings(settings: Settings) -> dict[RiskLevel, ApprovalPolicy]:
-    """Medium risk: `team_lead`; high risk: `team_lead` then `finance` (settings' SLAs)."""
-
-    def level(name: str, roles: list[str], quorum: int = 1) -> ApprovalLevel:
-        on_breach = BreachAction(settings.approval_on_breach)
-        return ApprovalLevel(
-            name=name,
-            approver_roles=roles,
-            quorum=quorum,
-            sla=timedelta(hours=settings.approval_sla_hours),
-            reminders=settings.approval_reminders,
-            on_breach=on_breach,
-            backup_roles=settings.approval_backup_roles if on_breach == BreachAction.BACKUP else [],
-        )
-
-    limit = settings.approval_default_limit
-
-    def policy(*levels: ApprovalLevel) -> ApprovalPolicy:
-        return ApprovalPolicy(
-            levels=list(levels),
-            deadline=timedelta(hours=settings.approval_deadline_hours),
-            default_action=DefaultAction(settings.approval_default_action),
-            approve_limit_cents=round(limit * 100) if limit is not None else None,
-            four_eyes=settings.approval_four_eyes,
-        )
-
-    team_lead = level("team_lead", settings.approval_team_lead_roles)
-    finance = level("finance", settings.approval_finance_roles, settings.approval_finance_quorum)
-    return {RiskLevel.MEDIUM: policy(team_lead), RiskLevel.HIGH: policy(team_lead, finance)}
-
-
-def policy_from_settings(settings: Settings) -> RefundPolicy:
-    return RefundPolicy(
-        auto_refund_limit_cents=round(settings.auto_refund_limit * 100),
-        return_window_days=settings.return_window_days,
-        min_intent_confidence=settings.min_intent_confidence,
-        approvals=approval_policies_from_settings(settings),
-    )
-
-
-def _summary(request: RefundRequest) -> str:
-    order = f" for order {request.order_id}" if request.order_id else ""
-    return f"Refund request from {request.customer_id}{order} via {request.channel}"
-
-
-def _details(request: RefundRequest) -> str:
-    message = request.message
-    if len(message) > DETAILS_MESSAGE_LIMIT:
-        message = message[:DETAILS_MESSAGE_LIMIT].rstrip() + "…"
-    # The UI renders `$...$` as math: escape dollar signs.
-    quoted = "\n".join(f"> {line}" for line in message.replace("$", "\\$").splitlines())
-    return (
-        f"**Channel:** {request.channel}  \n"
-        f"**Customer:** {request.customer_id}  \n"
-        f"**Order:** {request.order_id or '—'}\n\n"
-        f"**Message:**\n\n{quoted}\n"
-    )
+def request_sha256(request: BaseModel) -> str:
+    """Hash of the canonical JSON of a request: what an idempotent retry must repeat. A request
+    model may define its own `sha256()` (e.g. to count an attachment by its bytes)."""
+    own = getattr(request, "sha256", None)
+    if callable(own):
+        return str(own())
+    fields = request.model_dump(mode="json", exclude_none=True)
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _status_name(status: WorkflowExecutionStatus | None) -> str:
     return status.name.lower() if status else "unknown"
-
-
-def _enum_or_none(enum: type[_E], value: str | None) -> _E | None:
-    try:
-        return enum(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _is_unreachable(err: BaseException) -> bool:
@@ -473,17 +393,23 @@ async def _bounded(awaitable: Awaitable[_T], timeout: timedelta) -> _T:
 
 
 class PodiumClient:
-    """Open, inspect and decide refund cases. Safe to share across tasks."""
+    """Open, inspect and decide the cases of every registered process. Safe to share across
+    tasks."""
 
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(self, client: Client, settings: Settings, processes: Registry = PROCESSES) -> None:
         self._client = client
         self._settings = settings
+        self._processes = processes
         self._documents = DocumentUploads(settings)  # its database engine: on first upload
 
     @classmethod
-    async def connect(cls, settings: Settings) -> PodiumClient:
+    async def connect(cls, settings: Settings, processes: Registry = PROCESSES) -> PodiumClient:
         """Connect to Temporal as `core.temporal` configures it."""
-        return cls(await connect(settings), settings)
+        return cls(await connect(settings), settings, processes)
+
+    @property
+    def registry(self) -> Registry:
+        return self._processes
 
     @property
     def temporal(self) -> Client:
@@ -503,67 +429,138 @@ class PodiumClient:
 
     # --- opening a case -----------------------------------------------------------------------
 
-    async def create_refund_case(
-        self, request: RefundRequest, idempotency_key: str | None = None
+    async def start(
+        self,
+        process: str,
+        request: BaseModel | Mapping[str, Any],
+        idempotency_key: str | None = None,
+        *,
+        requested_by: str | None = None,
     ) -> CaseRef:
-        """Start a refund case, or return the existing one for a repeated key and request."""
+        """Open a case of `process` (a name of the registry) with its request model (or a dict
+        of it), or return the existing case for a repeated key and request.
+
+        `requested_by` is the verified caller: it becomes the case's requester (four-eyes) and,
+        where the request has a `requested_by` field, that field. An attachment in the request
+        is stored first; the case carries only its id.
+        """
+        spec = self._process(process)
+        body = self._request(spec, request)
         key = idempotency_key if idempotency_key is not None else uuid.uuid4().hex
-        case_id = case_id_for_key(key)
-        request_hash = request.sha256()
-        # The document is stored before the case starts: the case carries only its id. (The
-        # same bytes again, e.g. a retried request, find the document stored the first time.)
-        attachment_id = request.attachment_id
-        if request.attachment is not None:
-            attachment_id = (await self.upload_document(request.attachment)).document_id
-        elif attachment_id is not None and not await self._documents.exists(attachment_id):
-            raise InvalidRequest(f"no document with id '{attachment_id}'", field="attachment_id")
-        case_input = RefundCaseInput(
-            channel=request.channel,
-            customer_id=request.customer_id,
-            order_id=request.order_id,
-            message=request.message,
-            requested_by=request.requested_by,
-            attachment_id=attachment_id,
-            **case_policy(self._settings, policy_from_settings(self._settings)),
+        case_id = case_id_for_key(key, spec)
+        if requested_by is not None and "requested_by" in type(body).model_fields:
+            body = body.model_copy(update={"requested_by": requested_by})
+        request_hash = request_sha256(body)
+        body = await self._store_attachment(body)
+        context = CaseContext(
+            case_id=case_id,
+            requested_by=requested_by or getattr(body, "requested_by", None) or "api",
+            policy_document=self._policy_document(spec),
+            settings=self._settings.model_dump(mode="json"),
         )
         try:
+            case_input = spec.prepare(body, context)
+        except ValidationError as err:
+            raise _invalid(err) from None
+        text = spec.describe(body)
+        attributes = [
+            SearchAttributePair(sa.PROCESS, spec.name),
+            SearchAttributePair(sa.STATUS, RECEIVED),
+        ]
+        if text.customer_id:
+            attributes.append(SearchAttributePair(sa.CUSTOMER_ID, text.customer_id))
+        try:
             await self._client.start_workflow(
-                WORKFLOW_TYPE,
+                spec.name,
                 case_input,
                 id=case_id,
                 task_queue=self._settings.task_queue,
-                result_type=RefundCaseResult,
+                result_type=spec.result,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 memo={MEMO_REQUEST_HASH: request_hash},
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(sa.PROCESS, PROCESS),
-                        SearchAttributePair(sa.CUSTOMER_ID, request.customer_id),
-                        SearchAttributePair(sa.STATUS, CaseStatus.RECEIVED.value),
-                    ]
-                ),
-                static_summary=_summary(request),
-                static_details=_details(request),
+                search_attributes=TypedSearchAttributes(attributes),
+                static_summary=text.summary,
+                static_details=text.details,
                 rpc_timeout=RPC_TIMEOUT,
             )
         except WorkflowAlreadyStartedError:
             description = await self._describe(case_id)
             existing_hash = await description.memo_value(MEMO_REQUEST_HASH, None)
-            if description.workflow_type != WORKFLOW_TYPE or existing_hash != request_hash:
+            if description.workflow_type != spec.name or existing_hash != request_hash:
                 raise IdempotencyConflict(case_id) from None
-            log.info("refund_case_existing", case_id=case_id)
-            return CaseRef(case_id=case_id, created=False, ui_url=self.ui_url(case_id))
+            log.info("case_existing", case_id=case_id, process=spec.name)
+            return CaseRef(
+                case_id=case_id, process=spec.name, created=False, ui_url=self.ui_url(case_id)
+            )
         except (RPCError, RuntimeError) as err:
             raise self._translate(err, case_id) from err
         log.info(
-            "refund_case_started",
+            "case_started",
             case_id=case_id,
-            customer_id=request.customer_id,
-            channel=request.channel,
+            process=spec.name,
             task_queue=self._settings.task_queue,
         )
-        return CaseRef(case_id=case_id, created=True, ui_url=self.ui_url(case_id))
+        ref = CaseRef(case_id=case_id, process=spec.name, created=True, ui_url=self.ui_url(case_id))
+        return ref
+
+    async def create_refund_case(
+        self, request: BaseModel | Mapping[str, Any], idempotency_key: str | None = None
+    ) -> CaseRef:
+        """Shortcut: `start("refund", request, idempotency_key)`."""
+        return await self.start("refund", request, idempotency_key)
+
+    def processes(self) -> list[ProcessInfo]:
+        """The processes cases can be opened of, with the JSON schema of their requests."""
+        return [
+            ProcessInfo(
+                name=spec.name,
+                title=spec.title,
+                case_id_prefix=spec.case_id_prefix,
+                policy=spec.policy,
+                input_schema=spec.request.model_json_schema(),
+            )
+            for spec in self._processes
+        ]
+
+    def _process(self, name: str) -> Process:
+        try:
+            return self._processes.get(name)
+        except UnknownProcess as err:
+            raise ProcessNotFound(name, self._processes.names) from err
+
+    @staticmethod
+    def _request(spec: Process, request: BaseModel | Mapping[str, Any]) -> BaseModel:
+        if isinstance(request, spec.request):
+            return request
+        try:
+            if isinstance(request, BaseModel):
+                return spec.request.model_validate(request.model_dump())
+            return spec.request.model_validate(dict(request))
+        except ValidationError as err:
+            raise _invalid(err) from None
+
+    async def _store_attachment(self, body: BaseModel) -> BaseModel:
+        """Store an inline attachment before the case starts: the case carries only its id.
+        (The same bytes again, e.g. a retried request, find the document stored first.)"""
+        attachment = getattr(body, "attachment", None)
+        if isinstance(attachment, AttachmentUpload):
+            stored = await self.upload_document(attachment)
+            return body.model_copy(update={"attachment": None, "attachment_id": stored.document_id})
+        attachment_id = getattr(body, "attachment_id", None)
+        if isinstance(attachment_id, str) and not await self._documents.exists(attachment_id):
+            raise InvalidRequest(f"no document with id '{attachment_id}'", field="attachment_id")
+        return body
+
+    def _policy_document(self, spec: Process) -> dict[str, Any] | None:
+        """The process's policy file, validated, for a new case (None without one, or with
+        PODIUM_POLICY_AS_CODE=false). The rule engine is imported only here."""
+        if spec.policy is None or not self._settings.policy_as_code:
+            return None
+        from core.policy import load_policy, policy_path
+
+        document = load_policy(policy_path(self._settings.policies_dir, spec.policy))
+        return document.model_dump(mode="json")
 
     async def upload_document(self, upload: AttachmentUpload) -> DocumentRef:
         """Store a receipt image; a case refers to it by the returned id."""
@@ -585,12 +582,12 @@ class PodiumClient:
 
     async def get_case(self, case_id: str) -> CaseView:
         """The case as Temporal and the workflow see it; works while running and after close."""
-        description = await self._describe(case_id)
-        handle = self._handle(case_id, description.run_id)
-        state: RefundCaseState | None = None
-        result: RefundCaseResult | None = None
+        description, spec = await self._describe_case(case_id)
+        handle = self._handle(case_id, description.run_id, spec)
+        state: CaseState | None = None
+        result: BaseModel | None = None
         try:
-            state = await self._query_state(handle)
+            state = await self._query_state(handle, spec)
         except TemporalUnavailable as err:
             # No worker answered: fall back on the result and the search attributes.
             log.info("case_state_unavailable", case_id=case_id, reason=err.message)
@@ -601,17 +598,18 @@ class PodiumClient:
                 log.info("case_result_unavailable", case_id=case_id, error=str(err))
 
         attributes = description.typed_search_attributes
-        status = state.status if state else _enum_or_none(CaseStatus, attributes.get(sa.STATUS))
+        status = str(state.status) if state else attributes.get(sa.STATUS)
         outcome = (
             (state.outcome if state else None)
-            or (result.outcome if result else None)
-            or _enum_or_none(RefundOutcome, attributes.get(sa.OUTCOME))
+            or (getattr(result, "outcome", None) if result else None)
+            or attributes.get(sa.OUTCOME)
         )
         return CaseView(
             case_id=case_id,
+            process=spec.name,
             workflow_status=_status_name(description.status),
             status=status,
-            outcome=outcome,
+            outcome=str(outcome) if outcome is not None else None,
             started_at=description.start_time,
             closed_at=description.close_time,
             summary=await description.static_summary(),
@@ -621,19 +619,23 @@ class PodiumClient:
         )
 
     async def list_pending(
-        self, min_amount: float | None = None, limit: int = 100, role: str | None = None
+        self,
+        min_amount: float | None = None,
+        limit: int = 100,
+        role: str | None = None,
+        process: str | None = None,
     ) -> list[PendingApproval]:
-        """Running refund cases waiting for a person, the most urgent SLA first.
+        """Running cases waiting for a person, the most urgent SLA first.
 
         `role` narrows the list to what that role may decide now (an approver's inbox); pass
-        `user:<name>` for what was delegated to a person.
+        `user:<name>` for what was delegated to a person. `process`: only that process's.
         """
         if limit < 1:
             raise InvalidRequest("must be at least 1", field="limit", location="query")
-        query = (
-            f'{sa.PROCESS.name} = "{PROCESS}" AND {sa.AWAITING_APPROVAL.name} = true'
-            ' AND ExecutionStatus = "Running"'
-        )
+        query = f'{sa.AWAITING_APPROVAL.name} = true AND ExecutionStatus = "Running"'
+        if process is not None:
+            query += f' AND {sa.PROCESS.name} = "{self._process(process).name}"'
+
         if role is not None:
             if not _ROLE_RE.fullmatch(role):
                 raise InvalidRequest(
@@ -733,36 +735,40 @@ class PodiumClient:
         )
 
     async def approval(self, case_id: str) -> ApprovalView:
-        """One approval: the case, the pending (or closed) request, the AI's view, decisions.
+        """One approval: the case, the pending (or closed) request, the AI's view, decisions,
+        as the case's process presents it (its registry entry's `approval_card`).
 
-        Asks the case itself (`get_state`), so a worker must answer; the customer's message
+        Asks the case itself (`get_state`), so a worker must answer; the requester's message
         comes from the case's input in its history.
         """
-        description = await self._describe(case_id)
-        handle = self._handle(case_id, description.run_id)
-        state = await self._query_state(handle)
+        description, spec = await self._describe_case(case_id)
+        handle = self._handle(case_id, description.run_id, spec)
+        state = await self._query_state(handle, spec)
         request = state.approval
         if request is None:
             raise ApprovalNotFound(case_id)
-        case_input = await self._case_input(handle)
+        case_input = await self._case_input(handle, spec)
+        card = spec.approval_card(case_input, state)
         running = description.status == WorkflowExecutionStatus.RUNNING
         pending = running and request.status == GateStatus.OPEN
         now = datetime.now(UTC)
         left = (request.sla_due_at - now).total_seconds() if pending else None
-        assessment = state.assessment
         return ApprovalView(
             case_id=case_id,
+            process=spec.name,
+            title=spec.title,
             workflow_status=_status_name(description.status),
-            status=state.status,
-            outcome=state.outcome,
+            status=str(state.status),
+            outcome=str(state.outcome) if state.outcome is not None else None,
             pending=pending,
             summary=await description.static_summary(),
-            message=case_input.message if case_input else None,
-            channel=case_input.channel if case_input else None,
-            customer_id=state.customer_id,
-            customer_tier=state.customer_tier.value if state.customer_tier else None,
-            order_id=state.order_id,
-            amount_cents=state.amount_cents,
+            message=card.message,
+            channel=card.channel,
+            customer_id=card.customer_id,
+            customer_tier=card.customer_tier,
+            order_id=card.order_id,
+            amount_cents=card.amount_cents,
+            facts=card.facts,
             request=request,
             levels=[level.name for level in request.policy.levels],
             waiting_for=(
@@ -772,15 +778,7 @@ class PodiumClient:
             ),
             time_left_s=left,
             overdue=left is not None and left < 0,
-            ai=AiAssessment(
-                recommendation=assessment.recommendation if assessment else None,
-                risk=assessment.risk if assessment else None,
-                eligible=assessment.eligible if assessment else None,
-                intent=state.intent.value if state.intent else None,
-                intent_confidence=state.intent_confidence,
-                sentiment=state.sentiment.value if state.sentiment else None,
-                reasons=list(assessment.reasons) if assessment else list(request.reasons),
-            ),
+            ai=card.ai,
             decision=state.decision,
             as_of=now,
             ui_url=self.ui_url(case_id),
@@ -831,15 +829,15 @@ class PodiumClient:
             raise InvalidRequest(first["msg"], field=field) from None
         except ValueError as err:
             raise InvalidRequest(str(err), field="action") from None
-        description = await self._describe(case_id)
-        handle = self._handle(case_id, description.run_id)
+        description, spec = await self._describe_case(case_id)
+        handle = self._handle(case_id, description.run_id, spec)
         if description.status != WorkflowExecutionStatus.RUNNING:
-            earlier = await self._earlier_result(handle, decision_id)
+            earlier = await self._earlier_result(handle, spec, decision_id)
             if earlier is not None:
                 return earlier
             raise CaseClosed(case_id, _status_name(description.status))
         if request_id is None:
-            state = await self._query_state(handle)
+            state = await self._query_state(handle, spec)
             if state.approval is None:
                 raise DecisionRefused(case_id, "no approval is pending for this case")
             decision = decision.model_copy(update={"request_id": state.approval.request_id})
@@ -858,7 +856,7 @@ class PodiumClient:
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 # The case existed a moment ago: it has finished in between.
-                earlier = await self._earlier_result(handle, decision_id)
+                earlier = await self._earlier_result(handle, spec, decision_id)
                 if earlier is not None:
                     return earlier
                 raise CaseClosed(case_id, "completed") from None
@@ -877,16 +875,16 @@ class PodiumClient:
             action=decision.resolved_action.value,
             approver=approver,
             gate=result.gate.value,
-            outcome=result.outcome.value if result.outcome else None,
+            outcome=result.outcome,
         )
         return result
 
     async def _earlier_result(
-        self, handle: WorkflowHandle[Any, Any], decision_id: str
+        self, handle: WorkflowHandle[Any, Any], spec: Process, decision_id: str
     ) -> ApprovalDecisionResult | None:
         """The closing decision's result on a closed case, if `decision_id` was it (a retry)."""
         try:
-            state = await self._query_state(handle)
+            state = await self._query_state(handle, spec)
         except (TemporalUnavailable, CaseNotFound):
             return None
         decision = state.decision
@@ -896,41 +894,41 @@ class PodiumClient:
 
     # --- Temporal plumbing --------------------------------------------------------------------
 
-    async def _case_input(self, handle: WorkflowHandle[Any, Any]) -> RefundCaseInput | None:
+    async def _case_input(self, handle: WorkflowHandle[Any, Any], spec: Process) -> Any:
         """The case's input, from the first event of its history; None if it cannot be read."""
         try:
             async for event in handle.fetch_history_events(page_size=1, rpc_timeout=RPC_TIMEOUT):
                 payloads = event.workflow_execution_started_event_attributes.input.payloads
-                decoded = await self._client.data_converter.decode(
-                    list(payloads), [RefundCaseInput]
-                )
-                return decoded[0] if decoded and isinstance(decoded[0], RefundCaseInput) else None
+                decoded = await self._client.data_converter.decode(list(payloads), [spec.input])
+                return decoded[0] if decoded and isinstance(decoded[0], spec.input) else None
         except (RPCError, RuntimeError, ValueError, TypeError) as err:
             log.info("case_input_unavailable", case_id=handle.id, error=str(err))
         return None
 
-    def _handle(self, case_id: str, run_id: str | None) -> WorkflowHandle[Any, RefundCaseResult]:
-        return self._client.get_workflow_handle(
-            case_id, run_id=run_id, result_type=RefundCaseResult
-        )
+    def _handle(self, case_id: str, run_id: str | None, spec: Process) -> WorkflowHandle[Any, Any]:
+        return self._client.get_workflow_handle(case_id, run_id=run_id, result_type=spec.result)
 
-    async def _describe(self, case_id: str) -> WorkflowExecutionDescription:
+    async def _describe_case(self, case_id: str) -> tuple[WorkflowExecutionDescription, Process]:
+        """The case's execution and its process; CaseNotFound for a workflow of no process."""
         try:
             description = await self._client.get_workflow_handle(case_id).describe(
                 rpc_timeout=RPC_TIMEOUT
             )
         except (RPCError, RuntimeError) as err:
             raise self._translate(err, case_id) from err
-        if description.workflow_type != WORKFLOW_TYPE:
+        if description.workflow_type not in self._processes:
             raise CaseNotFound(case_id)
-        return description
+        return description, self._processes.get(description.workflow_type)
 
-    async def _query_state(self, handle: WorkflowHandle[Any, Any]) -> RefundCaseState:
+    async def _describe(self, case_id: str) -> WorkflowExecutionDescription:
+        return (await self._describe_case(case_id))[0]
+
+    async def _query_state(self, handle: WorkflowHandle[Any, Any], spec: Process) -> CaseState:
         """The case's `get_state`; TemporalUnavailable when no worker can answer it."""
         case_id = handle.id
         try:
             return await _bounded(
-                handle.query("get_state", result_type=RefundCaseState, rpc_timeout=QUERY_TIMEOUT),
+                handle.query("get_state", result_type=spec.state, rpc_timeout=QUERY_TIMEOUT),
                 QUERY_TIMEOUT,
             )
         except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
@@ -984,6 +982,7 @@ def _pending(execution: WorkflowExecution) -> PendingApproval:
     attributes = execution.typed_search_attributes
     return PendingApproval(
         case_id=execution.id,
+        process=attributes.get(sa.PROCESS),
         customer_id=attributes.get(sa.CUSTOMER_ID),
         tier=attributes.get(sa.CUSTOMER_TIER),
         intent=attributes.get(sa.INTENT),

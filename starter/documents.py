@@ -1,9 +1,8 @@
 """Documents the API receives (receipt photos): checked, then stored before any case refers to
 them, so a case carries only the document's id and its history never holds the image.
 
-`AttachmentUpload` is the JSON shape of an upload (`{content_type, data_base64}`) and checks it
-while the request is parsed: valid base64, not empty, at most 10 MB once decoded, and a PNG or
-JPEG by its magic bytes (matching the declared type). `DocumentUploads` stores it in the
+`AttachmentUpload` (`workflows.contracts.documents`) is the JSON shape of an upload and checks
+it while the request is parsed. `DocumentUploads` stores it in the
 `documents` table of the settings' database (`Settings.resolved_database_url`), on an engine
 built on first use, the blocking work in a thread.
 """
@@ -11,19 +10,19 @@ built on first use, the blocking work in a thread.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
 import threading
-from functools import cached_property
-from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field
 from sqlalchemy.engine import Engine
 
-from activities.documents import DOCUMENT_ID_PATTERN, DocumentStore, sniff_image_type
+from activities.documents import DocumentStore
 from core.db import create_tables, make_engine
 from core.settings import Settings
+from workflows.contracts.documents import (
+    DOCUMENT_ID_PATTERN,
+    MAX_ATTACHMENT_BYTES,
+    AttachmentUpload,
+)
 
 __all__ = [
     "DOCUMENT_ID_PATTERN",
@@ -32,55 +31,6 @@ __all__ = [
     "DocumentRef",
     "DocumentUploads",
 ]
-
-MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
-# Base64 of the largest upload, with room for line breaks: longer text is refused unread.
-_MAX_BASE64_CHARS = (MAX_ATTACHMENT_BYTES + 2) // 3 * 4 + 256 * 1024
-
-
-def _decode(data_base64: str) -> bytes:
-    try:
-        return base64.b64decode("".join(data_base64.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("not valid base64") from None
-
-
-class AttachmentUpload(BaseModel):
-    """An image sent inline as base64: a receipt or an invoice, PNG or JPEG, up to 10 MB."""
-
-    content_type: Literal["image/png", "image/jpeg"] = Field(examples=["image/png"])
-    data_base64: str = Field(
-        min_length=1,
-        max_length=_MAX_BASE64_CHARS,
-        repr=False,
-        description="The file's bytes, base64 (standard alphabet; line breaks are ignored)",
-    )
-
-    @field_validator("data_base64")
-    @classmethod
-    def _an_image_of_its_type(cls, value: str, info: ValidationInfo) -> str:
-        data = _decode(value)
-        if not data:
-            raise ValueError("the attachment is empty")
-        if len(data) > MAX_ATTACHMENT_BYTES:
-            raise ValueError(
-                f"the attachment is {len(data) / 1_048_576:.1f} MB; "
-                f"the limit is {MAX_ATTACHMENT_BYTES // 1_048_576} MB"
-            )
-        sniffed = sniff_image_type(data)
-        if sniffed is None:
-            raise ValueError("the attachment is not a PNG or JPEG image")
-        declared = info.data.get("content_type")
-        if declared is not None and sniffed != declared:
-            raise ValueError(f"the attachment is {sniffed}, not {declared}")
-        return value
-
-    @cached_property
-    def data(self) -> bytes:
-        return _decode(self.data_base64)
-
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
 
 
 class DocumentRef(BaseModel):

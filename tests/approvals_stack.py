@@ -12,7 +12,7 @@ import asyncio
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -30,12 +30,14 @@ from temporalio.testing import WorkflowEnvironment
 from activities.intelligence import EmbeddedModels
 from core.settings import Settings
 from starter.api import create_app
-from starter.client import policy_from_settings
 from tests.auth_helpers import TEST_JWT_SECRET
 from tests.helpers import seeded_engine
 from worker import build_activities, build_worker
-from workflows import search_attributes as sa
-from workflows.types import ApprovalLevel, ApprovalPolicy, RefundCaseInput, RiskLevel
+from workflows.contracts import search_attributes as sa
+from workflows.contracts.approval import ApprovalLevel, ApprovalPolicy
+from workflows.refund.starting import refund_policy
+from workflows.refund.types import RefundCaseInput, RiskLevel
+from workflows.registry import PROCESSES, Registry
 
 __all__ = ["ApprovalsStack", "approvals_stack", "eventually", "free_port", "short_sla_policy"]
 
@@ -70,7 +72,7 @@ def short_sla_policy(settings: Settings, sla: timedelta) -> Any:
     risk: a case that is overdue (and escalated) a moment after it asks."""
     level = ApprovalLevel(name="team_lead", approver_roles=["team_lead"], sla=sla)
     approval = ApprovalPolicy(levels=[level], deadline=timedelta(hours=1))
-    return policy_from_settings(settings).model_copy(
+    return refund_policy(settings.model_dump(mode="json")).model_copy(
         update={"approvals": {risk: approval for risk in RiskLevel}}
     )
 
@@ -128,8 +130,15 @@ class ApprovalsStack:
 
 @asynccontextmanager
 async def approvals_stack(
-    dev_env: WorkflowEnvironment, tmp_path: Path, models: EmbeddedModels
+    dev_env: WorkflowEnvironment,
+    tmp_path: Path,
+    models: EmbeddedModels,
+    *,
+    processes: Registry = PROCESSES,
+    extra_activities: Sequence[Callable[..., Any]] = (),
 ) -> AsyncIterator[ApprovalsStack]:
+    """`processes` and `extra_activities`: a registry with more processes, and what they need
+    beyond the production activities."""
     port = free_port()
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -145,7 +154,10 @@ async def approvals_stack(
 
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, factory), host="127.0.0.1", port=port, log_level="error"
+            create_app(settings, factory, processes),
+            host="127.0.0.1",
+            port=port,
+            log_level="error",
         )
     )
     stack = ApprovalsStack(f"http://127.0.0.1:{port}", engine, settings, dev_env.client)
@@ -153,8 +165,9 @@ async def approvals_stack(
         worker = build_worker(
             dev_env.client,
             settings,
-            activities=build_activities(engine, models),
+            activities=[*build_activities(engine, models), *extra_activities],
             executor=executor,
+            processes=processes,
         )
         async with worker:
             serving = asyncio.create_task(server.serve())

@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from core.codec import KeyRing
 from core.temporal import data_converter
-from workflows import search_attributes
+from workflows.contracts import search_attributes
 
 pytest_plugins = ["tests.postgres"]
 

@@ -44,7 +44,8 @@ from activities.types import (
 )
 from core.db import Order, create_tables, make_engine
 from core.seed import seed_demo_data
-from worker import WORKFLOWS, workflow_runner
+from worker import workflow_runner
+from workflows.registry import PROCESSES
 
 ORDER_RE = re.compile(r"\bO-\d+\b")
 
@@ -161,7 +162,7 @@ def make_worker(
     return Worker(
         client,
         task_queue=task_queue or f"tq-{uuid.uuid4().hex}",
-        workflows=list(WORKFLOWS),
+        workflows=PROCESSES.workflows,
         activities=list(activities),
         activity_executor=executor,
         workflow_runner=workflow_runner(),

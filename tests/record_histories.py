@@ -40,18 +40,16 @@ from tests.helpers import (
     seeded_engine,
     store_document,
 )
-from workflows.types import (
-    ApprovalDecisionInput,
-    ApprovalLevel,
-    ApprovalPolicy,
+from workflows.contracts.approval import ApprovalDecisionInput, ApprovalLevel, ApprovalPolicy
+from workflows.refund.types import (
     CaseStatus,
     RefundCaseInput,
-    RefundCaseResult,
     RefundCaseState,
     RefundOutcome,
     RefundPolicy,
     RiskLevel,
 )
+from workflows.registry import PROCESSES
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -226,6 +224,9 @@ RECEIPTS: dict[str, tuple[str, dict[str, tuple[str, int, str]]]] = {
     "receipt_mismatch": ("order_confirmation_usd.png", {"O-120934": ("C-1001", 9_999, "USD")}),
 }
 
+# The process these scenarios drive, as the registry describes it (workflow type, result).
+REFUND = PROCESSES.get("refund")
+
 # What each path must end in: a scenario that drifts onto another path fails the recording.
 OUTCOMES = {
     "auto_resolved": RefundOutcome.AUTO_RESOLVED,
@@ -284,7 +285,7 @@ async def record(names: list[str] | None = None) -> None:
                 with stack:
                     async with worker:
                         handle = await env.client.start_workflow(
-                            "refund",
+                            REFUND.name,
                             RefundCaseInput(
                                 channel="email",
                                 customer_id=customer,
@@ -294,9 +295,9 @@ async def record(names: list[str] | None = None) -> None:
                                 attachment_id=attachment_id,
                                 policy_document=document,
                             ),
-                            id=f"refund-history-{name}",
+                            id=f"{REFUND.case_id_prefix}history-{name}",
                             task_queue=worker.task_queue,
-                            result_type=RefundCaseResult,
+                            result_type=REFUND.result,
                         )
                         await scenario(env, handle)
                         result = await handle.result()
@@ -304,7 +305,7 @@ async def record(names: list[str] | None = None) -> None:
                 if result.outcome != OUTCOMES[name]:
                     raise RuntimeError(f"{name}: ended {result.outcome}, not {OUTCOMES[name]}")
                 engine.dispose()
-                path = HISTORIES / f"refund-{name}.json"
+                path = HISTORIES / f"{REFUND.name}-{name}.json"
                 path.write_text(history.to_json())
                 print(f"recorded {path} ({len(history.events)} events)")
     finally:

@@ -43,9 +43,8 @@ from core.db import AgentTranscript, AuditEvent, Credit, ModelCall, Ticket
 from core.policy import DEFAULT_POLICY_FILE, load_policy
 from tests.fake_openai import FakeOpenAI, RecordedRequest, Scripted, chat_completion, tool_calls
 from tests.helpers import make_worker, real_system_activities, seeded_engine
-from worker import WORKFLOWS, agent_activities, workflow_runner
-from workflows.agent_assist import TOOLS
-from workflows.agent_types import (
+from worker import agent_activities, workflow_runner
+from workflows.agent_assist.types import (
     AgentAssistInput,
     AgentAssistResult,
     AgentAssistState,
@@ -53,7 +52,9 @@ from workflows.agent_types import (
     AgentLimits,
     AgentOutcome,
 )
-from workflows.types import ApprovalDecisionInput, ApprovalDecisionResult, GateStatus
+from workflows.agent_assist.workflow import TOOLS
+from workflows.contracts.approval import ApprovalDecisionInput, ApprovalDecisionResult, GateStatus
+from workflows.registry import PROCESSES
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -239,7 +240,7 @@ async def replays(handle: Handle, path: str, run_id: str | None = None) -> None:
     """The run's history replays on the current code (and, when recording, is committed)."""
     history = await handle._client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
     replayer = Replayer(
-        workflows=list(WORKFLOWS),
+        workflows=PROCESSES.workflows,
         data_converter=pydantic_data_converter,
         workflow_runner=workflow_runner(),
     )

@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from workflows.components.approval import ApprovalGate, GateHooks
-from workflows.types import (
+from workflows.contracts.approval import (
     ApprovalAction,
     ApprovalDecisionInput,
     ApprovalLevel,
@@ -22,10 +22,8 @@ from workflows.types import (
     BreachAction,
     DefaultAction,
     GateStatus,
-    RefundCaseInput,
-    RefundPolicy,
-    RiskLevel,
 )
+from workflows.refund.types import RefundCaseInput, RefundPolicy, RiskLevel
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 LEAD = ApprovalLevel(name="team_lead", approver_roles=["team_lead"])

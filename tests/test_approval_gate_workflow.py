@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,14 +35,16 @@ from tests.helpers import (
     real_system_activities,
     seeded_engine,
 )
-from workflows import search_attributes as sa
-from workflows.types import (
+from workflows.contracts import search_attributes as sa
+from workflows.contracts.approval import (
     ApprovalDecisionInput,
     ApprovalDecisionResult,
     ApprovalLevel,
     ApprovalPolicy,
-    CaseStatus,
     GateStatus,
+)
+from workflows.refund.types import (
+    CaseStatus,
     RefundCaseInput,
     RefundCaseResult,
     RefundCaseState,
@@ -181,7 +182,6 @@ async def current_details(handle: Handle) -> str:
 
 
 async def test_approval_within_sla(time_env, worker, engine) -> None:
-    started = time.monotonic()
     handle = await start(time_env, worker)
     state = await state_of(handle)
     assert state.approval is not None
@@ -205,7 +205,7 @@ async def test_approval_within_sla(time_env, worker, engine) -> None:
         result.outcome,
         result.decision_id,
     )
-    assert result.refund_id == final.refund_id
+    assert result.effects["refund_id"] == final.refund_id
     assert "lead@acme.test" == final.decided_by
     assert [34_900] == refunds(engine, handle.id)
     assert ["1:request:1"] == list(notices(engine, handle.id))
@@ -219,7 +219,6 @@ async def test_approval_within_sla(time_env, worker, engine) -> None:
     assert "approval_reminder_sent" not in actions(engine, handle.id)
     details = await current_details(handle)
     assert "**approve** by lead@acme.test (team_lead): photos check out" in details
-    assert time.monotonic() - started < 20
 
 
 async def test_reminders_then_approval(time_env, worker, engine) -> None:
@@ -397,7 +396,6 @@ async def test_request_changes_refunds_the_lower_amount(time_env, worker, engine
 async def test_expiry_applies_the_default_action(
     time_env, worker, engine, default, limit, outcome, refunded, ticket_status
 ) -> None:
-    started = time.monotonic()
     policy = ApprovalPolicy(levels=[LEAD], default_action=default, approve_limit_cents=limit)
     handle = await start(time_env, worker, policy=medium(policy))
     final = await handle.result()  # the test server skips the 7 days
@@ -414,7 +412,6 @@ async def test_expiry_applies_the_default_action(
     assert {"1:request:1", "1:reminder:1", "1:reminder:2", "1:escalation:1"} == set(
         notices(engine, handle.id)
     )
-    assert time.monotonic() - started < 20
 
 
 # --- retries, closed gates, refusals ------------------------------------------------------------

@@ -46,7 +46,7 @@ from tests.helpers import (
     seeded_engine,
 )
 from tests.postgres import scratch_database
-from workflows.types import RefundCaseInput, RefundCaseResult, RefundOutcome
+from workflows.refund.types import RefundCaseInput, RefundCaseResult, RefundOutcome
 
 THREADS = 8
 EVENTS_PER_THREAD = 25

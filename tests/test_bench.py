@@ -16,7 +16,7 @@ import pytest
 
 from bench.report import percentile
 from bench.server import search_attribute_args
-from workflows import search_attributes
+from workflows.contracts import search_attributes
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = ["refund/auto", "bare/auto", "refund/approval", "bare/approval"]

@@ -224,7 +224,7 @@ def test_pending_says_so_when_nothing_waits() -> None:
     api = RecordingApi(lambda request: httpx.Response(200, json=[]))
     result = api.run("pending")
     assert 0 == result.exit_code
-    assert "No refunds are waiting for approval." == result.stdout.strip()
+    assert "No cases are waiting for approval." == result.stdout.strip()
 
 
 # --- deciding -----------------------------------------------------------------------------------
@@ -244,7 +244,7 @@ def decision(approved: bool, **extra: Any) -> dict[str, Any]:
         "waiting_for": [],
         "amount_cents": 12_000,
         "outcome": "approved" if approved else "rejected",
-        "refund_id": "R-1" if approved else None,
+        "effects": {"refund_id": "R-1"} if approved else {},
         **extra,
     }
 
@@ -321,7 +321,7 @@ def test_request_changes_and_delegate_send_their_fields() -> None:
             approver="alice",
             gate="open",
             outcome=None,
-            refund_id=None,
+            effects={},
             waiting_for=["team_lead", "user:bob"],
         ),
     }
@@ -564,6 +564,6 @@ async def test_cli_end_to_end_against_the_real_api(
     assert 1 == unknown.exit_code
     assert unknown.stderr.startswith("error: Case not found: ")
 
-    started = [entry for entry in logs if entry["event"] == "refund_case_started"]
+    started = [entry for entry in logs if entry["event"] == "case_started"]
     assert [ref["case_id"]] == [entry["case_id"] for entry in started]
     assert "decision_applied" in [entry["event"] for entry in logs]

@@ -58,15 +58,16 @@ from tests.helpers import (
     seeded_engine,
 )
 from tests.test_replay import HISTORIES
-from worker import WORKFLOWS, workflow_runner
-from workflows.types import (
-    ApprovalDecisionInput,
+from worker import workflow_runner
+from workflows.contracts.approval import ApprovalDecisionInput
+from workflows.refund.types import (
     CaseStatus,
     RefundCaseInput,
     RefundCaseResult,
     RefundCaseState,
     RefundOutcome,
 )
+from workflows.registry import PROCESSES
 
 KEY_1 = bytes(range(32))
 KEY_2 = bytes(range(100, 132))
@@ -671,14 +672,14 @@ async def test_refund_case_history_holds_no_personal_data_in_clear(
     # The encrypted history replays with the codec converter, and not without it.
     encrypted_history = await handle.fetch_history()
     await Replayer(
-        workflows=list(WORKFLOWS),
+        workflows=PROCESSES.workflows,
         data_converter=encrypted_converter,
         workflow_runner=workflow_runner(),
         header_codec_behavior=HeaderCodecBehavior.CODEC,
     ).replay_workflow(encrypted_history)
     with pytest.raises(Exception):  # noqa: B017 - any failure: it cannot read the input
         await Replayer(
-            workflows=list(WORKFLOWS),
+            workflows=PROCESSES.workflows,
             data_converter=pydantic_data_converter,
             workflow_runner=workflow_runner(),
         ).replay_workflow(encrypted_history)
@@ -691,7 +692,7 @@ async def test_committed_plain_histories_replay_with_the_codec_converter(
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     assert unencrypted_payloads(history), "recorded before encryption: payloads in clear"
     await Replayer(
-        workflows=list(WORKFLOWS),
+        workflows=PROCESSES.workflows,
         data_converter=encrypted_converter,
         workflow_runner=workflow_runner(),
         header_codec_behavior=HeaderCodecBehavior.CODEC,

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from temporalio.common import SearchAttributeIndexedValueType
 
-from workflows import search_attributes
+from workflows.contracts import search_attributes
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"

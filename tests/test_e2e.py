@@ -150,7 +150,7 @@ async def test_refund_through_the_api_start_approve_outcome(
         )
         assert 200 == decided.status_code, decided.text
         assert "approved" == decided.json()["outcome"]
-        assert decided.json()["refund_id"]
+        assert decided.json()["effects"]["refund_id"]
 
         again = await http.post(f"/cases/{case_id}/approve", json={"approver": "someone-else"})
         assert 409 == again.status_code

@@ -44,8 +44,6 @@ TODAY = date(2026, 11, 25)  # a Wednesday
 # never used to change a rule). The thresholds sit a little under those figures.
 MIN_ACCURACY = {"fields.jsonl": 0.97, "heldout.jsonl": 0.95}
 MAX_FIXTURE_BYTES = 100 * 1024
-# Generous: only catches a pathological slowdown (measured 0.5-1.8 s per receipt on 2 shared cores).
-MAX_OCR_SECONDS = 20.0
 
 
 # --- Labelled messages --------------------------------------------------------------------------
@@ -456,7 +454,6 @@ def test_receipt_fields(documents: dict[str, tuple[OcrDocument, float]], receipt
     assert 0.8 < document.confidence <= 1.0
     assert document.text == "\n".join(document.lines)
     assert document.model.startswith("embedded:rapidocr-onnxruntime@")
-    assert seconds < MAX_OCR_SECONDS
 
 
 @pytest.mark.parametrize("receipt", RECEIPTS, ids=lambda receipt: receipt.file)

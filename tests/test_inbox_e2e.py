@@ -198,7 +198,7 @@ async def test_inbox_lists_by_sla_for_the_right_people_and_decisions_complete_th
         done = await http.post(f"/cases/{high}/approve", json={"approver": "dana@example.com"})
         assert 200 == done.status_code, done.text
         assert ("approved", "approved") == (done.json()["gate"], done.json()["outcome"])
-        assert done.json()["refund_id"]
+        assert done.json()["effects"]["refund_id"]
         other = await http.post(
             f"/cases/{medium}/approve",
             json={"approver": "lead2@example.com", "roles": ["team_lead"]},

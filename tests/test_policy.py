@@ -27,9 +27,9 @@ from tests.helpers import (
     real_system_activities,
     seeded_engine,
 )
-from workflows import search_attributes as sa
-from workflows.policy_types import AutonomyDecision, PolicyFacts
-from workflows.types import RefundCaseInput, RefundCaseResult, RefundOutcome
+from workflows.contracts import search_attributes as sa
+from workflows.contracts.policy import AutonomyDecision, PolicyFacts
+from workflows.refund.types import RefundCaseInput, RefundCaseResult, RefundOutcome
 
 BASE: dict[str, Any] = yaml.safe_load(DEFAULT_POLICY_FILE.read_bytes())
 

@@ -42,7 +42,7 @@ from tests.helpers import (
     seeded_engine,
 )
 from tests.test_api import api, assert_not_started, assert_problem, make_settings, new_key
-from workflows.types import RefundCaseInput, RefundCaseResult, RefundOutcome
+from workflows.refund.types import RefundCaseInput, RefundCaseResult, RefundOutcome
 
 pytestmark = pytest.mark.e2e
 

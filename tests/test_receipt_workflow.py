@@ -37,9 +37,9 @@ from tests.helpers import (
     seeded_engine,
     store_document,
 )
-from workflows import search_attributes as sa
-from workflows.types import (
-    ApprovalDecisionInput,
+from workflows.contracts import search_attributes as sa
+from workflows.contracts.approval import ApprovalDecisionInput
+from workflows.refund.types import (
     CaseStatus,
     RefundCaseInput,
     RefundCaseResult,

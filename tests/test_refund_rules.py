@@ -14,8 +14,8 @@ from activities.types import (
     OrderInfo,
     OrderStatus,
 )
-from workflows.refund_rules import assess_refund, format_amount
-from workflows.types import RefundPolicy, RiskLevel
+from workflows.refund.rules import assess_refund, format_amount
+from workflows.refund.types import RefundPolicy, RiskLevel
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -1,4 +1,4 @@
-"""Replay the committed histories of every released refund workflow path.
+"""Replay the committed histories of every registered process's released workflow paths.
 
 A change to the workflow code that would break running cases (a reordered, added or removed
 command without a version patch) fails here, in CI, before it reaches a worker.
@@ -13,7 +13,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from worker import WORKFLOWS, workflow_runner
+from worker import workflow_runner
+from workflows.registry import PROCESSES
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 EXPECTED_PATHS = {
@@ -35,6 +36,24 @@ EXPECTED_PATHS = {
     "policy_rules",
 }
 PATCHED_PATHS = {"receipt_ocr", "receipt_mismatch", "low_confidence", "policy_rules"}
+
+
+@pytest.mark.parametrize("process", PROCESSES.names)
+def test_every_registered_process_has_committed_histories(process: str) -> None:
+    """A process in the registry replays its own recorded histories (`<process>-<path>.json`),
+    each of its own workflow type: a new process without any fails here."""
+    recorded = [p for p in HISTORIES if p.stem.startswith(f"{process}-")]
+    assert recorded, f"no committed history for process '{process}' in tests/histories/"
+    for path in recorded:
+        history = WorkflowHistory.from_json(path.stem, path.read_text())
+        started = history.events[0].workflow_execution_started_event_attributes
+        assert process == started.workflow_type.name, path.name
+
+
+def test_every_history_belongs_to_a_registered_process() -> None:
+    processes = sorted(PROCESSES.names, key=len, reverse=True)
+    orphans = [p.name for p in HISTORIES if not any(p.stem.startswith(f"{n}-") for n in processes)]
+    assert [] == orphans
 
 
 def test_every_refund_path_has_a_committed_history() -> None:
@@ -62,7 +81,7 @@ def test_both_sides_of_the_receipt_ocr_patch_are_recorded() -> None:
 async def test_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(
-        workflows=list(WORKFLOWS),
+        workflows=PROCESSES.workflows,
         data_converter=pydantic_data_converter,
         workflow_runner=workflow_runner(),
     )

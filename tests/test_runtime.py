@@ -22,7 +22,7 @@ from core.settings import Settings
 from core.temporal import connect_config, uses_external_temporal
 from starter.runtime import register_search_attributes, temporal_cli_args
 from tests.conftest import TEMPORAL_CLI
-from workflows import search_attributes
+from workflows.contracts import search_attributes
 
 
 def test_dev_server_is_persistent_loopback_and_registers_every_attribute(tmp_path: Path) -> None:

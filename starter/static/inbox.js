@@ -180,9 +180,13 @@
 
     const facts = $("facts");
     facts.replaceChildren();
-    const tier = view.customer_tier ? ` (${view.customer_tier})` : "";
-    fact(facts, "Customer", `${view.customer_id}${tier}`);
-    fact(facts, "Order", view.order_id);
+    fact(facts, "Process", view.title || view.process);
+    if (view.customer_id) {
+      const tier = view.customer_tier ? ` (${view.customer_tier})` : "";
+      fact(facts, "Customer", `${view.customer_id}${tier}`);
+    }
+    if (view.order_id) fact(facts, "Order", view.order_id);
+    for (const f of view.facts || []) fact(facts, f.label, f.value);
     fact(facts, "Amount asked", money(view.amount_cents == null ? null : view.amount_cents / 100));
     if (request.amount_cents != null && request.amount_cents !== view.amount_cents) {
       fact(facts, "Amount now", money(request.amount_cents / 100));
@@ -278,8 +282,10 @@
       const next = (result.waiting_for || []).join(", ") || "the next level";
       return `Recorded at level ${result.level_name}; now waiting for ${next}.`;
     }
-    const refund = result.refund_id ? `, refund ${result.refund_id}` : "";
-    return `Done: ${result.gate}, outcome ${result.outcome || "-"}${refund}.`;
+    const effects = Object.entries(result.effects || {})
+      .map(([name, value]) => `, ${name.replace(/_id$/, "").replace(/_/g, " ")} ${value}`)
+      .join("");
+    return `Done: ${result.gate}, outcome ${result.outcome || "-"}${effects}.`;
   }
 
   async function decide(verb, extra) {
@@ -336,7 +342,7 @@
     $("reject").addEventListener("click", () => {
       const reason = $("reject-reason").value.trim();
       if (!reason) {
-        say("decide-status", "A rejection needs a reason: the customer is told.", "error");
+        say("decide-status", "A rejection needs a reason: the requester is told.", "error");
         return;
       }
       decide("reject", { reason });
@@ -344,7 +350,7 @@
     $("request-changes").addEventListener("click", () => {
       const amount = Number($("new-amount").value);
       if (!Number.isFinite(amount) || amount <= 0) {
-        say("decide-status", "Enter the lower amount to refund, in dollars.", "error");
+        say("decide-status", "Enter the lower amount to approve, in dollars.", "error");
         return;
       }
       const reason = $("changes-reason").value.trim() || null;

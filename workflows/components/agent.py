@@ -61,13 +61,13 @@ with workflow.unsafe.imports_passed_through():
         ToolResultMessage,
         TranscriptRef,
     )
-    from workflows.agent_types import (
+    from workflows.agent_assist.types import (
         AgentCheckpoint,
         AgentLimits,
         AgentOutcome,
         ToolCallRecord,
     )
-    from workflows.types import (
+    from workflows.contracts.approval import (
         ApprovalDecisionInput,
         ApprovalDecisionResult,
         ApprovalPolicy,

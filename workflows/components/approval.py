@@ -38,11 +38,11 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError
 
-from workflows import search_attributes as sa
+from workflows.contracts import search_attributes as sa
 
 with workflow.unsafe.imports_passed_through():
     from activities.types import ApprovalNoticeKind, NotifyApproversInput, NotifyApproversResult
-    from workflows.types import (
+    from workflows.contracts.approval import (
         ApprovalAction,
         ApprovalDecisionInput,
         ApprovalDecisionRecord,
@@ -628,12 +628,15 @@ class ApprovalGate:
             **extra,
         )
 
-    def settle(self, **extra: Any) -> ApprovalDecisionResult | None:
-        """Record the closing decision's result once the process has carried it out."""
+    def settle(
+        self, outcome: str | None = None, effects: dict[str, str] | None = None
+    ) -> ApprovalDecisionResult | None:
+        """Record the closing decision's result once the process has carried it out: the
+        process's `outcome` and what it did (`effects`, e.g. `{"refund_id": ...}`)."""
         closing = self._closing
         if closing is None:
             return None
-        result = self._result(closing, **extra)
+        result = self._result(closing, outcome=outcome, effects=effects or {})
         self.results[closing.decision_id] = result
         return result
 

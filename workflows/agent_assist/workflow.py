@@ -39,9 +39,9 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from workflows import search_attributes as sa
 from workflows.components.agent import AgentHooks, AgentLoop, AgentLoopResult, ToolSpec
 from workflows.components.audit import record_audit
+from workflows.contracts import search_attributes as sa
 
 with workflow.unsafe.imports_passed_through():
     from activities.agent_types import (
@@ -52,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
         LookupOrderStatusArgs,
         LookupOrderStatusResult,
     )
-    from workflows.agent_types import (
+    from workflows.agent_assist.types import (
         AgentAssistInput,
         AgentAssistResult,
         AgentAssistResume,
@@ -60,7 +60,7 @@ with workflow.unsafe.imports_passed_through():
         AgentAssistStatus,
         AgentOutcome,
     )
-    from workflows.types import ApprovalDecisionInput, ApprovalDecisionResult
+    from workflows.contracts.approval import ApprovalDecisionInput, ApprovalDecisionResult
 
 __all__ = ["PROCESS", "TOOLS", "AgentAssistWorkflow"]
 

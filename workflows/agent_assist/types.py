@@ -1,6 +1,6 @@
 """Inputs, results and state of the agent loop component and the `agent_assist` process.
 
-Pure pydantic, like `workflows.types`: safe to import from workflows (under passthrough), the
+Pure pydantic, like `workflows.refund.types`: safe to import from workflows (under passthrough), the
 starter and tests.
 """
 
@@ -12,7 +12,8 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 from activities.agent_types import ToolCallStatus, TranscriptRef
-from workflows.types import ApprovalLevel, ApprovalPolicy, ApprovalRequest
+from workflows.contracts.approval import ApprovalLevel, ApprovalPolicy
+from workflows.contracts.case import CaseState
 
 __all__ = [
     "AgentAssistInput",
@@ -136,17 +137,13 @@ class AgentAssistStatus(StrEnum):
     COMPLETED = "completed"
 
 
-class AgentAssistState(BaseModel):
-    """The `get_state` query."""
+class AgentAssistState(CaseState):
+    """The `get_state` query; `approval` is the pending (or last) risky tool call's."""
 
-    case_id: str
     customer_id: str
     status: AgentAssistStatus
     outcome: AgentOutcome | None = None
     checkpoint: AgentCheckpoint | None = None
-    approval: ApprovalRequest | None = Field(
-        default=None, description="The pending (or last) approval of a risky tool call"
-    )
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     answer: str | None = None
     reason: str | None = None

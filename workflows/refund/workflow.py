@@ -57,10 +57,10 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows import search_attributes as sa
 from workflows.components.approval import DEADLINE_ACTOR, ApprovalGate, GateHooks, GateOutcome
 from workflows.components.audit import record_audit
-from workflows.refund_rules import assess_refund, format_amount
+from workflows.contracts import search_attributes as sa
+from workflows.refund.rules import assess_refund, format_amount
 
 with workflow.unsafe.imports_passed_through():
     from activities.types import (
@@ -83,19 +83,21 @@ with workflow.unsafe.imports_passed_through():
         UpdateTicketInput,
     )
     from activities.types import RiskLevel as ModelRisk
-    from workflows.policy_types import (
+    from workflows.contracts.approval import (
+        ApprovalDecisionInput,
+        ApprovalDecisionResult,
+        ApprovalPolicy,
+        DefaultAction,
+        GateStatus,
+    )
+    from workflows.contracts.policy import (
         AutonomyDecision,
         EvaluatePolicyInput,
         PolicyEvaluation,
         PolicyFacts,
     )
-    from workflows.types import (
-        ApprovalDecisionInput,
-        ApprovalDecisionResult,
-        ApprovalPolicy,
+    from workflows.refund.types import (
         CaseStatus,
-        DefaultAction,
-        GateStatus,
         RefundAssessment,
         RefundCaseInput,
         RefundCaseResult,
@@ -469,7 +471,10 @@ class RefundWorkflow:
             )
         # The outcome is settled here; what follows tells the ticket and the customer.
         self._state.outcome = outcome
-        self._state.decision = self._gate.settle(outcome=outcome, refund_id=self._state.refund_id)
+        self._state.decision = self._gate.settle(
+            outcome=outcome.value,
+            effects={"refund_id": self._state.refund_id} if self._state.refund_id else None,
+        )
 
         await self._update_ticket(TICKET_STATUS[outcome], f"Outcome: {outcome.value}")
         draft = await workflow.execute_activity(

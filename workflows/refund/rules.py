@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from activities.types import CustomerInfo, CustomerStanding, Intent, OrderInfo, OrderStatus
-from workflows.types import RefundAssessment, RefundPolicy, RiskLevel
+from workflows.refund.types import RefundAssessment, RefundPolicy, RiskLevel
 
 __all__ = ["assess_refund", "format_amount"]
 

@@ -12,7 +12,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from workflows.types import ApprovalPolicy
+from workflows.contracts.approval import ApprovalPolicy
 
 __all__ = [
     "FACT_TYPES",

@@ -1,0 +1,122 @@
+"""Podium's HTTP API, assembled from one router per resource (OpenAPI at /docs):
+
+- `starter.api.cases`: `GET /processes`, `POST /cases/{process}` (one route per registered
+  process), `GET /cases/{case_id}`, `POST /documents`;
+- `starter.api.approvals`: the decisions (`/cases/{case_id}/approve|reject|request-changes|
+  delegate`), `GET /approvals/pending`, `GET /approvals`, `GET /approvals/{case_id}`;
+- here: `GET /inbox` (the approvers' web page, static, no build step) and `GET /healthz`.
+
+Every route but /healthz, /inbox, /static and the docs needs a credential (`starter.auth`): an
+API key for services, a bearer JWT for people; 401 without one, 403 without the permission. A
+new case is `requested_by` the caller. Every error is an RFC 9457 `application/problem+json`
+body (`starter.api.problems`); callers never see a stack trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path as FilePath
+
+import structlog
+from fastapi import Depends, FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from temporalio.client import Client
+
+from core.settings import Settings
+from core.temporal import connect
+from starter.api import approvals, cases
+from starter.api.approvals import DecisionBody, DelegateBody, RejectBody, RequestChangesBody
+from starter.api.deps import Podium
+from starter.api.problems import FieldError, Problem, install
+from starter.auth import Authenticator, authenticate
+from starter.client import PodiumClient
+from workflows.registry import PROCESSES, Registry
+
+__all__ = [
+    "DecisionBody",
+    "DelegateBody",
+    "FieldError",
+    "Health",
+    "Problem",
+    "RejectBody",
+    "RequestChangesBody",
+    "app",
+    "create_app",
+]
+
+log = structlog.get_logger()
+
+# The approvers' page: plain HTML, CSS and JS served as they are (no build step).
+STATIC_DIR = FilePath(__file__).resolve().parent.parent / "static"
+# The page loads only its own files and talks only to this API; nothing inline runs.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+ClientFactory = Callable[[Settings], Awaitable[Client]]
+
+
+class Health(BaseModel):
+    status: str = "ok"
+    temporal_reachable: bool
+
+
+async def _connect_lazily(settings: Settings) -> Client:
+    # Lazy: the API starts (and /healthz answers) even while Temporal is still coming up.
+    return await connect(settings, lazy=True)
+
+
+def create_app(
+    settings: Settings | None = None,
+    client_factory: ClientFactory | None = None,
+    processes: Registry = PROCESSES,
+) -> FastAPI:
+    """Build the API for `processes`; `client_factory` lets tests hand in their own client."""
+    factory = client_factory or _connect_lazily
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resolved = settings or Settings()
+        temporal = await factory(resolved)
+        app.state.podium = PodiumClient(temporal, resolved, processes)
+        app.state.authenticator = Authenticator(resolved)
+        log.info("api_started", namespace=temporal.namespace, task_queue=resolved.task_queue)
+        yield
+        app.state.podium.close()
+        log.info("api_stopped")
+
+    app = FastAPI(
+        title="Podium",
+        summary="Durable AI-orchestrated cases on Temporal: open, inspect and decide them.",
+        version="0.2.0",
+        lifespan=lifespan,
+        # Default deny: a route is protected unless its path is in auth.PUBLIC_PATHS.
+        dependencies=[Depends(authenticate)],
+    )
+    install(app)
+    app.include_router(cases.router(processes))
+    app.include_router(approvals.router())
+
+    @app.get("/inbox", include_in_schema=False)
+    async def inbox_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "inbox.html", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/healthz", response_model=Health, tags=["ops"])
+    async def healthz(podium: Podium) -> Health:
+        return Health(temporal_reachable=await podium.ping())
+
+    return app
+
+
+app = create_app()

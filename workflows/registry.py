@@ -1,0 +1,173 @@
+"""The process registry: one entry per business process, and the only place that names them.
+
+The worker registers every entry's workflow and checks that it has the activities the entry
+needs; the HTTP API, the Python client, the CLI (through the API), the approvals inbox, the
+replay tests and the history recorder read the same entries. Adding a process is its package
+under `workflows/` (workflow, rules, payload types, `starting.py`), its policy file in
+`policies/` when it has one, and one `Process(...)` below.
+
+Each entry says:
+- `name`: the workflow type, the value of `PodiumProcess` and the API's `/cases/{name}`;
+- `title`: one line for people (`GET /processes`, `podium processes`);
+- `workflow`, `request`, `input`, `state`, `result`: the workflow class, what a caller sends,
+  what the workflow receives, what `get_state` answers (a `CaseState`) and what it returns;
+- `prepare(request, context) -> input`: the platform's part of a new case (verified caller,
+  policy file, the operator's settings);
+- `describe(request) -> CaseText`: the Temporal UI's summary and details of a new case;
+- `approval_card(input, state) -> ApprovalCard`: how a pending approval reads in the inbox;
+- `case_id_prefix`, `policy` (the stem of `policies/<policy>.yaml`, or None), `activities`
+  (the activity names its workflow calls).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from workflows.agent_assist import starting as agent_assist
+from workflows.agent_assist.types import AgentAssistInput, AgentAssistResult, AgentAssistState
+from workflows.agent_assist.workflow import AgentAssistWorkflow
+from workflows.contracts.case import ApprovalCard, CaseContext, CaseState, CaseText
+from workflows.refund import starting as refund
+from workflows.refund.types import RefundCaseInput, RefundCaseResult, RefundCaseState
+from workflows.refund.workflow import RefundWorkflow
+
+__all__ = ["PROCESSES", "Process", "Registry", "UnknownProcess"]
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+@dataclass(frozen=True)
+class Process:
+    name: str
+    title: str
+    workflow: type
+    request: type[BaseModel]
+    input: type[BaseModel]
+    state: type[CaseState]
+    result: type[BaseModel]
+    prepare: Callable[[Any, CaseContext], BaseModel]
+    describe: Callable[[Any], CaseText]
+    approval_card: Callable[[Any, Any], ApprovalCard]
+    activities: tuple[str, ...]
+    case_id_prefix: str = ""
+    policy: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.fullmatch(self.name):
+            raise ValueError(f"process name '{self.name}' must match {NAME_PATTERN}")
+        defined = getattr(self.workflow, "__temporal_workflow_definition", None)
+        if defined is not None and defined.name != self.name:
+            raise ValueError(
+                f"process '{self.name}' registers workflow type '{defined.name}': they must match"
+            )
+        if not self.case_id_prefix:
+            object.__setattr__(self, "case_id_prefix", f"{self.name}-")
+
+
+class UnknownProcess(LookupError):
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        super().__init__(f"no process named '{name}'; known: {', '.join(known)}")
+        self.name = name
+
+
+class Registry:
+    """The processes a worker runs and a starter opens, by name, in registration order."""
+
+    def __init__(self, processes: Iterable[Process]) -> None:
+        self._by_name: dict[str, Process] = {}
+        for process in processes:
+            if process.name in self._by_name:
+                raise ValueError(f"process '{process.name}' is registered twice")
+            self._by_name[process.name] = process
+
+    def __iter__(self) -> Iterator[Process]:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    def get(self, name: str) -> Process:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownProcess(name, self._by_name) from None
+
+    def with_process(self, process: Process) -> Registry:
+        """This registry plus one more process (a new registry; this one is unchanged)."""
+        return Registry([*self, process])
+
+    @property
+    def workflows(self) -> list[type]:
+        return [process.workflow for process in self]
+
+    @property
+    def activity_names(self) -> set[str]:
+        return {name for process in self for name in process.activities}
+
+
+# Activities every process that asks people or keeps an audit trail calls.
+_GATE_AND_AUDIT = ("record_audit_event", "notify_approvers")
+
+PROCESSES = Registry(
+    [
+        Process(
+            name="refund",
+            title="Refund: a customer asks for their money back",
+            workflow=RefundWorkflow,
+            request=refund.RefundRequest,
+            input=RefundCaseInput,
+            state=RefundCaseState,
+            result=RefundCaseResult,
+            prepare=refund.prepare,
+            describe=refund.describe,
+            approval_card=refund.approval_card,
+            policy="refund",
+            activities=(
+                "open_ticket",
+                "triage_request",
+                "read_document",
+                "lookup_order",
+                "evaluate_policy",
+                "update_ticket",
+                "issue_refund",
+                "draft_reply",
+                "send_reply",
+                *_GATE_AND_AUDIT,
+            ),
+        ),
+        Process(
+            name="agent_assist",
+            title="Agent assist: a tool-calling assistant answers a customer's question",
+            workflow=AgentAssistWorkflow,
+            request=agent_assist.AgentAssistRequest,
+            input=AgentAssistInput,
+            state=AgentAssistState,
+            result=AgentAssistResult,
+            prepare=agent_assist.prepare,
+            describe=agent_assist.describe,
+            approval_card=agent_assist.approval_card,
+            activities=(
+                "store_transcript",
+                "agent_next_step",
+                "append_tool_result",
+                "lookup_order_status",
+                "create_ticket_note",
+                "issue_goodwill_credit",
+                *_GATE_AND_AUDIT,
+            ),
+        ),
+    ]
+)
