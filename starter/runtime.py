@@ -64,7 +64,7 @@ from core.settings import Settings
 from core.temporal import connect, connect_config, uses_external_temporal
 from starter.auth import load_or_create_jwt_secret, mint_token
 from starter.codec_server import codec_banner, codec_url, dev_secrets
-from workflows import search_attributes
+from workflows.contracts import search_attributes
 
 __all__ = ["Supervisor", "register_search_attributes", "run", "temporal_cli_args"]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from pydantic import SecretStr
 from temporalio import activity, workflow
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
@@ -20,6 +21,7 @@ from temporalio.worker import Worker
 from core.logging import configure_logging
 from core.settings import Settings
 from core.temporal import connect_config, uses_external_temporal
+from starter.codec_server import codec_banner, codec_url
 from starter.runtime import register_search_attributes, temporal_cli_args
 from tests.conftest import TEMPORAL_CLI
 from workflows.contracts import search_attributes
@@ -40,6 +42,22 @@ def test_dev_server_is_persistent_loopback_and_registers_every_attribute(tmp_pat
         "PodiumSlaDueAt=Datetime",
     } <= set(flags)
     assert len(search_attributes.ALL) == len(flags)
+
+
+def test_the_embedded_ui_decodes_without_a_token_that_it_never_holds(tmp_path: Path) -> None:
+    """The UI is pointed at the codec server's plain endpoint: the token appears neither in the
+    dev server's command line (which every local user can read) nor in the UI's settings, and
+    the banner tells the operator that the UI needs none while the CLI still does."""
+    token = "codec-token-for-tests-0123456789"
+    settings = Settings(_env_file=None, codec_token=SecretStr(token))  # type: ignore[call-arg]
+    args = temporal_cli_args(settings, tmp_path / "temporal.db", codec_url(settings))
+    assert codec_url(settings) == args[args.index("--ui-codec-endpoint") + 1]
+    assert token not in " ".join(args)
+    banner = "\n".join(codec_banner(settings, show_token=True, trust_local_ui=True))
+    assert "no token" in banner and f"/t/{token}" not in banner
+    assert f'--codec-auth "Bearer {token}"' in banner
+    standalone = "\n".join(codec_banner(settings, show_token=True))
+    assert f"{codec_url(settings)}/t/{token}" in standalone
 
 
 def test_temporal_env_config_decides_embedded_or_external(monkeypatch) -> None:

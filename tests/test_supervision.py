@@ -4,7 +4,7 @@
    once the child has run long enough; the other children are left alone.
 2. `podium up` itself: the worker is killed, the API keeps answering and accepts a case, the
    worker is started again and carries the case to the approval gate; then the API is killed and
-   comes back while the worker keeps running; Ctrl-C still stops everything with code 0.
+   comes back while the worker keeps running; SIGTERM still stops everything with code 0.
 3. `podium up` killed with SIGKILL: none of its children (dev server, worker, API, codec server)
    outlives it, and the Temporal port is free again.
 
@@ -186,8 +186,15 @@ def test_a_crashed_worker_or_api_restarts_while_the_rest_keeps_serving(up: Podiu
     now = up.children()
     assert first["temporal"] == now["temporal"] and first["codec"] == now["codec"]
     assert up.pids("worker")[-1] == now["worker"]  # the worker was not touched by the API's fall
-    assert 0 == up.stop()
+
+    # A service manager's stop (SIGTERM) still stops everything in order, cleanly.
+    assert up.process is not None
+    up.process.send_signal(signal.SIGTERM)
+    assert 0 == up.process.wait(timeout=120)
     assert not any(alive(pid) for pid in now.values())
+    assert {"temporal", "worker", "api", "codec"} == {
+        r["process"] for r in up.records("process_stopped")
+    }
 
 
 def port_free(port: int) -> bool:
