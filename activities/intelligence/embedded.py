@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import structlog
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from activities.intelligence.intent import (
@@ -33,6 +34,8 @@ from activities.types import (
 )
 
 __all__ = ["EmbeddedModels", "default_model_cache_dir"]
+
+log = structlog.get_logger(__name__)
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATASETS_DIR = _REPO_ROOT / "datasets"
@@ -102,13 +105,22 @@ class EmbeddedModels:
         intent, from_cache = IntentClassifier.cached(
             load_examples(datasets_dir / TRAIN_FILE), folder, word_embeddings=word_embeddings
         )
-        return cls(
+        models = cls(
             intent,
             replies,
             training_seconds=time.perf_counter() - started,
             training_cpu_seconds=time.process_time() - started_cpu,
             from_cache=from_cache,
         )
+        log.info(
+            "intent_model_ready",
+            model=intent.name,
+            from_cache=from_cache,
+            cache_dir=None if folder is None else str(folder),
+            seconds=round(models.training_seconds, 2),
+            cpu_seconds=round(models.training_cpu_seconds, 2),
+        )
+        return models
 
     @property
     def intent_model(self) -> str:

@@ -9,7 +9,7 @@ accuracy on `datasets/intents/test.jsonl` (which never trains or tunes anything)
 calibration on the test set (expected calibration error) and the automation threshold: chosen
 on the out-of-fold predictions, reported with its precision and human share on the test set.
 `--write DIR` also writes `intent-evaluation.{json,md}` and the reliability diagram
-`intent-reliability.svg` there.
+`intent-evaluation-reliability.svg` there.
 """
 
 from __future__ import annotations
@@ -241,7 +241,12 @@ def _markdown(data: dict[str, Any], cv: Evaluation, test: Evaluation) -> str:
             for label, row in data["per_intent"].items()
         ],
     )
-    lines += ["", "## Calibration on the test set", "", "![reliability](intent-reliability.svg)"]
+    lines += [
+        "",
+        "## Calibration on the test set",
+        "",
+        "![reliability](intent-evaluation-reliability.svg)",
+    ]
     lines += ["", *calibration_lines(test.confidences, test.correct)]
     lines += ["", "## Calibration out of fold (training examples)", ""]
     lines += calibration_lines(cv.confidences, cv.correct)
@@ -287,8 +292,10 @@ def main() -> None:
             title=f"Intent confidence on the test set ({len(test.examples)} messages)",
             ece=test.ece,
         )
-        (args.write / "intent-reliability.svg").write_text(svg)
-        print(f"wrote {args.write}/intent-evaluation.{{json,md}}, intent-reliability.svg")
+        (args.write / "intent-evaluation-reliability.svg").write_text(svg)
+        print(
+            f"wrote {args.write}/intent-evaluation.{{json,md}}, intent-evaluation-reliability.svg"
+        )
 
 
 def model_adapter(model: IntentClassifier) -> Any:
