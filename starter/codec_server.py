@@ -282,11 +282,11 @@ def allowed_origins(settings: Settings) -> list[str]:
 
 
 def local_ui_trust(settings: Settings) -> LocalTrust:
-    """The embedded Temporal UI (`temporal server start-dev`, loopback) as the local operator's."""
-    origins = {
-        f"http://{name}:{settings.temporal_ui_port}" for name in ("localhost", "127.0.0.1", "[::1]")
-    }
-    hosts = {f"{name}:{settings.codec_port}" for name in ("localhost", "127.0.0.1", "[::1]")}
+    """The embedded Temporal UI (`temporal server start-dev --ip 127.0.0.1`) as the local
+    operator's: only the names it is served under, never an address it does not listen on."""
+    names = ("localhost", "127.0.0.1")
+    origins = {f"http://{name}:{settings.temporal_ui_port}" for name in names}
+    hosts = {f"{name}:{settings.codec_port}" for name in (*names, "[::1]")}
     return LocalTrust(frozenset(origins), frozenset(hosts))
 
 

@@ -125,7 +125,13 @@ async def test_the_embedded_ui_origin_decodes_over_loopback_without_a_token() ->
 
 @pytest.mark.parametrize(
     "case",
-    ["no origin", "another origin", "origin of a look-alike port", "rebound host name"],
+    [
+        "no origin",
+        "another origin",
+        "origin of a look-alike port",
+        "origin on an address the UI does not listen on",
+        "rebound host name",
+    ],
 )
 async def test_other_callers_without_the_token_are_refused(case: str) -> None:
     async with serving(trust_local_ui=True) as (url, ui):
@@ -134,6 +140,10 @@ async def test_other_callers_without_the_token_are_refused(case: str) -> None:
             "no origin": {},
             "another origin": {"Origin": "http://evil.example"},
             "origin of a look-alike port": {"Origin": ui + "0"},
+            # Another local account could serve a page there.
+            "origin on an address the UI does not listen on": {
+                "Origin": ui.replace("localhost", "[::1]")
+            },
             # DNS rebinding: the page's own (attacker's) name resolved to 127.0.0.1.
             "rebound host name": {"Origin": ui, "Host": f"evil.example:{port}"},
         }[case]
