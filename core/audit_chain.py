@@ -16,6 +16,11 @@ transaction with `BEGIN IMMEDIATE`, which takes the database's single write lock
 plain `BEGIN` would let two writers read the same head and then collide). In its turn, an append
 whose idempotency key is already recorded returns that event: a retried activity adds no link.
 
+Personal data in `detail` (an approver's comment naming a customer's email or phone, a card
+number) is masked before it is hashed and stored (`core.redaction`): the trail proves who decided
+what and why without becoming a copy of the customer's data, and the chain verifies as written.
+`actor` stays as given: who acted is what an audit trail is for.
+
 What the chain cannot show on its own: someone with write access who rewrites every event from
 the edit onwards and the head as well. Keeping the head hash elsewhere (`podium audit verify
 --json` prints it) anchors the chain against that too.
@@ -37,6 +42,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from core.db import AuditChainHead, AuditEvent, utcnow
+from core.redaction import redact
 
 __all__ = [
     "GENESIS_HASH",
@@ -162,8 +168,8 @@ def append_event(engine: Engine, record: AuditRecord) -> AppendResult:
 
     An event without a policy version takes its case's latest one: every decision after the
     assessment names the policy it was made under."""
-    # Stored exactly as hashed: JSON-native values, UTC.
-    detail: dict[str, Any] = json.loads(canonical_json(dict(record.detail)))
+    # Stored exactly as hashed: personal data masked first, then JSON-native values, UTC.
+    detail: dict[str, Any] = json.loads(canonical_json(redact(dict(record.detail))))
     occurred_at = _utc(record.occurred_at)
     confidence = float(record.confidence) if record.confidence is not None else None
     with Session(engine) as session:

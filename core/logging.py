@@ -91,6 +91,11 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     # Temporal's context travels as fields, not appended to the message text.
     workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False
+    # uvicorn installs its own handlers (plain text, unmasked) before the app starts: its lines
+    # go through the handler above instead, like everyone else's.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
     for noisy in ("httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 

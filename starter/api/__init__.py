@@ -7,9 +7,14 @@
 - here: `GET /inbox` (the approvers' web page, static, no build step) and `GET /healthz`.
 
 Every route but /healthz, /inbox, /static and the docs needs a credential (`starter.auth`): an
-API key for services, a bearer JWT for people; 401 without one, 403 without the permission. A
-new case is `requested_by` the caller. Every error is an RFC 9457 `application/problem+json`
-body (`starter.api.problems`); callers never see a stack trace.
+API key for services, a bearer JWT for people; 401 without one, 403 without the permission. The
+credential is checked before the body is read, bodies are limited in size and JSON is parsed
+strictly (`starter.api.guard`). A new case is `requested_by` the caller. Every error is an RFC
+9457 `application/problem+json` body (`starter.api.problems`); callers never see a stack trace.
+
+`app` is the API's entry (`uvicorn starter.api:app`): at start-up it configures logging for
+the process (`core.logging`: JSON lines when `PODIUM_LOG_JSON` asks or stderr is not a terminal,
+personal data masked), as every Podium entry point does.
 """
 
 from __future__ import annotations
@@ -25,11 +30,13 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from temporalio.client import Client
 
+from core.logging import configure_logging
 from core.settings import Settings
 from core.temporal import connect
 from starter.api import approvals, cases
 from starter.api.approvals import DecisionBody, DelegateBody, RejectBody, RequestChangesBody
 from starter.api.deps import Podium
+from starter.api.guard import ApiLimits, RequestGuard
 from starter.api.problems import FieldError, Problem, install
 from starter.auth import Authenticator, authenticate
 from starter.client import PodiumClient
@@ -79,13 +86,23 @@ def create_app(
     settings: Settings | None = None,
     client_factory: ClientFactory | None = None,
     processes: Registry = PROCESSES,
+    *,
+    max_body_bytes: int | None = None,
+    configure_logs: bool = False,
 ) -> FastAPI:
-    """Build the API for `processes`; `client_factory` lets tests hand in their own client."""
+    """Build the API for `processes`; `client_factory` lets tests hand in their own client.
+
+    `max_body_bytes`: the largest request body (default: `PODIUM_API_MAX_BODY_BYTES`, 16 MiB).
+    `configure_logs`: configure the process's logging at start-up, from the settings; the
+    entry `app` does, an app built inside another process (tests) leaves its logging alone."""
     factory = client_factory or _connect_lazily
+    body_limit = max_body_bytes if max_body_bytes is not None else ApiLimits().max_body_bytes
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resolved = settings or Settings()
+        if configure_logs:
+            configure_logging(resolved.log_level, resolved.log_json)
         temporal = await factory(resolved)
         app.state.podium = PodiumClient(temporal, resolved, processes)
         app.state.authenticator = Authenticator(resolved)
@@ -102,6 +119,8 @@ def create_app(
         # Default deny: a route is protected unless its path is in auth.PUBLIC_PATHS.
         dependencies=[Depends(authenticate)],
     )
+    # Inside the problem middleware that `install` adds: a crash in the guard is a 500 problem.
+    app.add_middleware(RequestGuard, max_body_bytes=body_limit)
     install(app)
     app.include_router(cases.router(processes))
     app.include_router(approvals.router())
@@ -119,4 +138,4 @@ def create_app(
     return app
 
 
-app = create_app()
+app = create_app(configure_logs=True)

@@ -57,6 +57,11 @@ class Problem(BaseModel):
     detail: str | None = None
     instance: str | None = None
     errors: list[FieldError] | None = None
+    decision_id: str | None = Field(
+        default=None,
+        description="A decision that may still be applied: retry with this `decision_id` to "
+        "get its result (the same id never applies twice)",
+    )
 
 
 # Podium's errors and the HTTP answer each one gets: status, problem type, title.
@@ -76,7 +81,7 @@ _AUTH_PROBLEMS = {401: "unauthorized", 403: "forbidden"}
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}
-    for status in (401, 403, 404, 409, 422, 503)
+    for status in (401, 403, 404, 409, 413, 422, 503)
 }
 
 
@@ -89,9 +94,16 @@ def problem_response(
     instance: str | None = None,
     errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
+    decision_id: str | None = None,
 ) -> JSONResponse:
     problem = Problem(
-        type=type_, title=title, status=status, detail=detail, instance=instance, errors=errors
+        type=type_,
+        title=title,
+        status=status,
+        detail=detail,
+        instance=instance,
+        errors=errors,
+        decision_id=decision_id,
     )
     return JSONResponse(
         problem.model_dump(mode="json", exclude_none=True),
@@ -170,15 +182,22 @@ def install(app: FastAPI) -> None:
                 )
             ]
         headers = {"Retry-After": "5"} if status == 503 else None
+        detail = exc.message
+        # A decision that timed out may still be applied: the caller must retry with its id (a
+        # retry without one would be a new decision, refused once the first one closed the case).
+        decision_id = getattr(exc, "decision_id", None)
+        if decision_id is not None and decision_id not in detail:
+            detail += f"; it may still be applied: retry with decision_id '{decision_id}'"
         log.info("api_request_refused", path=request.url.path, status=status, problem=slug)
         return problem_response(
             status,
             title,
-            exc.message,
+            detail,
             type_=PROBLEM_TYPE_PREFIX + slug,
             instance=request.url.path,
             errors=errors,
             headers=headers,
+            decision_id=decision_id,
         )
 
     @app.exception_handler(RequestValidationError)
@@ -195,6 +214,19 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's "error parsing the body": an invalid request like any other (422), as
+            # the OpenAPI declares; `starter.api.guard` catches most of these first.
+            message = exc.detail if isinstance(exc.detail, str) else "the body could not be read"
+            error = FieldError(field="body", location="body", message=message, type="body_invalid")
+            return problem_response(
+                422,
+                "Invalid request",
+                message,
+                type_=PROBLEM_TYPE_PREFIX + "validation",
+                instance=request.url.path,
+                errors=[error],
+            )
         title = HTTPStatus(exc.status_code).phrase
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
         slug = _AUTH_PROBLEMS.get(exc.status_code)

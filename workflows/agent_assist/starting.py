@@ -14,11 +14,12 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from workflows.agent_assist.types import AgentAssistInput, AgentAssistState, AgentLimits
 from workflows.contracts.case import AiView, ApprovalCard, CaseContext, CaseText, Fact
+from workflows.contracts.text import VisibleText, text_limits
 
 __all__ = ["AgentAssistRequest", "approval_card", "describe", "prepare"]
 
-_CustomerId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-_Message = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5_000)]
+_CustomerId = Annotated[VisibleText, text_limits(64)]
+_Message = Annotated[VisibleText, text_limits(5_000)]
 _Tool = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 

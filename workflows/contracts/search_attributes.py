@@ -8,9 +8,18 @@ Registered by `podium up` (embedded server) or `podium temporal register-search-
 and an approver's inbox, what finance may decide right now:
 
     PodiumAwaitingApproval = true AND PodiumAwaitingRoles = "finance"
+
+Search attributes are indexed in the clear by Temporal's visibility store, outside payload
+encryption: no personal data goes there. A customer id that is an email, a phone or a card
+number is set as `customer_id_attribute(id)`, a pseudonym (`pii-` and 20 hex of its SHA-256):
+an operator who knows the address finds the case by computing the same value, nobody reading
+the index learns it.
 """
 
 from __future__ import annotations
+
+import hashlib
+import re
 
 from temporalio.common import SearchAttributeKey
 
@@ -30,6 +39,7 @@ __all__ = [
     "PROCESS",
     "SLA_DUE_AT",
     "STATUS",
+    "customer_id_attribute",
 ]
 
 PROCESS = SearchAttributeKey.for_keyword("PodiumProcess")
@@ -66,3 +76,30 @@ ALL: tuple[SearchAttributeKey, ...] = (  # type: ignore[type-arg]
     MODEL_COST_USD,
     POLICY_VERSION,
 )
+
+
+# Personal data as customer ids: an email, or a number written with 9 or more digits and
+# nothing but phone and card punctuation (+, spaces, dots, dashes, parentheses).
+_PHONE_OR_CARD = re.compile(r"^\+?[\d .()\-]+$")
+_MIN_PERSONAL_DIGITS = 9
+PSEUDONYM_PREFIX = "pii-"
+_PSEUDONYM_HEX = 20
+
+
+def _is_personal(value: str) -> bool:
+    if "@" in value:
+        return True
+    digits = sum(char.isdigit() for char in value)
+    return digits >= _MIN_PERSONAL_DIGITS and _PHONE_OR_CARD.match(value) is not None
+
+
+def customer_id_attribute(customer_id: str) -> str:
+    """The value of `PodiumCustomerId` for `customer_id`: the id itself (`C-1002`), or for an
+    email, phone or card number a stable pseudonym of its normalised form (trimmed, lower case;
+    digits only for numbers). Pure and deterministic: the starter and the workflows agree."""
+    value = customer_id.strip()
+    if not _is_personal(value):
+        return customer_id
+    normal = value.lower() if "@" in value else re.sub(r"\D", "", value)
+    digest = hashlib.sha256(normal.encode()).hexdigest()[:_PSEUDONYM_HEX]
+    return PSEUDONYM_PREFIX + digest

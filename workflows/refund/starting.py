@@ -13,7 +13,7 @@ import json
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from workflows.contracts.approval import (
     ApprovalLevel,
@@ -23,6 +23,7 @@ from workflows.contracts.approval import (
 )
 from workflows.contracts.case import AiView, ApprovalCard, CaseContext, CaseText
 from workflows.contracts.documents import DOCUMENT_ID_PATTERN, AttachmentUpload
+from workflows.contracts.text import VisibleText, text_limits
 from workflows.refund.types import (
     RefundCaseInput,
     RefundCaseState,
@@ -42,11 +43,11 @@ __all__ = [
 
 DETAILS_MESSAGE_LIMIT = 500
 
-_Channel = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
-_CustomerId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-_OrderId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-_Message = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5_000)]
-_Person = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+_Channel = Annotated[VisibleText, text_limits(32)]
+_CustomerId = Annotated[VisibleText, text_limits(64)]
+_OrderId = Annotated[VisibleText, text_limits(64)]
+_Message = Annotated[VisibleText, text_limits(5_000)]
+_Person = Annotated[VisibleText, text_limits(128)]
 
 
 class RefundRequest(BaseModel):
