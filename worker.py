@@ -24,6 +24,7 @@ from activities.agent import AgentActivities
 from activities.agent_tools import CustomerServiceTools
 from activities.ai import IntelligenceActivities
 from activities.audit import AuditActivities
+from activities.decisions import DecisionVerifier
 from activities.documents import DocumentStore
 from activities.intelligence import EmbeddedModels
 from activities.intelligence.gateway import ModelGateway
@@ -33,6 +34,7 @@ from activities.notifications import ApprovalNotifier, NotificationActivities, a
 from activities.policy import evaluate_policy
 from activities.systems import SystemsOfRecordActivities
 from core.db import create_tables, make_engine
+from core.decision_tokens import DecisionKey
 from core.logging import configure_logging
 from core.settings import Settings
 from core.temporal import connect
@@ -77,13 +79,16 @@ def build_activities(
     *,
     approvals: ApprovalNotifier | None = None,
     reader: ReceiptReader | None = None,
+    decisions: DecisionVerifier | None = None,
 ) -> list[Callable[..., Any]]:
     """Without a gateway: the repository's `config/models.yaml`, its ledger on `engine`.
-    Without a receipt `reader`, the first `read_document` builds the worker's one."""
+    Without a receipt `reader`, the first `read_document` builds the worker's one. Without a
+    decision verifier: one with the settings' decision key (`PODIUM_DECISION_SECRET`)."""
     systems = SystemsOfRecordActivities(engine)
     # Approver notices go to `approvals` (log or webhook channel); default: the log.
     notifications = NotificationActivities(engine, approvals)
     audit = AuditActivities(engine)
+    decisions = decisions or DecisionVerifier(DecisionKey.from_settings(Settings()))
     gateway = gateway or ModelGateway.from_file(None, models, ledger=ModelLedger(engine))
     intelligence = IntelligenceActivities(
         models, gateway, documents=DocumentStore(engine), reader=reader
@@ -94,6 +99,7 @@ def build_activities(
         notifications.notify_escalation,
         notifications.notify_approvers,
         audit.record_audit_event,
+        decisions.verify_decision,
         intelligence.triage_request,
         intelligence.draft_reply,
         *agent_activities(engine, gateway),
@@ -165,7 +171,12 @@ async def run(settings: Settings) -> None:
     gateway = ModelGateway.from_file(settings.models_file, models, ledger=ModelLedger(engine))
     reader = ReceiptReader()  # OCR models, loaded once and shared by the activity threads
     approvals = approval_notifier(settings)  # approver notices: log, or the webhook's pool
-    client: Client = await connect(settings)
+    client: Client = await connect(settings, worker=True)
+    # Decisions must reach cases encrypted whenever this worker's payloads are.
+    decisions = DecisionVerifier(
+        DecisionKey.from_settings(settings),
+        require_encrypted=client.data_converter.payload_codec is not None,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -175,7 +186,7 @@ async def run(settings: Settings) -> None:
             client,
             settings,
             activities=build_activities(
-                engine, models, gateway, approvals=approvals, reader=reader
+                engine, models, gateway, approvals=approvals, reader=reader, decisions=decisions
             ),
             executor=executor,
         )

@@ -39,6 +39,7 @@ from temporalio.converter import PayloadCodec
 from core.settings import Settings
 
 __all__ = [
+    "DECRYPTED_METADATA",
     "ENCODING",
     "KEY_ID_METADATA",
     "CodecError",
@@ -56,6 +57,9 @@ __all__ = [
 
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
+# Set by a marking codec on what it decrypted, so a workflow can tell an encrypted message from
+# one sent in clear (approval decisions must arrive encrypted); stripped from clear payloads.
+DECRYPTED_METADATA = "podium-decrypted"
 NONCE_SIZE = 12
 TAG_SIZE = 16
 KEY_SIZE = 32  # AES-256
@@ -168,10 +172,15 @@ def key_ring(settings: Settings) -> KeyRing | None:
 
 
 class EncryptionCodec(PayloadCodec):
-    """AES-256-GCM with the ring's active key; decodes with whichever key a payload names."""
+    """AES-256-GCM with the ring's active key; decodes with whichever key a payload names.
 
-    def __init__(self, ring: KeyRing) -> None:
+    `mark_decrypted` (the worker's): decoded payloads that were encrypted carry
+    `DECRYPTED_METADATA`; payloads that arrived in clear never do, whatever their sender wrote.
+    """
+
+    def __init__(self, ring: KeyRing, *, mark_decrypted: bool = False) -> None:
         self.ring = ring
+        self._mark = mark_decrypted
         self._ciphers = {key_id: AESGCM(ring.key(key_id)) for key_id in ring.key_ids}
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
@@ -191,6 +200,14 @@ class EncryptionCodec(PayloadCodec):
 
     def decrypt(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding") != ENCODING:
+            if DECRYPTED_METADATA in payload.metadata:
+                # Sent in clear with the mark forged: drop it.
+                payload = Payload(
+                    metadata={
+                        k: v for k, v in payload.metadata.items() if k != DECRYPTED_METADATA
+                    },
+                    data=payload.data,
+                )
             return payload  # never encrypted: pass through untouched
         raw_id = payload.metadata.get(KEY_ID_METADATA)
         if not raw_id:
@@ -211,6 +228,8 @@ class EncryptionCodec(PayloadCodec):
             ) from None
         original = Payload()
         original.ParseFromString(plain)
+        if self._mark:
+            original.metadata[DECRYPTED_METADATA] = b"1"
         return original
 
 

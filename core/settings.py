@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     jwt_jwks_url: str | None = None
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    # Decision tokens (core/decision_tokens.py): the API signs each approval decision for the
+    # verified caller; the worker checks it before a case applies it. One key per deployment
+    # (`podium up` creates a development one under data_dir/keys when none is set).
+    decision_secret: SecretStr | None = None
+    decision_token_ttl_s: int = Field(default=600, ge=30, le=86_400)
 
     # Worker sizing
     max_cached_workflows: int = 2_000

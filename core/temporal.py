@@ -26,16 +26,19 @@ from core.settings import Settings
 __all__ = ["connect", "connect_config", "data_converter", "uses_external_temporal"]
 
 
-def data_converter(source: Settings | KeyRing | None) -> DataConverter:
+def data_converter(
+    source: Settings | KeyRing | None, *, mark_decrypted: bool = False
+) -> DataConverter:
     """Pydantic payloads encrypted with the key ring; failure messages and stack traces move
     into an encoded attribute so they are encrypted too. Plain pydantic when there is no ring
-    (`PODIUM_ENCRYPTION=off`); raises when encryption is on and no keys are configured."""
+    (`PODIUM_ENCRYPTION=off`); raises when encryption is on and no keys are configured.
+    `mark_decrypted` (workers): decrypted payloads say so (`core.codec.DECRYPTED_METADATA`)."""
     ring = key_ring(source) if isinstance(source, Settings) else source
     if ring is None:
         return pydantic_data_converter
     return dataclasses.replace(
         pydantic_data_converter,
-        payload_codec=EncryptionCodec(ring),
+        payload_codec=EncryptionCodec(ring, mark_decrypted=mark_decrypted),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )
 
@@ -54,9 +57,10 @@ def uses_external_temporal() -> bool:
     return bool(ClientConfig.load_client_connect_config().get("target_host"))
 
 
-async def connect(settings: Settings, **overrides: Any) -> Client:
+async def connect(settings: Settings, *, worker: bool = False, **overrides: Any) -> Client:
+    """`worker`: the worker's client, whose codec marks what it decrypted."""
     config: dict[str, Any] = {
-        "data_converter": data_converter(settings),
+        "data_converter": data_converter(settings, mark_decrypted=worker),
         # Headers (interceptors' context) are history too: through the codec as well.
         "header_codec_behavior": HeaderCodecBehavior.CODEC,
         **connect_config(settings),

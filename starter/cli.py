@@ -67,17 +67,98 @@ DecisionIdOption = Annotated[
 
 
 @dataclass(frozen=True)
+class _Response:
+    """What a command reads of an HTTP answer (the standard library's, or httpx's in tests)."""
+
+    status_code: int
+    reason_phrase: str
+    text: str
+
+    @property
+    def is_error(self) -> bool:
+        return self.status_code >= 400
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+@dataclass(frozen=True)
 class _Api:
-    """How commands reach the HTTP API; `transport` is for tests."""
+    """How commands reach the HTTP API: the standard library's HTTP client (importing httpx
+    would double the start-up time of every command); `transport` routes through httpx (tests)."""
 
     base_url: str
     transport: httpx.BaseTransport | None = None
     token: str | None = None
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        import httpx  # here, not at the top: `podium --help` starts without it
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        sent = {"Accept": "application/json", **(headers or {})}
+        if self.token:
+            sent["Authorization"] = f"Bearer {self.token}"
+        if self.transport is not None:
+            response = self._via_httpx(method, path, json, params, sent)
+        else:
+            response = self._via_stdlib(method, path, json, params, sent)
+        if response.is_error:
+            _fail_with_problem(response)
+        return response.json()
 
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+    def _via_stdlib(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        params: dict[str, Any] | None,
+        headers: dict[str, str],
+    ) -> _Response:
+        import socket
+        import urllib.error
+        import urllib.request
+        from urllib.parse import urlencode
+
+        url = self.base_url + path + (f"?{urlencode(params)}" if params else "")
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers = {**headers, "Content-Type": "application/json"}
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as answer:
+                return _Response(answer.status, answer.reason, answer.read().decode("utf-8"))
+        except urllib.error.HTTPError as err:
+            return _Response(err.code, str(err.reason), err.read().decode("utf-8", "replace"))
+        except TimeoutError:
+            _fail(f"the Podium API at {self.base_url} did not answer in time", EXIT_UNREACHABLE)
+        except urllib.error.URLError as err:
+            if isinstance(err.reason, ConnectionRefusedError | socket.gaierror):
+                _fail(
+                    f"cannot reach the Podium API at {self.base_url} (is `make up` running?)",
+                    EXIT_UNREACHABLE,
+                )
+            _fail(
+                f"cannot talk to the Podium API at {self.base_url}: {err.reason}", EXIT_UNREACHABLE
+            )
+        except OSError as err:
+            _fail(f"cannot talk to the Podium API at {self.base_url}: {err}", EXIT_UNREACHABLE)
+
+    def _via_httpx(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        params: dict[str, Any] | None,
+        headers: dict[str, str],
+    ) -> _Response:
+        import httpx
+
         try:
             with httpx.Client(
                 base_url=self.base_url,
@@ -85,7 +166,7 @@ class _Api:
                 timeout=httpx.Timeout(HTTP_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
                 headers=headers,
             ) as http:
-                response = http.request(method, path, **kwargs)
+                answer = http.request(method, path, json=body, params=params)
         except httpx.ConnectError:
             _fail(
                 f"cannot reach the Podium API at {self.base_url} (is `make up` running?)",
@@ -95,9 +176,7 @@ class _Api:
             _fail(f"the Podium API at {self.base_url} did not answer in time", EXIT_UNREACHABLE)
         except httpx.TransportError as err:
             _fail(f"cannot talk to the Podium API at {self.base_url}: {err}", EXIT_UNREACHABLE)
-        if response.is_error:
-            _fail_with_problem(response)
-        return response.json()
+        return _Response(answer.status_code, answer.reason_phrase, answer.text)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -105,7 +184,7 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _fail_with_problem(response: httpx.Response) -> NoReturn:
+def _fail_with_problem(response: _Response) -> NoReturn:
     try:
         problem = response.json()
     except ValueError:

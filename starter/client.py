@@ -30,6 +30,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -56,6 +57,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.decision_tokens import DecisionKey
 from core.settings import Settings
 from core.temporal import connect
 from starter.documents import DocumentRef, DocumentUploads
@@ -66,6 +68,7 @@ from workflows.contracts.approval import (
     ApprovalDecisionResult,
     ApprovalRequest,
     GateStatus,
+    decision_digest,
 )
 from workflows.contracts.case import AiView, CaseContext, CaseState, Fact
 from workflows.contracts.documents import AttachmentUpload
@@ -410,6 +413,12 @@ class PodiumClient:
     @property
     def registry(self) -> Registry:
         return self._processes
+
+    @cached_property
+    def _decision_key(self) -> DecisionKey:
+        """Signs decisions for the verified caller (`PODIUM_DECISION_SECRET`, or the
+        development key under the data folder)."""
+        return DecisionKey.from_settings(self._settings)
 
     @property
     def temporal(self) -> Client:
@@ -841,6 +850,14 @@ class PodiumClient:
             if state.approval is None:
                 raise DecisionRefused(case_id, "no approval is pending for this case")
             decision = decision.model_copy(update={"request_id": state.approval.request_id})
+        # The case trusts no name in the payload: it checks this token (the caller's identity
+        # and roles, bound to this case and this exact decision) before applying it.
+        credential = self._decision_key.mint(
+            subject=approver,
+            roles=list(decision.approver_roles),
+            digest=decision_digest(case_id, decision),
+        )
+        decision = decision.model_copy(update={"credential": credential})
         try:
             result: ApprovalDecisionResult = await _bounded(
                 handle.execute_update("decide", decision, result_type=ApprovalDecisionResult),

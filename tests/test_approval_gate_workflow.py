@@ -34,6 +34,7 @@ from tests.helpers import (
     make_worker,
     real_system_activities,
     seeded_engine,
+    signed,
 )
 from workflows.contracts import search_attributes as sa
 from workflows.contracts.approval import (
@@ -135,7 +136,9 @@ async def decide(handle: Handle, **fields: Any) -> ApprovalDecisionResult:
     fields.setdefault("decision_id", uuid.uuid4().hex)
     fields.setdefault("action", "approve")
     return await handle.execute_update(
-        "decide", ApprovalDecisionInput(**fields), result_type=ApprovalDecisionResult
+        "decide",
+        signed(handle.id, ApprovalDecisionInput(**fields)),
+        result_type=ApprovalDecisionResult,
     )
 
 
@@ -440,12 +443,15 @@ async def test_decision_on_a_closed_gate_is_refused(time_env, worker, engine) ->
     # Accepted: the gate closes at once, while the refund is still being carried out.
     closing = await handle.start_update(
         "decide",
-        ApprovalDecisionInput(
-            request_id="approval-1",
-            action="reject",
-            approver="lead",
-            approver_roles=["team_lead"],
-            reason="outside the policy",
+        signed(
+            handle.id,
+            ApprovalDecisionInput(
+                request_id="approval-1",
+                action="reject",
+                approver="lead",
+                approver_roles=["team_lead"],
+                reason="outside the policy",
+            ),
         ),
         wait_for_stage=WorkflowUpdateStage.ACCEPTED,
         result_type=ApprovalDecisionResult,
@@ -485,14 +491,17 @@ async def test_signal_path_with_a_refused_signal_audited(time_env, worker, engin
     handle = await start(time_env, worker)
     await handle.signal(
         "approval_decision",
-        ApprovalDecisionInput(request_id="approval-1", approve=True, approver="mallory"),
+        signed(
+            handle.id,
+            ApprovalDecisionInput(request_id="approval-1", approve=True, approver="mallory"),
+        ),
     )
     for _ in range(100):
         if "approval_signal_refused" in actions(engine, handle.id):
             break
         await asyncio.sleep(0.05)
     refusal = next(e for e in audit(engine, handle.id) if e.action == "approval_signal_refused")
-    assert "mallory" == refusal.actor
+    assert "unverified:mallory" == refusal.actor
     assert "lacks a role for level 1 'team_lead'" in refusal.detail["reason"]
     state = await state_of(handle)
     assert state.status == CaseStatus.AWAITING_APPROVAL
@@ -502,8 +511,11 @@ async def test_signal_path_with_a_refused_signal_audited(time_env, worker, engin
     # The Temporal UI's simple signal, with a role.
     await handle.signal(
         "approval_decision",
-        ApprovalDecisionInput(
-            request_id="approval-1", approve=True, approver="ops", approver_roles=["team_lead"]
+        signed(
+            handle.id,
+            ApprovalDecisionInput(
+                request_id="approval-1", approve=True, approver="ops", approver_roles=["team_lead"]
+            ),
         ),
     )
     final = await handle.result()

@@ -56,6 +56,7 @@ from tests.helpers import (
     make_worker,
     real_system_activities,
     seeded_engine,
+    signed,
 )
 from tests.test_replay import HISTORIES
 from worker import workflow_runner
@@ -447,14 +448,20 @@ def payloads_in(message: Message, path: str = "") -> Iterator[tuple[str, Payload
 
 
 def unencrypted_payloads(history: WorkflowHistory) -> list[str]:
-    """Where history holds a payload in clear. Version markers are exempt: the SDK core writes
-    and reads them itself (the patch id, never Podium's data), outside any codec."""
+    """Where history holds a payload in clear. Exempt: what the SDK core writes and reads
+    itself, outside any codec, never Podium's data: version markers (the patch id) and a local
+    activity marker's `data` detail (its sequence number, activity type and id, attempt and
+    times). A local activity's result (who decided, for `verify_decision`) is encrypted."""
     return [
         f"{event.event_type}{where}"
         for event in history.events
         if event.marker_recorded_event_attributes.marker_name != "core_patch"
         for where, payload in payloads_in(event)
         if payload.metadata.get("encoding") != b"binary/encrypted"
+        and not (
+            event.marker_recorded_event_attributes.marker_name == "core_local_activity"
+            and where.endswith("details[data].payloads[0]")
+        )
     ]
 
 
@@ -627,12 +634,15 @@ async def test_refund_case_history_holds_no_personal_data_in_clear(
             assert state.approval is not None
             await handle.execute_update(
                 "decide",
-                ApprovalDecisionInput(
-                    request_id=state.approval.request_id,
-                    approve=True,
-                    approver=approver,
-                    approver_roles=["team_lead"],
-                    comment=f"ok, card {PLANTED_CARD} checked",
+                signed(
+                    handle.id,
+                    ApprovalDecisionInput(
+                        request_id=state.approval.request_id,
+                        approve=True,
+                        approver=approver,
+                        approver_roles=["team_lead"],
+                        comment=f"ok, card {PLANTED_CARD} checked",
+                    ),
                 ),
                 result_type=None,
             )

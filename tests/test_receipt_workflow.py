@@ -35,6 +35,7 @@ from tests.helpers import (
     real_system_activities,
     seed_orders,
     seeded_engine,
+    signed,
     store_document,
 )
 from workflows.contracts import search_attributes as sa
@@ -241,12 +242,15 @@ async def test_receipt_total_that_does_not_match_the_order_goes_to_a_person(
 
     await handle.execute_update(
         "decide",
-        ApprovalDecisionInput(
-            request_id=state.approval.request_id,
-            action="reject",
-            approver="lead@acme.test",
-            approver_roles=["team_lead"],
-            reason="the receipt is for another amount",
+        signed(
+            handle.id,
+            ApprovalDecisionInput(
+                request_id=state.approval.request_id,
+                action="reject",
+                approver="lead@acme.test",
+                approver_roles=["team_lead"],
+                reason="the receipt is for another amount",
+            ),
         ),
     )
     result = await handle.result()
@@ -322,11 +326,14 @@ async def test_needs_human_triage_goes_to_a_person_and_model_costs_add_up(
     assert state.approval is not None
     await handle.execute_update(
         "decide",
-        ApprovalDecisionInput(
-            request_id=state.approval.request_id,
-            action="approve",
-            approver="lead@acme.test",
-            approver_roles=["team_lead"],
+        signed(
+            handle.id,
+            ApprovalDecisionInput(
+                request_id=state.approval.request_id,
+                action="approve",
+                approver="lead@acme.test",
+                approver_roles=["team_lead"],
+            ),
         ),
     )
     result = await handle.result()

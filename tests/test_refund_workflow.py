@@ -28,6 +28,7 @@ from tests.helpers import (
     make_worker,
     real_system_activities,
     seeded_engine,
+    signed,
 )
 from workflows.contracts.approval import ApprovalDecisionInput
 from workflows.refund.types import (
@@ -180,11 +181,14 @@ async def test_approval_after_three_days_wait(time_env, worker, engine) -> None:
 
     decision = await handle.execute_update(
         "decide",
-        ApprovalDecisionInput(
-            request_id=state.approval.request_id,
-            approve=True,
-            approver="lead@acme.test",
-            approver_roles=["team_lead"],
+        signed(
+            handle.id,
+            ApprovalDecisionInput(
+                request_id=state.approval.request_id,
+                approve=True,
+                approver="lead@acme.test",
+                approver_roles=["team_lead"],
+            ),
         ),
         result_type=None,
     )
@@ -206,12 +210,15 @@ async def test_rejection_issues_no_refund(time_env, worker, engine) -> None:
     assert state.approval is not None
     await handle.execute_update(
         "decide",
-        ApprovalDecisionInput(
-            request_id=state.approval.request_id,
-            approve=False,
-            approver="lead@acme.test",
-            approver_roles=["team_lead"],
-            comment="item was used",
+        signed(
+            handle.id,
+            ApprovalDecisionInput(
+                request_id=state.approval.request_id,
+                approve=False,
+                approver="lead@acme.test",
+                approver_roles=["team_lead"],
+                comment="item was used",
+            ),
         ),
     )
     result = await handle.result()
@@ -269,36 +276,48 @@ async def test_update_validator_refuses_bad_decisions(time_env, worker, engine) 
     with pytest.raises(WorkflowUpdateFailedError) as stale:
         await handle.execute_update(
             "decide",
-            ApprovalDecisionInput(
-                request_id="approval-0", approve=True, approver="a", approver_roles=lead
+            signed(
+                handle.id,
+                ApprovalDecisionInput(
+                    request_id="approval-0", approve=True, approver="a", approver_roles=lead
+                ),
             ),
         )
     assert "unknown approval request" in str(stale.value.cause)
     with pytest.raises(WorkflowUpdateFailedError) as anonymous:
         await handle.execute_update(
             "decide",
-            ApprovalDecisionInput(
-                request_id=request_id, approve=True, approver=" ", approver_roles=lead
+            signed(
+                handle.id,
+                ApprovalDecisionInput(
+                    request_id=request_id, approve=True, approver=" ", approver_roles=lead
+                ),
             ),
         )
     assert "approver is required" in str(anonymous.value.cause)
 
     await handle.execute_update(
         "decide",
-        ApprovalDecisionInput(
-            request_id=request_id, approve=True, approver="a@acme", approver_roles=lead
+        signed(
+            handle.id,
+            ApprovalDecisionInput(
+                request_id=request_id, approve=True, approver="a@acme", approver_roles=lead
+            ),
         ),
     )
     # The first decision stands; a second one is refused.
     with pytest.raises(WorkflowUpdateFailedError) as twice:
         await handle.execute_update(
             "decide",
-            ApprovalDecisionInput(
-                request_id=request_id,
-                approve=False,
-                approver="b",
-                approver_roles=lead,
-                reason="no",
+            signed(
+                handle.id,
+                ApprovalDecisionInput(
+                    request_id=request_id,
+                    approve=False,
+                    approver="b",
+                    approver_roles=lead,
+                    reason="no",
+                ),
             ),
         )
     assert "already decided" in str(twice.value.cause)
@@ -313,19 +332,29 @@ async def test_signal_decides_and_invalid_signal_is_ignored(time_env, worker, en
     assert state.approval is not None
     await handle.signal(
         "approval_decision",
-        ApprovalDecisionInput(request_id="nope", approve=True, approver="mallory"),
+        signed(
+            handle.id, ApprovalDecisionInput(request_id="nope", approve=True, approver="mallory")
+        ),
     )
-    state = await state_of(handle)
+    # The signal's token is checked by a local activity first: poll for the refusal note.
+    for _ in range(100):
+        state = await state_of(handle)
+        if any("refused approval signal" in note for note in state.notes):
+            break
+        await asyncio.sleep(0.1)
     assert state.status == CaseStatus.AWAITING_APPROVAL
     assert any("refused approval signal" in note for note in state.notes)
 
     await handle.signal(
         "approval_decision",
-        ApprovalDecisionInput(
-            request_id=state.approval.request_id,
-            approve=True,
-            approver="ops@acme.test",
-            approver_roles=["team_lead"],
+        signed(
+            handle.id,
+            ApprovalDecisionInput(
+                request_id=state.approval.request_id,
+                approve=True,
+                approver="ops@acme.test",
+                approver_roles=["team_lead"],
+            ),
         ),
     )
     result = await handle.result()

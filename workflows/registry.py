@@ -119,7 +119,7 @@ class Registry:
 
 
 # Activities every process that asks people or keeps an audit trail calls.
-_GATE_AND_AUDIT = ("record_audit_event", "notify_approvers")
+_GATE_AND_AUDIT = ("record_audit_event", "notify_approvers", "verify_decision")
 
 PROCESSES = Registry(
     [

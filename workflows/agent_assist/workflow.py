@@ -27,6 +27,8 @@ Messages:
   pending tool call (`request_id` `tool-<step>-<n>`, see `get_state`); the gate's validator
   refuses, before history, a decision with nothing pending, a stale request id, the requester
   (four-eyes), a caller without the level's role. A closing decision answers once the tool ran.
+  Who decides comes from the decision's verified token (patch `signed-decisions`, as in the
+  refund process); a decision whose token does not hold is refused and audited.
 - query `get_state` -> AgentAssistState.
 
 Timers: the approval gate's (reminders, SLA escalation, deadline), per risky tool call.
@@ -37,9 +39,11 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from workflows.components.agent import AgentHooks, AgentLoop, AgentLoopResult, ToolSpec
+from workflows.components.approval import decision_from
 from workflows.components.audit import record_audit
 from workflows.contracts import search_attributes as sa
 
@@ -65,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
 __all__ = ["PROCESS", "TOOLS", "AgentAssistWorkflow"]
 
 PROCESS = "agent_assist"
+PATCH_SIGNED_DECISIONS = "signed-decisions"
 PROMPT = "agent_assist"
 SYSTEM_ACTOR = "podium"
 
@@ -124,6 +129,7 @@ class AgentAssistWorkflow:
             status=AgentAssistStatus.RUNNING,
         )
         self._status: AgentAssistStatus | None = None
+        self._signed_decisions = False  # set in run(): patch PATCH_SIGNED_DECISIONS
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -138,17 +144,23 @@ class AgentAssistWorkflow:
         )
 
     @workflow.update(name="decide")
-    async def decide(self, decision: ApprovalDecisionInput) -> ApprovalDecisionResult:
-        return await self._agent.decide(decision, _decision_id(decision))
+    async def decide(self, raw: RawValue) -> ApprovalDecisionResult:
+        decision, encrypted = decision_from(raw)
+        return await self._agent.decide(
+            decision, _decision_id(decision), encrypted=encrypted, signed=self._signed_decisions
+        )
 
     @decide.validator
-    def validate_decide(self, decision: ApprovalDecisionInput) -> None:
+    def validate_decide(self, raw: RawValue) -> None:
+        decision, _ = decision_from(raw)
         self._agent.validate_decision(decision, _decision_id(decision))
 
     # --- the process ----------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: AgentAssistInput) -> AgentAssistResult:
+        # False only when replaying a run started before decision tokens.
+        self._signed_decisions = workflow.patched(PATCH_SIGNED_DECISIONS)
         if self._unknown_tools:
             raise ApplicationError(
                 f"unknown tools {', '.join(self._unknown_tools)}; this process has: "

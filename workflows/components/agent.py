@@ -242,14 +242,24 @@ class AgentLoop:
         return self._gate_for(decision).validate(decision, decision_id)
 
     async def decide(
-        self, decision: ApprovalDecisionInput, decision_id: str
+        self,
+        decision: ApprovalDecisionInput,
+        decision_id: str,
+        *,
+        encrypted: bool = False,
+        signed: bool = False,
     ) -> ApprovalDecisionResult:
-        """For the process's update handler: apply, then answer once it has been carried out."""
+        """For the process's update handler: apply, then answer once it has been carried out.
+        `signed`: who decides comes from the decision's verified token (`gate.authenticate`);
+        a decision whose token does not hold is refused and audited."""
         gate = self._gate_for(decision)
         try:
+            if signed:
+                decision = await gate.authenticate(decision, encrypted=encrypted)
             gate.accept(decision, now=workflow.now(), decision_id=decision_id, via="update")
         except ValueError as err:
-            # Only a race with another decision in the same activation gets here.
+            # A credential that does not hold, or a race with another decision.
+            gate.refuse(decision, str(err), via="update")
             raise ApplicationError(str(err), type="DecisionRefused", non_retryable=True) from None
         await workflow.wait_condition(lambda: decision_id in gate.results)
         return gate.results[decision_id]

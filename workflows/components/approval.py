@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError
 
 from workflows.contracts import search_attributes as sa
@@ -43,6 +43,7 @@ from workflows.contracts import search_attributes as sa
 with workflow.unsafe.imports_passed_through():
     from activities.types import ApprovalNoticeKind, NotifyApproversInput, NotifyApproversResult
     from workflows.contracts.approval import (
+        DECRYPTED_METADATA,
         ApprovalAction,
         ApprovalDecisionInput,
         ApprovalDecisionRecord,
@@ -53,14 +54,19 @@ with workflow.unsafe.imports_passed_through():
         BreachAction,
         DefaultAction,
         GateStatus,
+        VerifyDecisionInput,
+        VerifyDecisionResult,
+        decision_digest,
     )
 
 __all__ = [
+    "DECISION_CHECK_TIMEOUT",
     "NOTIFY_RETRY",
     "NOTIFY_TIMEOUT",
     "ApprovalGate",
     "GateHooks",
     "GateOutcome",
+    "decision_from",
     "identity",
 ]
 
@@ -71,6 +77,11 @@ NOTIFY_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=8,
+)
+# The decision token check: a local activity in the worker that holds the key.
+DECISION_CHECK_TIMEOUT = timedelta(seconds=10)
+DECISION_CHECK_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=2)
 )
 USER_PREFIX = "user:"
 DEADLINE_ACTOR = "policy:deadline"
@@ -153,6 +164,17 @@ class _LevelState:
     breached: bool = False
     delegations: int = 0
     reminders_sent: set[int] = field(default_factory=set)
+
+
+def decision_from(raw: RawValue) -> tuple[ApprovalDecisionInput, bool]:
+    """The decision in a signal's or update's payload, and whether it reached the case
+    encrypted (the worker's codec marks what it decrypted). Raises ValueError when the payload
+    is not a decision."""
+    try:
+        decision = workflow.payload_converter().from_payload(raw.payload, ApprovalDecisionInput)
+    except Exception as err:
+        raise ValueError(f"not an approval decision: {err}") from None
+    return decision, DECRYPTED_METADATA in raw.payload.metadata
 
 
 def _fingerprint(decision: ApprovalDecisionInput) -> tuple[Any, ...]:
@@ -396,8 +418,42 @@ class ApprovalGate:
         self._events.append(event)
         return record
 
+    async def authenticate(
+        self, decision: ApprovalDecisionInput, *, encrypted: bool
+    ) -> ApprovalDecisionInput:
+        """The decision as its verified credential says: who decides and in which roles come
+        from the decision token (checked by the `verify_decision` local activity, which holds
+        the key), never from the payload. Raises ValueError with the reason it is refused."""
+        if not decision.credential:
+            raise ValueError(
+                "the decision has no decision token: who decides must come from a verified "
+                "credential (the Podium API, CLI or inbox), not from the payload"
+            )
+        verified: VerifyDecisionResult = await workflow.execute_local_activity(
+            "verify_decision",
+            VerifyDecisionInput(
+                credential=decision.credential,
+                digest=decision_digest(workflow.info().workflow_id, decision),
+                encrypted=encrypted,
+            ),
+            result_type=VerifyDecisionResult,
+            start_to_close_timeout=DECISION_CHECK_TIMEOUT,
+            retry_policy=DECISION_CHECK_RETRY,
+            summary="Verify the decision token",
+        )
+        if not verified.valid:
+            raise ValueError(f"decision refused: {verified.reason}")
+        return decision.model_copy(
+            update={
+                "approver": verified.subject,
+                "approver_roles": verified.roles,
+                "credential": None,
+            }
+        )
+
     def refuse(self, decision: ApprovalDecisionInput, reason: str, *, via: str) -> None:
-        """Note a decision that could not apply (a signal's: updates are refused before history)."""
+        """Note a decision that could not apply: an invalid signal, or a decision whose
+        credential does not hold (audited when the gate drains its events)."""
         if self.request is not None:
             self.request.refused.append(f"{decision.approver.strip() or '(anonymous)'}: {reason}")
         self._events.append(_Event(kind="refused", refused=decision, reason=reason, via=via))
@@ -573,9 +629,10 @@ class ApprovalGate:
             if event.kind == "refused":
                 assert event.refused is not None
                 decision = event.refused
+                # The name is the sender's claim, never verified: the audit says so.
                 await hooks.audit(
                     "approval_signal_refused",
-                    actor=decision.approver.strip() or "(anonymous)",
+                    actor=f"unverified:{decision.approver.strip() or '(anonymous)'}",
                     request_id=decision.request_id,
                     decision_id=decision.decision_id,
                     decision=decision.action.value if decision.action else None,
@@ -745,11 +802,10 @@ class ApprovalGate:
                 + (" · **escalated**" if request.escalated else "")
             )
             lines.append(
-                "Decide with `podium approve CASE --approver you --role "
-                f"{request.awaiting_roles[0]}` (or reject / request-changes / delegate), or send "
-                f'signal `approval_decision` with `{{"request_id": "{request.request_id}", '
-                '"approve": true, "approver": "you@example.com", "approver_roles": '
-                f'["{request.awaiting_roles[0]}"]}}`'
+                "Decide in the approvals inbox (`/inbox`) or with `podium approve CASE` (or "
+                "reject / request-changes / delegate) as a holder of "
+                f"`{request.awaiting_roles[0]}`: a decision carries a decision token from the "
+                "Podium API; a signal that only names an approver is refused and audited"
             )
         else:
             lines.append(f"**Approval {request.request_id}:** {request.status.value}")

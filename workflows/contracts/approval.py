@@ -8,6 +8,8 @@ passthrough. A process adds its own result to a closing decision through `outcom
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Self
@@ -15,6 +17,8 @@ from typing import Self
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 __all__ = [
+    "DECISION_TOKEN_AUDIENCE",
+    "DECRYPTED_METADATA",
     "ApprovalAction",
     "ApprovalDecisionInput",
     "ApprovalDecisionRecord",
@@ -25,7 +29,15 @@ __all__ = [
     "BreachAction",
     "DefaultAction",
     "GateStatus",
+    "VerifyDecisionInput",
+    "VerifyDecisionResult",
+    "decision_digest",
 ]
+
+# The `aud` of a decision token: a token minted for anything else is refused.
+DECISION_TOKEN_AUDIENCE = "podium-decision"
+# The worker's codec marks decrypted payloads with this metadata key (`core.codec` spells it too).
+DECRYPTED_METADATA = "podium-decrypted"
 
 
 class ApprovalAction(StrEnum):
@@ -198,6 +210,12 @@ class ApprovalDecisionInput(BaseModel):
     reason: str | None = Field(default=None, max_length=2_000)
     new_amount_cents: int | None = Field(default=None, description="request_changes: lower amount")
     delegate_to: str | None = Field(default=None, max_length=128)
+    credential: str | None = Field(
+        default=None,
+        max_length=4_096,
+        description="A decision token (the Podium API mints it for the verified caller): who "
+        "decides and in which roles come from it, never from `approver`/`approver_roles`",
+    )
 
     @model_validator(mode="after")
     def _resolve_action(self) -> Self:
@@ -241,3 +259,36 @@ class ApprovalDecisionResult(BaseModel):
         default_factory=dict,
         description="What the process did on the closing decision, by name (e.g. refund_id)",
     )
+
+
+def decision_digest(case_id: str, decision: ApprovalDecisionInput) -> str:
+    """What a decision token vouches for: the case and every field that shapes the decision
+    (not who decides: that is the token's subject). A token never carries over to another
+    case, request, decision id, action, amount, delegate or reason."""
+    fields = {
+        "case_id": case_id,
+        "request_id": decision.request_id,
+        "decision_id": decision.decision_id,
+        "action": decision.resolved_action.value,
+        "comment": decision.comment,
+        "reason": decision.reason,
+        "new_amount_cents": decision.new_amount_cents,
+        "delegate_to": decision.delegate_to,
+    }
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class VerifyDecisionInput(BaseModel):
+    """A decision's credential to check (activity `verify_decision`, outside the sandbox)."""
+
+    credential: str = Field(max_length=4_096)
+    digest: str = Field(description="`decision_digest` of the decision as the case received it")
+    encrypted: bool = Field(description="Whether the decision reached the case encrypted")
+
+
+class VerifyDecisionResult(BaseModel):
+    valid: bool
+    subject: str = ""
+    roles: list[str] = Field(default_factory=list)
+    reason: str = Field(default="", description="Why the credential was refused")

@@ -41,6 +41,11 @@ Messages:
   carried out; one that leaves it open (quorum or levels to go, a delegation) answers at once.
 - signal `approval_decision` (ApprovalDecisionInput): the same decision for the Temporal UI and
   fire-and-forget callers; refused signals are logged, audited and noted, not applied.
+- Identity (patch `signed-decisions`): a decision applies only with a decision token that the
+  `verify_decision` local activity accepts (the worker holds the key; `core.decision_tokens`):
+  who decides and in which roles come from the token, bound to this case and this exact
+  decision; a decision without one, with a forged or expired one, or sent unencrypted while
+  the deployment encrypts is refused and audited, whatever approver the payload names.
 - query `get_state` -> RefundCaseState.
 
 Timers (the gate's, per level of the policy): reminders at fractions of the level's SLA; the SLA
@@ -54,10 +59,16 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows.components.approval import DEADLINE_ACTOR, ApprovalGate, GateHooks, GateOutcome
+from workflows.components.approval import (
+    DEADLINE_ACTOR,
+    ApprovalGate,
+    GateHooks,
+    GateOutcome,
+    decision_from,
+)
 from workflows.components.audit import record_audit
 from workflows.contracts import search_attributes as sa
 from workflows.refund.rules import assess_refund, format_amount
@@ -131,6 +142,7 @@ MODEL_RETRY = RetryPolicy(
 DOCUMENT_TIMEOUT = timedelta(minutes=2)
 PATCH_RECEIPT_OCR = "refund-receipt-ocr"
 PATCH_POLICY_V1 = "refund-policy-v1"
+PATCH_SIGNED_DECISIONS = "signed-decisions"
 POLICY_TIMEOUT = timedelta(seconds=10)
 MICRO_USD = 1_000_000
 
@@ -170,6 +182,7 @@ class RefundWorkflow:
         self._customer_name = input.customer_id
         self._currency = "USD"
         self._receipt_ocr = False  # set in run(): patch PATCH_RECEIPT_OCR
+        self._signed_decisions = False  # set in run(): patch PATCH_SIGNED_DECISIONS
         self._cost_micro_usd = 0
         self._policy_facts: PolicyFacts | None = None
 
@@ -180,30 +193,45 @@ class RefundWorkflow:
         return self._state
 
     @workflow.update(name="decide")
-    async def decide(self, decision: ApprovalDecisionInput) -> ApprovalDecisionResult:
+    async def decide(self, raw: RawValue) -> ApprovalDecisionResult:
+        decision, encrypted = decision_from(raw)
         decision_id = _decision_id(decision)
         try:
+            if self._signed_decisions:
+                decision = await self._gate.authenticate(decision, encrypted=encrypted)
             self._gate.accept(decision, now=workflow.now(), decision_id=decision_id, via="update")
         except ValueError as err:
-            # Only a race with another decision in the same activation gets here.
+            # A credential that does not hold (audited), or a race with another decision.
+            self._gate.refuse(decision, str(err), via="update")
+            self._publish()
             raise ApplicationError(str(err), type="DecisionRefused", non_retryable=True) from None
         # Answer once the decision has been recorded (and, if it closed the gate, carried out).
         await workflow.wait_condition(lambda: decision_id in self._gate.results)
         return self._gate.results[decision_id]
 
     @decide.validator
-    def validate_decide(self, decision: ApprovalDecisionInput) -> None:
+    def validate_decide(self, raw: RawValue) -> None:
+        decision, _ = decision_from(raw)
         self._gate.validate(decision, _decision_id(decision))
 
     @workflow.signal(name="approval_decision")
-    def approval_decision(self, decision: ApprovalDecisionInput) -> None:
+    async def approval_decision(self, raw: RawValue) -> None:
+        try:
+            decision, encrypted = decision_from(raw)
+        except ValueError as err:
+            workflow.logger.warning("approval signal refused: %s", err)
+            self._state.notes.append(f"refused an approval signal: {err}")
+            return
         decision_id = decision.decision_id or f"signal-{workflow.uuid4()}"
         try:
+            if self._signed_decisions:
+                decision = await self._gate.authenticate(decision, encrypted=encrypted)
             self._gate.accept(decision, now=workflow.now(), decision_id=decision_id, via="signal")
         except ValueError as err:
             workflow.logger.warning("approval signal refused: %s", err)
             self._gate.refuse(decision, str(err), via="signal")
             self._state.notes.append(f"refused approval signal from '{decision.approver}': {err}")
+            self._publish()
 
     # --- the process ----------------------------------------------------------------------------
 
@@ -211,6 +239,9 @@ class RefundWorkflow:
     async def run(self, input: RefundCaseInput) -> RefundCaseResult:
         # False only when replaying a case started before receipt OCR: it runs as it did.
         self._receipt_ocr = workflow.patched(PATCH_RECEIPT_OCR)
+        # False only when replaying a case started before decision tokens: it trusted the
+        # payload's approver. Every new case applies only decisions whose token verifies.
+        self._signed_decisions = workflow.patched(PATCH_SIGNED_DECISIONS)
         workflow.upsert_search_attributes(
             [
                 sa.PROCESS.value_set(PROCESS),
