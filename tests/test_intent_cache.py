@@ -177,3 +177,27 @@ def test_the_committed_examples_have_a_stable_key() -> None:
     assert fingerprint(examples, True) == fingerprint(list(examples), True)
     assert fingerprint(examples, True) != fingerprint(examples, False)
     assert fingerprint(examples, True) != fingerprint(examples[1:], True)
+
+
+def test_the_default_cache_folder_follows_the_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from activities.intelligence.embedded import default_model_cache_dir
+
+    monkeypatch.delenv("PODIUM_MODEL_CACHE_DIR", raising=False)
+    monkeypatch.setenv("PODIUM_DATA_DIR", str(tmp_path / "data"))
+    assert tmp_path / "data" / "models" == default_model_cache_dir()
+    monkeypatch.setenv("PODIUM_MODEL_CACHE_DIR", str(tmp_path / "elsewhere"))
+    assert tmp_path / "elsewhere" == default_model_cache_dir()
+
+
+def test_a_load_without_a_cache_folder_uses_the_default(
+    monkeypatch: pytest.MonkeyPatch, dirs: tuple[Path, Path, Path]
+) -> None:
+    datasets_dir, templates_dir, cache_dir = dirs
+    monkeypatch.setenv("PODIUM_MODEL_CACHE_DIR", str(cache_dir))
+    # The worker's call: folders only.
+    first = EmbeddedModels.load(datasets_dir, templates_dir, word_embeddings=False)
+    second = EmbeddedModels.load(datasets_dir, templates_dir, word_embeddings=False)
+    assert (False, True) == (first.from_cache, second.from_cache)
+    assert 1 == len(_artefacts(cache_dir))

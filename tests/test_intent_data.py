@@ -45,3 +45,17 @@ def test_no_text_is_labelled_twice() -> None:
     for path in (TRAIN_FILE, TEST_FILE):
         counts = Counter(_key(example.text) for example in _load(path))
         assert [] == [text for text, count in counts.items() if count > 1]
+
+
+def test_typos_for_the_robustness_check_are_deterministic_and_small() -> None:
+    import random
+
+    from activities.intelligence.evaluate import with_typos
+
+    text = "please refund the broken kettle I returned"
+    first = with_typos(text, random.Random(1), rate=1.0)
+    assert first == with_typos(text, random.Random(1), rate=1.0)
+    assert first != text
+    assert len(text.split()) == len(first.split())
+    assert all(abs(len(a) - len(b)) <= 1 for a, b in zip(text.split(), first.split(), strict=True))
+    assert text == with_typos(text, random.Random(1), rate=0.0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -46,9 +47,33 @@ from activities.intelligence.intent import (
 )
 from activities.types import Intent
 
-__all__ = ["Evaluation", "cross_validate", "evaluate", "evaluate_examples"]
+__all__ = ["Evaluation", "cross_validate", "evaluate", "evaluate_examples", "with_typos"]
 
 CV_SEED = 0
+TYPO_SEED = 0
+# Share of the words of four letters or more that get one typo in the robustness check.
+TYPO_RATE = 0.3
+
+
+def with_typos(text: str, rng: random.Random, rate: float = TYPO_RATE) -> str:
+    """`text` with one typo (a letter dropped, doubled, swapped with the next, or replaced by
+    its keyboard neighbour's stand-in, a random letter) in about `rate` of its longer words."""
+    words = text.split(" ")
+    for index, word in enumerate(words):
+        if len(word) < 4 or not word.isalpha() or rng.random() >= rate:
+            continue
+        at = rng.randrange(1, len(word) - 1)
+        kind = rng.randrange(4)
+        if kind == 0:
+            word = word[:at] + word[at + 1 :]
+        elif kind == 1:
+            word = word[:at] + word[at] + word[at:]
+        elif kind == 2:
+            word = word[:at] + word[at + 1] + word[at] + word[at + 2 :]
+        else:
+            word = word[:at] + rng.choice("abcdefghijklmnopqrstuvwxyz") + word[at + 1 :]
+        words[index] = word
+    return " ".join(words)
 
 
 class _Models:
@@ -156,7 +181,9 @@ def cross_validate(
     return Evaluation(list(examples), [p for p in predicted if p is not None])
 
 
-def _report(cv: Evaluation, test: Evaluation, model: str, seconds: float) -> dict[str, Any]:
+def _report(
+    cv: Evaluation, test: Evaluation, typos: Evaluation, model: str, seconds: float
+) -> dict[str, Any]:
     cv_intents, test_intents = cv.per_intent(), test.per_intent()
     chosen = choose_threshold(cv.confidences, cv.correct)
     precision, human = test.at_threshold(AUTOMATION_THRESHOLD)
@@ -176,6 +203,12 @@ def _report(cv: Evaluation, test: Evaluation, model: str, seconds: float) -> dic
             "macro_f1": round(test.macro_f1, 4),
             "ece": round(test.ece, 4),
             "confident_errors_at_0.8": test.confident_errors(),
+        },
+        "test_with_typos": {
+            "typo_rate": TYPO_RATE,
+            "accuracy": round(typos.accuracy, 4),
+            "macro_f1": round(typos.macro_f1, 4),
+            "ece": round(typos.ece, 4),
         },
         "threshold": {
             "target_precision": TARGET_AUTOMATED_PRECISION,
@@ -217,6 +250,11 @@ def _markdown(data: dict[str, Any], cv: Evaluation, test: Evaluation) -> str:
             f"| {'cross-validation' if name == 'cv' else 'test set'} | {row['accuracy']:.3f} | "
             f"{row['macro_f1']:.3f} | {row['ece']:.3f} | {row['confident_errors_at_0.8']} |"
         )
+    typos = data["test_with_typos"]
+    lines.append(
+        f"| test set with typos ({typos['typo_rate']:.0%} of the longer words misspelt) | "
+        f"{typos['accuracy']:.3f} | {typos['macro_f1']:.3f} | {typos['ece']:.3f} | - |"
+    )
     lines += [
         "",
         f"Automation threshold {threshold['used']:.2f} (lowest grid point where out-of-fold "
@@ -269,8 +307,13 @@ def main() -> None:
     test = evaluate_examples(
         model_adapter(model), load_examples(args.cases or DEFAULT_DATASETS_DIR / TEST_FILE)
     )
+    rng = random.Random(TYPO_SEED)
+    typos = evaluate_examples(
+        model_adapter(model),
+        [IntentExample(with_typos(e.text, rng), e.intent) for e in test.examples],
+    )
     cv = cross_validate(train, folds=args.folds, word_embeddings=not args.no_embeddings)
-    data = _report(cv, test, model.name, seconds)
+    data = _report(cv, test, typos, model.name, seconds)
     print(json.dumps({key: value for key, value in data.items() if key != "per_intent"}, indent=2))
     print()
     print(f"{'intent':<17} {'train':>5} {'CV acc':>7} {'test':>5} {'test acc':>8}")
