@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 import structlog
 import yaml
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 import starter.eval
 from activities.intelligence import EmbeddedModels
@@ -311,12 +310,16 @@ def test_eval_through_an_llm_route_records_cost_per_case(
                 }
             )
         )
-        usage = {"prompt_tokens": 1000, "completion_tokens": 20}
+
+        def answer(intent: str, confidence: float) -> Any:
+            content = {"intent": intent, "confidence": confidence}
+            return chat_completion(content, prompt_tokens=1000, completion_tokens=20)
+
         fake.enqueue(
-            chat_completion({"intent": cases[0][1], "confidence": 0.9}, **usage),
-            chat_completion({"intent": "complaint", "confidence": 0.8}, **usage),  # wrong
-            chat_completion({"intent": cases[2][1], "confidence": 0.3}, **usage),  # too unsure
-            chat_completion({"intent": cases[3][1], "confidence": 0.95}, **usage),
+            answer(cases[0][1], 0.9),
+            answer("complaint", 0.8),  # wrong
+            answer(cases[2][1], 0.3),  # too unsure
+            answer(cases[3][1], 0.95),
         )
 
         result = podium(
