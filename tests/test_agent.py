@@ -49,10 +49,9 @@ from workflows.agent_assist.types import (
     AgentAssistResult,
     AgentAssistState,
     AgentAssistStatus,
-    AgentLimits,
-    AgentOutcome,
 )
 from workflows.agent_assist.workflow import TOOLS
+from workflows.components.agent_types import AgentLimits, AgentOutcome
 from workflows.contracts.approval import ApprovalDecisionInput, ApprovalDecisionResult, GateStatus
 from workflows.registry import PROCESSES
 

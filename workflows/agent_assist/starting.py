@@ -12,7 +12,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from workflows.agent_assist.types import AgentAssistInput, AgentAssistState, AgentLimits
+from workflows.agent_assist.types import AgentAssistInput, AgentAssistState
+from workflows.components.agent_types import AgentLimits
 from workflows.contracts.case import AiView, ApprovalCard, CaseContext, CaseText, Fact
 from workflows.contracts.text import VisibleText, text_limits
 

@@ -62,8 +62,8 @@ with workflow.unsafe.imports_passed_through():
         AgentAssistResume,
         AgentAssistState,
         AgentAssistStatus,
-        AgentOutcome,
     )
+    from workflows.components.agent_types import AgentOutcome
     from workflows.contracts.approval import ApprovalDecisionInput, ApprovalDecisionResult
 
 __all__ = ["PROCESS", "TOOLS", "AgentAssistWorkflow"]

@@ -61,7 +61,7 @@ with workflow.unsafe.imports_passed_through():
         ToolResultMessage,
         TranscriptRef,
     )
-    from workflows.agent_assist.types import (
+    from workflows.components.agent_types import (
         AgentCheckpoint,
         AgentLimits,
         AgentOutcome,
