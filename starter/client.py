@@ -208,7 +208,14 @@ class ApprovalNotFound(PodiumError):
 
 
 class TemporalUnavailable(PodiumError):
-    """Temporal could not be reached, or the case's worker could not answer in time."""
+    """Temporal could not be reached, or the case's worker could not answer in time.
+
+    `decision_id`: set when a decision was sent and may still be applied; retrying with it
+    returns that decision's result instead of deciding again."""
+
+    def __init__(self, message: str, *, decision_id: str | None = None) -> None:
+        super().__init__(message)
+        self.decision_id = decision_id
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -477,7 +484,8 @@ class PodiumClient:
             SearchAttributePair(sa.STATUS, RECEIVED),
         ]
         if text.customer_id:
-            attributes.append(SearchAttributePair(sa.CUSTOMER_ID, text.customer_id))
+            customer = sa.customer_id_attribute(text.customer_id)  # never personal data
+            attributes.append(SearchAttributePair(sa.CUSTOMER_ID, customer))
         try:
             await self._client.start_workflow(
                 spec.name,
@@ -877,12 +885,16 @@ class PodiumClient:
                 if earlier is not None:
                     return earlier
                 raise CaseClosed(case_id, "completed") from None
-            raise self._translate(err, case_id) from err
+            translated = self._translate(err, case_id)
+            if isinstance(translated, TemporalUnavailable):
+                translated.decision_id = decision_id  # sent: it may have been applied
+            raise translated from err
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             raise TemporalUnavailable(
                 f"case '{case_id}' did not confirm the decision within "
                 f"{int(UPDATE_TIMEOUT.total_seconds())}s; it may still be applied once the "
-                f"worker picks it up: retry with decision id '{decision_id}' to find out"
+                f"worker picks it up: retry with decision id '{decision_id}' to find out",
+                decision_id=decision_id,
             ) from None
         log.info(
             "decision_applied",

@@ -171,7 +171,7 @@ class AgentAssistWorkflow:
         workflow.upsert_search_attributes(
             [
                 sa.PROCESS.value_set(PROCESS),
-                sa.CUSTOMER_ID.value_set(input.customer_id),
+                sa.CUSTOMER_ID.value_set(sa.customer_id_attribute(input.customer_id)),
                 sa.AWAITING_APPROVAL.value_set(False),
             ]
         )

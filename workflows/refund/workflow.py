@@ -246,7 +246,7 @@ class RefundWorkflow:
             [
                 sa.PROCESS.value_set(PROCESS),
                 sa.STATUS.value_set(CaseStatus.RECEIVED.value),
-                sa.CUSTOMER_ID.value_set(input.customer_id),
+                sa.CUSTOMER_ID.value_set(sa.customer_id_attribute(input.customer_id)),
                 sa.AWAITING_APPROVAL.value_set(False),
             ]
         )
