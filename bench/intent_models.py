@@ -16,6 +16,16 @@ The start-up section times `EmbeddedModels.load()` in fresh interpreters: cold (
 the classifier is trained and stored) and warm (the artefact is loaded), three runs each.
 
 Writes `intent-models.{json,md}` to `--out` (default `results/`).
+
+    python -m bench.intent_models --fallback [--out results/]
+
+instead compares routing tables for low-confidence messages on the test set, through the real
+`ModelGateway` with the intent route's `min_confidence` at the automation threshold (0.8):
+embedded only, embedded then an LLM (only messages the embedded model is unsure of go on),
+and LLM only. THE LLMS ARE SIMULATED (`bench/routing.py`, `bench/simulated_llm.py`: `small`
+is a weaker classifier, `premium` the embedded classifier itself, priced as the example
+models file's gpt-4o-mini and gpt-4o); read cost per case and the share escalated, not their
+accuracy. Writes `intent-fallback.{json,md}`.
 """
 
 from __future__ import annotations
@@ -378,13 +388,129 @@ def markdown(rows: Sequence[Row], start: dict[str, list[dict[str, Any]]] | None,
     return "\n".join(lines) + "\n"
 
 
+FALLBACK_TABLES: dict[str, tuple[str, ...]] = {
+    "embedded-only": ("embedded",),
+    "embedded-then-small": ("embedded", "small"),
+    "embedded-then-premium": ("embedded", "premium"),
+    "small-only": ("small",),
+    "premium-only": ("premium",),
+}
+
+
+def fallback(out: Path) -> str:
+    """Routing tables for low-confidence messages, on the test set (see the module doc)."""
+    import asyncio
+    import os
+
+    import yaml
+
+    from activities.intelligence.config import load_models_config
+    from activities.intelligence.embedded import EmbeddedModels
+    from activities.intelligence.evaluation import EvaluationReport, evaluate_cases, load_cases
+    from activities.intelligence.gateway import ModelGateway
+    from activities.intelligence.intent import AUTOMATION_THRESHOLD
+    from activities.intelligence.ledger import ModelLedger
+    from activities.intelligence.tasks import Task
+    from bench.routing import EXAMPLE_MODELS_FILE, KEY_ENV, models_document, simulated_models
+    from bench.simulated_llm import SimulatedLLMServer
+    from core.db import MICRO_USD_PER_USD, create_tables, make_engine
+
+    models = EmbeddedModels.load()
+    cases = load_cases(DEFAULT_DATASETS_DIR / TEST_FILE, Task.INTENT)
+    example = load_models_config(EXAMPLE_MODELS_FILE)
+    key = os.urandom(16).hex()
+    reports: dict[str, EvaluationReport] = {}
+    with (
+        SimulatedLLMServer(simulated_models(models), api_key=key) as server,
+        tempfile.TemporaryDirectory(prefix="podium-intent-fallback-") as folder,
+    ):
+        engine = make_engine(f"sqlite:///{Path(folder) / 'ledger.db'}")
+        create_tables(engine)
+        os.environ[KEY_ENV] = key
+        try:
+            for name, chain in FALLBACK_TABLES.items():
+                document = models_document(server.base_url, chain, example)
+                document["tasks"]["intent"]["min_confidence"] = AUTOMATION_THRESHOLD
+                path = Path(folder) / f"{name}.yaml"
+                path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+                gateway = ModelGateway.from_file(path, models, ledger=ModelLedger(engine))
+
+                async def run(gateway: ModelGateway = gateway, name: str = name) -> Any:
+                    try:
+                        return await evaluate_cases(
+                            gateway, Task.INTENT, cases, run_id=f"fallback-{name}"
+                        )
+                    finally:
+                        await gateway.aclose()
+
+                reports[name] = asyncio.run(run())
+                print(f"fallback: {name} done", file=sys.stderr, flush=True)
+        finally:
+            os.environ.pop(KEY_ENV, None)
+            engine.dispose()
+    rows = []
+    data: dict[str, Any] = {"threshold": AUTOMATION_THRESHOLD, "n": len(cases), "tables": {}}
+    for name, report in reports.items():
+        escalated = sum(len(r.attempts) > 1 for r in report.results)
+        figures = {
+            "chain": list(FALLBACK_TABLES[name]),
+            "accuracy": round(report.accuracy, 4),
+            "macro_f1": round(report.macro_f1, 4),
+            "to_a_person": round(report.needs_human / report.n, 4),
+            "automated_accuracy": round(report.automated_accuracy, 4),
+            "escalated_to_a_second_model": round(escalated / report.n, 4),
+            "cost_per_case_usd": round(
+                report.total_cost_micro_usd / report.n / MICRO_USD_PER_USD, 8
+            ),
+            "cost_per_1000_cases_usd": round(
+                report.total_cost_micro_usd / report.n / MICRO_USD_PER_USD * 1000, 4
+            ),
+        }
+        data["tables"][name] = figures
+        rows.append(
+            f"| {name} | {' -> '.join(FALLBACK_TABLES[name])} | {figures['accuracy']:.3f} | "
+            f"{figures['automated_accuracy']:.3f} | {figures['to_a_person']:.1%} | "
+            f"{figures['escalated_to_a_second_model']:.1%} | "
+            f"${figures['cost_per_1000_cases_usd']:.4f} |"
+        )
+    text = "\n".join(
+        [
+            "# Intent: routing low-confidence messages to an LLM",
+            "",
+            f"{len(cases)} test messages (`datasets/intents/test.jsonl`) through `ModelGateway`, "
+            f"intent `min_confidence` {AUTOMATION_THRESHOLD} (the automation threshold). "
+            "**The LLMs are simulated** (`bench/routing.py`): `small` is a weaker classifier "
+            "(TF-IDF on every 4th training example), `premium` is the embedded classifier "
+            "itself; prices are the example models file's (gpt-4o-mini, gpt-4o). Their "
+            "accuracy says nothing about a real LLM; cost per case and the escalated share do. "
+            "The LLM prompt is the gateway's zero-shot `config/prompts/intent.md`; a few-shot "
+            "prompt built from the training examples is not wired in yet. "
+            "Written by `python -m bench.intent_models --fallback`.",
+            "",
+            "| table | chain | accuracy | accuracy (automated) | to a person "
+            "| escalated | cost / 1,000 cases |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            *rows,
+            "",
+        ]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "intent-fallback.json").write_text(json.dumps(data, indent=2) + "\n")
+    (out / "intent-fallback.md").write_text(text)
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--skip-startup", action="store_true")
     parser.add_argument("--only", action="append", help="candidate names to run (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--fallback", action="store_true", help="routing tables, see above")
     args = parser.parse_args(argv)
+    if args.fallback:
+        print(fallback(args.out))
+        return
 
     train_examples = load_examples(DEFAULT_DATASETS_DIR / TRAIN_FILE)
     test_examples = load_examples(DEFAULT_DATASETS_DIR / TEST_FILE)
