@@ -28,6 +28,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.intelligence import EmbeddedModels
+from activities.intelligence.gateway import ModelGateway
 from core.settings import Settings
 from starter.api import create_app
 from tests.auth_helpers import TEST_JWT_SECRET
@@ -136,9 +137,11 @@ async def approvals_stack(
     *,
     processes: Registry = PROCESSES,
     extra_activities: Sequence[Callable[..., Any]] = (),
+    gateway: ModelGateway | None = None,
 ) -> AsyncIterator[ApprovalsStack]:
     """`processes` and `extra_activities`: a registry with more processes, and what they need
-    beyond the production activities."""
+    beyond the production activities; `gateway`: the model gateway (default: the repository's
+    models file, embedded models only)."""
     port = free_port()
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -165,7 +168,7 @@ async def approvals_stack(
         worker = build_worker(
             dev_env.client,
             settings,
-            activities=[*build_activities(engine, models), *extra_activities],
+            activities=[*build_activities(engine, models, gateway), *extra_activities],
             executor=executor,
             processes=processes,
         )

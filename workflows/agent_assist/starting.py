@@ -66,18 +66,21 @@ def describe(request: AgentAssistRequest) -> CaseText:
 
 
 def approval_card(case_input: AgentAssistInput | None, state: AgentAssistState) -> ApprovalCard:
+    """The pending tool call: which tool and with what, as the agent loop asked for it."""
     request = state.approval
-    pending = next(
+    facts: list[Fact] = []
+    if request is not None and request.recommendation.startswith("run "):
+        facts.append(Fact(label="Tool", value=request.recommendation.removeprefix("run ")))
+    call = next(
         (
-            call
-            for call in reversed(state.tool_calls)
-            if request is not None and call.approval_request_id == request.request_id
+            record
+            for record in reversed(state.tool_calls)
+            if request is not None and record.approval_request_id == request.request_id
         ),
         None,
     )
-    facts = [Fact(label="Tool", value=pending.name)] if pending is not None else []
-    if pending is not None and pending.detail:
-        facts.append(Fact(label="Call", value=pending.detail))
+    if call is not None and call.detail:
+        facts.append(Fact(label="Call", value=call.detail))
     return ApprovalCard(
         message=case_input.message if case_input else None,
         customer_id=state.customer_id,
