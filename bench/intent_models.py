@@ -392,9 +392,12 @@ FALLBACK_TABLES: dict[str, tuple[str, ...]] = {
     "embedded-only": ("embedded",),
     "embedded-then-small": ("embedded", "small"),
     "embedded-then-premium": ("embedded", "premium"),
+    "embedded-then-premium, few-shot": ("embedded", "premium"),
     "small-only": ("small",),
     "premium-only": ("premium",),
+    "premium-only, few-shot": ("premium",),
 }
+FEW_SHOT_PER_INTENT = 3
 
 
 def fallback(out: Path) -> str:
@@ -404,11 +407,11 @@ def fallback(out: Path) -> str:
 
     import yaml
 
-    from activities.intelligence.config import load_models_config
+    from activities.intelligence.config import DEFAULT_MODELS_FILE, load_models_config
     from activities.intelligence.embedded import EmbeddedModels
     from activities.intelligence.evaluation import EvaluationReport, evaluate_cases, load_cases
     from activities.intelligence.gateway import ModelGateway
-    from activities.intelligence.intent import AUTOMATION_THRESHOLD
+    from activities.intelligence.intent import AUTOMATION_THRESHOLD, few_shot_prompt
     from activities.intelligence.ledger import ModelLedger
     from activities.intelligence.tasks import Task
     from bench.routing import EXAMPLE_MODELS_FILE, KEY_ENV, models_document, simulated_models
@@ -426,11 +429,26 @@ def fallback(out: Path) -> str:
     ):
         engine = make_engine(f"sqlite:///{Path(folder) / 'ledger.db'}")
         create_tables(engine)
+        # The same prompts, the intent one followed by examples from the training data.
+        few_shot_dir = Path(folder) / "prompts-few-shot"
+        few_shot_dir.mkdir()
+        prompts_dir = DEFAULT_MODELS_FILE.parent / example.prompts_dir
+        for prompt in prompts_dir.glob("*.md"):
+            (few_shot_dir / prompt.name).write_text(prompt.read_text(encoding="utf-8"))
+        (few_shot_dir / "intent.md").write_text(
+            few_shot_prompt(
+                (prompts_dir / "intent.md").read_text(encoding="utf-8"),
+                load_examples(DEFAULT_DATASETS_DIR / TRAIN_FILE),
+                per_intent=FEW_SHOT_PER_INTENT,
+            )
+        )
         os.environ[KEY_ENV] = key
         try:
             for name, chain in FALLBACK_TABLES.items():
                 document = models_document(server.base_url, chain, example)
                 document["tasks"]["intent"]["min_confidence"] = AUTOMATION_THRESHOLD
+                if name.endswith("few-shot"):
+                    document["prompts_dir"] = str(few_shot_dir)
                 path = Path(folder) / f"{name}.yaml"
                 path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
                 gateway = ModelGateway.from_file(path, models, ledger=ModelLedger(engine))
@@ -483,8 +501,10 @@ def fallback(out: Path) -> str:
             "(TF-IDF on every 4th training example), `premium` is the embedded classifier "
             "itself; prices are the example models file's (gpt-4o-mini, gpt-4o). Their "
             "accuracy says nothing about a real LLM; cost per case and the escalated share do. "
-            "The LLM prompt is the gateway's zero-shot `config/prompts/intent.md`; a few-shot "
-            "prompt built from the training examples is not wired in yet. "
+            "The LLM prompt is `config/prompts/intent.md`; the few-shot tables add "
+            f"{FEW_SHOT_PER_INTENT} training examples of each intent to it (`few_shot_prompt` "
+            "in `activities/intelligence/intent.py`): the simulated models ignore them, so "
+            "those rows show what the longer prompt costs. "
             "Written by `python -m bench.intent_models --fallback`.",
             "",
             "| table | chain | accuracy | accuracy (automated) | to a person "

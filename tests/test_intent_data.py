@@ -59,3 +59,21 @@ def test_typos_for_the_robustness_check_are_deterministic_and_small() -> None:
     assert len(text.split()) == len(first.split())
     assert all(abs(len(a) - len(b)) <= 1 for a, b in zip(text.split(), first.split(), strict=True))
     assert text == with_typos(text, random.Random(1), rate=0.0)
+
+
+def test_the_few_shot_prompt_shows_every_intent_from_the_training_data() -> None:
+    import json
+
+    from activities.intelligence.intent import few_shot_prompt
+
+    training = _load(TRAIN_FILE)
+    prompt = few_shot_prompt("You classify one message.", training, per_intent=3)
+    assert prompt == few_shot_prompt("You classify one message.", training, per_intent=3)
+    assert prompt.startswith("You classify one message.\n")
+    shown = [json.loads(line) for line in prompt.splitlines() if line.startswith("{")]
+    assert {intent.value: 3 for intent in Intent} == Counter(row["intent"] for row in shown)
+    known = {(example.text, example.intent.value) for example in training}
+    assert all((row["text"], row["intent"]) in known for row in shown)
+    # Nothing from the test set is shown to a model.
+    test_texts = {_key(example.text) for example in _load(TEST_FILE)}
+    assert not [row for row in shown if _key(row["text"]) in test_texts]
