@@ -911,7 +911,9 @@ class PodiumClient:
     async def _earlier_result(
         self, handle: WorkflowHandle[Any, Any], spec: Process, decision_id: str
     ) -> ApprovalDecisionResult | None:
-        """The closing decision's result on a closed case, if `decision_id` was it (a retry)."""
+        """A retried decision's result on a closed case: the closing decision's own result, or
+        for one that left the gate open (a level, a quorum vote, a delegation) its result as
+        the case recorded it. None when `decision_id` was never applied."""
         try:
             state = await self._query_state(handle, spec)
         except (TemporalUnavailable, CaseNotFound):
@@ -919,7 +921,29 @@ class PodiumClient:
         decision = state.decision
         if decision is not None and decision.decision_id == decision_id:
             return decision
-        return None
+        approval = state.approval
+        records = approval.decisions if approval is not None else []
+        record = next((r for r in records if r.decision_id == decision_id), None)
+        if approval is None or record is None:
+            return None
+        # The amount at that decision: the original, as lowered by the changes up to it.
+        amount = approval.original_amount_cents or approval.amount_cents
+        for earlier in records:
+            amount = earlier.new_amount_cents or amount
+            if earlier is record:
+                break
+        return ApprovalDecisionResult(
+            request_id=record.request_id,
+            decision_id=record.decision_id,
+            action=record.action,
+            approved=record.action in (ApprovalAction.APPROVE, ApprovalAction.REQUEST_CHANGES),
+            approver=record.approver,
+            decided_at=record.decided_at,
+            level=record.level,
+            level_name=record.level_name,
+            gate=GateStatus.OPEN,  # it did not close the gate: the closing decision is another
+            amount_cents=amount,
+        )
 
     # --- Temporal plumbing --------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from workflows.contracts import search_attributes as sa
 from workflows.contracts.approval import (
     ApprovalAction,
     ApprovalDecisionInput,
+    ApprovalDecisionRecord,
     ApprovalDecisionResult,
     ApprovalRequest,
     GateStatus,
@@ -664,3 +665,136 @@ async def test_a_timed_out_decision_names_its_id_and_its_retry_returns_the_first
         # Without the id, a retry is a new decision on a closed case: the conflict of issue 9.
         again = await http.post(f"/cases/{case_id}/approve", json=approve)
         assert "case-closed" in assert_problem(again, 409)["type"]
+
+
+@workflow.defn(name="refund")
+class TwoLevelWorkflow:
+    """Two approvals: the first decision leaves the gate open (recorded in the approval's
+    decisions, as the real gate does), the second closes it and the case."""
+
+    @workflow.init
+    def __init__(self, input: RefundCaseInput) -> None:
+        now = workflow.now()
+        policy = input.policy.approval_for(RiskLevel.MEDIUM)
+        self._results: dict[str, ApprovalDecisionResult] = {}
+        self._state = RefundCaseState(
+            case_id=workflow.info().workflow_id,
+            status=CaseStatus.AWAITING_APPROVAL,
+            customer_id=input.customer_id,
+            amount_cents=12000,
+            approval=ApprovalRequest(
+                request_id="req-1",
+                requested_at=now,
+                requested_by=input.requester,
+                sla_due_at=now + policy.levels[0].sla,
+                deadline_at=now + policy.deadline,
+                recommendation="approve",
+                reasons=["over the automatic refund limit"],
+                policy=policy,
+                level_name="team_lead",
+                level_started_at=now,
+                awaiting_roles=["team_lead"],
+                amount_cents=12000,
+            ),
+        )
+
+    @workflow.run
+    async def run(self, input: RefundCaseInput) -> RefundCaseResult:
+        await workflow.wait_condition(lambda: self._state.decision is not None)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        decision = self._state.decision
+        assert decision is not None
+        return RefundCaseResult(
+            case_id=self._state.case_id,
+            outcome=RefundOutcome.APPROVED,
+            amount_cents=12000,
+            decided_by=decision.approver,
+            reasons=[],
+        )
+
+    @workflow.query(name="get_state")
+    def get_state(self) -> RefundCaseState:
+        return self._state
+
+    @workflow.update(name="decide")
+    async def decide(self, decision: ApprovalDecisionInput) -> ApprovalDecisionResult:
+        approval = self._state.approval
+        assert approval is not None and decision.decision_id is not None
+        if decision.decision_id in self._results:
+            return self._results[decision.decision_id]
+        closing = bool(approval.decisions)
+        approval.decisions.append(
+            ApprovalDecisionRecord(
+                decision_id=decision.decision_id,
+                request_id=decision.request_id,
+                action=ApprovalAction.APPROVE,
+                approver=decision.approver,
+                approver_roles=decision.approver_roles,
+                level=len(approval.decisions) + 1,
+                level_name=approval.level_name,
+                comment=decision.comment,
+                decided_at=workflow.now(),
+                via="update",
+            )
+        )
+        result = ApprovalDecisionResult(
+            request_id=decision.request_id,
+            decision_id=decision.decision_id,
+            approved=True,
+            approver=decision.approver,
+            decided_at=workflow.now(),
+            level=len(approval.decisions),
+            level_name=approval.level_name,
+            gate=GateStatus.APPROVED if closing else GateStatus.OPEN,
+            amount_cents=12000,
+            outcome=RefundOutcome.APPROVED if closing else None,
+        )
+        self._results[decision.decision_id] = result
+        if closing:
+            approval.status = GateStatus.APPROVED
+            self._state.decision = result
+            self._state.status = CaseStatus.COMPLETED
+        else:
+            approval.level, approval.level_name = 2, "finance"
+            approval.awaiting_roles = ["finance"]
+        return result
+
+
+async def test_a_retried_decision_that_left_the_gate_open_returns_its_result_once_closed(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    settings = make_settings()
+    async with (
+        Worker(dev_env.client, task_queue=settings.task_queue, workflows=[TwoLevelWorkflow]),
+        api(dev_env, settings) as http,
+    ):
+        case_id = (await http.post("/cases/refund", json=refund_body())).json()["case_id"]
+        first = await http.post(
+            f"/cases/{case_id}/approve",
+            json={"approver": "alice", "roles": ["team_lead"], "decision_id": "d-first"},
+        )
+        assert 200 == first.status_code, first.text
+        assert "open" == first.json()["gate"]
+        closing = await http.post(
+            f"/cases/{case_id}/approve",
+            json={"approver": "bob", "roles": ["finance"], "decision_id": "d-closing"},
+        )
+        assert "approved" == closing.json()["gate"], closing.text
+        async with asyncio.timeout(30):
+            await dev_env.client.get_workflow_handle(case_id).result()
+
+        # Alice's client never saw her answer (a 503) and retries with her decision id.
+        retried = await http.post(
+            f"/cases/{case_id}/approve",
+            json={"approver": "alice", "roles": ["team_lead"], "decision_id": "d-first"},
+        )
+        assert 200 == retried.status_code, retried.text
+        expected = {
+            "decision_id": "d-first",
+            "approver": "alice",
+            "approved": True,
+            "gate": "open",
+            "level": 1,
+            "level_name": "team_lead",
+        }
+        assert expected.items() <= retried.json().items()
