@@ -63,13 +63,18 @@ _HIGHLIGHTS = (
     "amount_cents",
     "new_amount_cents",
     "total_cents",
-    "refund_id",
     "outcome",
     "default_action",
     "delegate_to",
     "reason",
     "reasons",
     "error",
+)
+
+
+# Ids an event names that are not something the process did.
+_NOT_EFFECTS = frozenset(
+    {"request_id", "decision_id", "document_id", "order_id", "customer_id", "tool_call_id"}
 )
 
 
@@ -122,7 +127,8 @@ def _value(key: str, value: Any, detail: dict[str, Any]) -> str:
 
 
 def highlights(event: StoryEvent) -> list[tuple[str, str]]:
-    """The key details of an event (intent, confidence, model, decision, refund, outcome...)."""
+    """The key details of an event (intent, confidence, model, decision, outcome...) and the
+    ids of what a process did (any `*_id` of its detail: a refund, a credit, a grant)."""
     detail = {**event.detail}
     if event.model is not None:
         detail["model"] = event.model
@@ -134,6 +140,9 @@ def highlights(event: StoryEvent) -> list[tuple[str, str]]:
         if value is None or value == [] or value == "" or (key == "needs_human" and not value):
             continue
         shown.append((key.removesuffix("_cents"), _value(key, value, detail)))
+    for key, value in detail.items():
+        if key.endswith("_id") and key not in _NOT_EFFECTS and isinstance(value, str) and value:
+            shown.append((key, value))
     return shown
 
 

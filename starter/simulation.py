@@ -88,13 +88,15 @@ def case_facts(triaged: dict[str, Any], assessed: dict[str, Any]) -> PolicyFacts
     )
 
 
-def _past_cases(database_url: str) -> tuple[dict[str, PolicyFacts], dict[str, float]]:
+def _past_cases(
+    database_url: str, process: str
+) -> tuple[dict[str, PolicyFacts], dict[str, float]]:
     engine = make_engine(database_url)
     try:
         with Session(engine) as session:
             rows = session.exec(
                 select(AuditEvent)
-                .where(AuditEvent.process == "refund")
+                .where(AuditEvent.process == process)
                 .where(col(AuditEvent.action).in_(["triaged", "assessed"]))
                 .order_by(col(AuditEvent.id))
             ).all()
@@ -123,8 +125,11 @@ def simulate(
     database_url: str,
     *,
     names: tuple[str, str] = ("candidate", "current"),
+    process: str = DEFAULT_POLICY_FILE.stem,
 ) -> SimulationReport:
-    facts, spend = _past_cases(database_url)
+    """`process`: whose past cases to replay (the policy file's process; its audit trail must
+    hold the "triaged" and "assessed" facts the autonomy rules read)."""
+    facts, spend = _past_cases(database_url, process)
     sides = {
         "candidate": PolicySide(policy=names[0], version=candidate.digest, label=candidate.version),
         "current": PolicySide(policy=names[1], version=current.digest, label=current.version),
