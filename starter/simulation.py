@@ -19,9 +19,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from core.db import AuditEvent, ModelCall, make_engine
-from core.policy import (
-    evaluate,
-)
+from core.policy import DEFAULT_POLICY_FILE, evaluate
 from workflows.contracts.policy import AutonomyDecision, PolicyDocument, PolicyFacts
 
 __all__ = [
