@@ -203,9 +203,7 @@ class EncryptionCodec(PayloadCodec):
             if DECRYPTED_METADATA in payload.metadata:
                 # Sent in clear with the mark forged: drop it.
                 payload = Payload(
-                    metadata={
-                        k: v for k, v in payload.metadata.items() if k != DECRYPTED_METADATA
-                    },
+                    metadata={k: v for k, v in payload.metadata.items() if k != DECRYPTED_METADATA},
                     data=payload.data,
                 )
             return payload  # never encrypted: pass through untouched

@@ -86,9 +86,7 @@ def case_facts(triaged: dict[str, Any], assessed: dict[str, Any]) -> PolicyFacts
     )
 
 
-def _past_cases(
-    database_url: str, process: str
-) -> tuple[dict[str, PolicyFacts], dict[str, float]]:
+def _past_cases(database_url: str, process: str) -> tuple[dict[str, PolicyFacts], dict[str, float]]:
     engine = make_engine(database_url)
     try:
         with Session(engine) as session:
