@@ -18,7 +18,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from core.db import Document
-from workflows.contracts.documents import DOCUMENT_ID_PATTERN, sniff_image_type
 
 __all__ = [
     "DocumentContent",

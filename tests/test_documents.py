@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.ai import IntelligenceActivities
-from activities.documents import DocumentStore, StoredDocument, sniff_image_type
+from activities.documents import DocumentStore, StoredDocument
 from activities.intelligence.config import load_models_config, load_prompts
 from activities.intelligence.gateway import ModelGateway
 from activities.intelligence.ledger import ModelLedger
@@ -37,6 +37,7 @@ from starter.documents import MAX_ATTACHMENT_BYTES, AttachmentUpload
 from tests.fixtures.make_receipts import FIXTURES_DIR
 from tests.helpers import _embedded
 from tests.postgres import scratch_database
+from workflows.contracts.documents import sniff_image_type
 
 TODAY = date(2026, 11, 25)
 GROCERY = FIXTURES_DIR / "grocery_receipt.png"  # order O-5004, $25.24, 20 Nov 2026
