@@ -392,6 +392,19 @@ async def test_openapi_declares_the_refusals(dev_env: WorkflowEnvironment) -> No
             assert PROBLEM in responses[status]["content"], (path, status)
 
 
+async def test_anonymous_callers_get_401_on_every_path_but_the_public_ones(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    async with api(dev_env) as http:
+        for path in ("/cases/refund-x", "/no-such-route", "/approvals"):
+            refused = await http.get(path, auth=None)
+            assert "unauthorized" in assert_problem(refused, 401)["type"], path
+        for path in ("/healthz", "/openapi.json", "/docs", "/static/inbox.js"):
+            assert 200 == (await http.get(path, auth=None)).status_code, path
+        # Past authentication, an unknown path is what it is.
+        assert_problem(await http.get("/no-such-route"), 404)
+
+
 # --- 3. unparseable bodies ----------------------------------------------------------------------
 
 
