@@ -47,6 +47,14 @@ bench-gate: $(STAMP)
 bench-routing: $(STAMP)
 	$(BIN)/python -m bench.routing --out results/bench-routing.json $(ARGS)
 
+# The chaos battery (bench/chaos) against a `podium up` of its own, loopback only: Temporal and
+# worker kills, duplicate and racing decisions, hostile requests (schemathesis), auth probes,
+# canary personal data, a locked database. Writes results/chaos.json; exits 1 when anything is
+# lost or duplicated or a 5xx was answered. `make chaos ARGS=--quick`: the small CI profile.
+.PHONY: chaos
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos $(ARGS)
+
 # Held-out intent evaluation through the default routing table; writes results/eval-intent.json.
 eval: $(STAMP)
 	$(BIN)/podium eval --task intent --out results/eval-intent.json $(ARGS)
