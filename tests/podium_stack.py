@@ -66,6 +66,13 @@ class PodiumUp:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
+        self.process: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+        self._lock = threading.Lock()
+        self._pick_ports()
+
+    def _pick_ports(self) -> None:
+        data_dir = self.data_dir
         self.temporal_port = free_port()
         self.ui_port = free_port()
         self.api_port = free_port()
@@ -81,9 +88,6 @@ class PodiumUp:
             "PODIUM_API_URL": f"http://127.0.0.1:{self.api_port}",
             "PODIUM_LOG_JSON": "true",
         }
-        self.process: subprocess.Popen[str] | None = None
-        self.output: list[str] = []
-        self._lock = threading.Lock()
 
     @property
     def api_url(self) -> str:
@@ -97,7 +101,21 @@ class PodiumUp:
     def codec_url(self) -> str:
         return f"http://127.0.0.1:{self.codec_port}"
 
-    def start(self, timeout: float = 240) -> None:
+    def start(self, timeout: float = 240, attempts: int = 3) -> None:
+        """Start `podium up`; when another program took one of the free ports between picking
+        and binding it (other test runs share this machine), again on fresh ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(timeout)
+                return
+            except AssertionError:
+                if attempt == attempts or "address already in use" not in self.tail():
+                    raise
+                with self._lock:
+                    self.output.clear()
+                self._pick_ports()
+
+    def _start_once(self, timeout: float) -> None:
         self.process = subprocess.Popen(
             [str(BIN / "podium"), "up"],
             env=self.env,
