@@ -435,8 +435,11 @@ async def r2_worker_kills(ctx: Context) -> dict[str, Any]:
         opening = asyncio.create_task(
             open_cases(api, ctx.token(SERVICE), cases, max(ctx.profile.concurrency, 32))
         )
-        # Kill once the first cases run their activities.
-        await wait_for(lambda: _any_running(stack, case_ids), "cases running", timeout=120)
+        # Kill once most cases have started and run their activities.
+        started = max(1, (len(case_ids) * 3) // 5)
+        await wait_for(
+            lambda: _running_at_least(stack, case_ids, started), "cases running", timeout=180
+        )
         for which in plan[: (len(plan) + 1) // 2]:
             await kill(which, case_ids)
         opened = await opening
@@ -481,12 +484,12 @@ async def _at_least(count: Any, n: int) -> bool:
     return bool(await count() >= n)
 
 
-async def _any_running(stack: ChaosStack, case_ids: list[str]) -> bool:
+async def _running_at_least(stack: ChaosStack, case_ids: list[str], n: int) -> bool:
     client = await stack.client()
     running = {
         wf.id async for wf in client.list_workflows('ExecutionStatus = "Running"', page_size=1000)
     }
-    return bool(running & set(case_ids))
+    return len(running & set(case_ids)) >= n
 
 
 # --- R5 --------------------------------------------------------------------------------------
