@@ -26,6 +26,7 @@ from activities.ai import IntelligenceActivities
 from activities.audit import AuditActivities
 from activities.decisions import DecisionVerifier
 from activities.documents import DocumentStore
+from activities.identity import IdentityActivities
 from activities.intelligence import EmbeddedModels
 from activities.intelligence.gateway import ModelGateway
 from activities.intelligence.ledger import ModelLedger
@@ -45,7 +46,9 @@ __all__ = [
     "agent_activities",
     "build_activities",
     "build_worker",
+    "passthrough_modules",
     "run",
+    "strict_workflow_runner",
     "workflow_runner",
 ]
 
@@ -54,9 +57,41 @@ log = structlog.get_logger()
 GRACEFUL_SHUTDOWN = timedelta(seconds=15)
 
 
+# Podium's own deterministic modules, imported once per worker instead of once per case: the
+# shared contracts, the reusable components (approval gate, agent loop, audit) and, per process,
+# its pure rules and payload types (`workflows/<process>/rules.py`, `types.py`). Only the modules
+# that define workflows stay sandboxed. Their determinism is proven by the replay tests under
+# both this runner and `strict_workflow_runner` (every Podium workflow module sandboxed).
+PASSTHROUGH_PACKAGES = ("workflows.contracts", "workflows.components")
+PROCESS_PASSTHROUGH = ("rules", "types")
+
+
+def passthrough_modules(processes: Registry = PROCESSES) -> list[str]:
+    """The modules the sandbox takes from the worker instead of importing them per case."""
+    payloads = {model.__module__ for p in processes for model in (p.input, p.state, p.result)}
+    siblings = {
+        f"{p.workflow.__module__.rpartition('.')[0]}.{name}"
+        for p in processes
+        for name in PROCESS_PASSTHROUGH
+    }
+    workflow_modules = {p.workflow.__module__ for p in processes}
+    own = sorted((payloads | siblings | set(PASSTHROUGH_PACKAGES)) - workflow_modules)
+    return ["activities.types", "activities.agent_types", *own, "pydantic", "pydantic_core"]
+
+
 def workflow_runner(processes: Registry = PROCESSES) -> SandboxedWorkflowRunner:
-    """The sandbox, with Podium's payload modules passed through (imported once, not per run):
-    the shared contracts and every process's input, state and result modules."""
+    """The sandbox, with Podium's deterministic modules passed through (`passthrough_modules`):
+    a parked case then holds its own state, not its own copy of the gate, rules and types."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(
+            *passthrough_modules(processes)
+        )
+    )
+
+
+def strict_workflow_runner(processes: Registry = PROCESSES) -> SandboxedWorkflowRunner:
+    """The sandbox with only payload modules passed through: every Podium module that workflow
+    code runs is imported inside it, under its restrictions (the replay tests use both)."""
     payloads = sorted(
         {model.__module__ for p in processes for model in (p.input, p.state, p.result)}
     )
@@ -106,6 +141,8 @@ def build_activities(
         intelligence.read_document,
         intelligence.extract_fields,
         evaluate_policy,
+        # The SCIM directory `PODIUM_SCIM_URL` names (default: the embedded one of `podium up`).
+        *IdentityActivities.from_env(engine).activities(),
     ]
 
 
@@ -164,7 +201,8 @@ def build_worker(
     )
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, *, processes: Registry = PROCESSES) -> None:
+    """Serve `processes` (default: every registered process) until SIGINT/SIGTERM."""
     engine = make_engine(settings.resolved_database_url)
     create_tables(engine)
     models = EmbeddedModels.load(settings.datasets_dir, settings.templates_dir)
@@ -189,13 +227,14 @@ async def run(settings: Settings) -> None:
                 engine, models, gateway, approvals=approvals, reader=reader, decisions=decisions
             ),
             executor=executor,
+            processes=processes,
         )
         async with worker:
             log.info(
                 "worker_started",
                 task_queue=settings.task_queue,
                 namespace=client.namespace,
-                processes=PROCESSES.names,
+                processes=processes.names,
             )
             await stop.wait()
             log.info("worker_stopping")

@@ -60,15 +60,16 @@ from bench.report import percentile
 from bench.server import TEMPORAL_CLI, DevServer, dev_server
 from core.codec import new_key_entry
 from core.db import Message, create_tables, make_engine
+from core.decision_tokens import DecisionKey
 from core.logging import configure_logging
 from core.settings import Settings
 from core.temporal import data_converter
 from workflows.contracts import search_attributes as sa
-from workflows.refund.workflow import APPROVAL_REQUEST_ID
 from workflows.contracts.approval import (
     ApprovalAction,
     ApprovalDecisionInput,
     ApprovalDecisionResult,
+    decision_digest,
 )
 from workflows.refund.types import (
     RefundCaseInput,
@@ -77,6 +78,7 @@ from workflows.refund.types import (
     RefundPolicy,
     RiskLevel,
 )
+from workflows.refund.workflow import APPROVAL_REQUEST_ID
 
 __all__ = ["Options", "main", "run_benchmark"]
 
@@ -480,14 +482,25 @@ class Decided:
     detail: str
 
 
+# The run's decision key (the worker's, under the run's data folder): set by `run_benchmark`.
+_decision_keys: list[DecisionKey] = []
+
+
 def _decision(case_id: str) -> ApprovalDecisionInput:
-    return ApprovalDecisionInput(
+    """The approval, with the decision token the API would mint for the approver."""
+    decision = ApprovalDecisionInput(
         request_id=APPROVAL_REQUEST_ID,
         decision_id=f"bench-{case_id}",
         action=ApprovalAction.APPROVE,
         approver=APPROVER,
         approver_roles=APPROVER_ROLES,
     )
+    if not _decision_keys:
+        return decision
+    credential = _decision_keys[-1].mint(
+        subject=APPROVER, roles=APPROVER_ROLES, digest=decision_digest(case_id, decision)
+    )
+    return decision.model_copy(update={"credential": credential})
 
 
 async def decide_refund(client: Client, case_id: str, group: str) -> Decided:
@@ -715,6 +728,8 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
                     "encryption_key_id": key_id,
                 }
             )
+        # The workers read the same key file under the run's data folder; made here first.
+        _decision_keys.append(DecisionKey.from_settings(settings))
         cache = settings.max_cached_workflows
         report["config"] = {
             "n": opts.n,

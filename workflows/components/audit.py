@@ -1,7 +1,13 @@
-"""Audit step shared by every process: one `record_audit_event` activity per decision.
+"""Audit step shared by every process: one `record_audit_event` call per decision.
 
 The idempotency key is the case id plus the process's own audit sequence number, so a retried
-activity records once and a continued-as-new run carries its counter on.
+call records once and a continued-as-new run carries its counter on.
+
+Patch `audit-local-activity`: a case started after it writes its audit events as local
+activities (run by the case's own worker, recorded as a marker in the same workflow task: no
+extra round trip through the server per event, and the same idempotency key). Cases started
+before it replay with the activities they scheduled: `workflow.patched` is asked at the first
+audit event and its answer holds for the rest of the run.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.types import AuditEventInput, AuditEventResult
 
-__all__ = ["AUDIT_RETRY", "AUDIT_TIMEOUT", "record_audit"]
+__all__ = ["AUDIT_RETRY", "AUDIT_TIMEOUT", "PATCH_AUDIT_LOCAL", "record_audit"]
 
+PATCH_AUDIT_LOCAL = "audit-local-activity"
 AUDIT_TIMEOUT = timedelta(seconds=30)
 AUDIT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -29,17 +36,28 @@ AUDIT_RETRY = RetryPolicy(
 async def record_audit(
     *, case_id: str, process: str, seq: int, action: str, actor: str, detail: dict[str, Any]
 ) -> None:
+    event = AuditEventInput(
+        idempotency_key=f"{case_id}:audit:{seq}",
+        case_id=case_id,
+        process=process,
+        action=action,
+        actor=actor,
+        detail=detail,
+        occurred_at=workflow.now(),
+    )
+    if workflow.patched(PATCH_AUDIT_LOCAL):
+        await workflow.execute_local_activity(
+            "record_audit_event",
+            event,
+            result_type=AuditEventResult,
+            start_to_close_timeout=AUDIT_TIMEOUT,
+            retry_policy=AUDIT_RETRY,
+            summary=f"Audit: {action}",
+        )
+        return
     await workflow.execute_activity(
         "record_audit_event",
-        AuditEventInput(
-            idempotency_key=f"{case_id}:audit:{seq}",
-            case_id=case_id,
-            process=process,
-            action=action,
-            actor=actor,
-            detail=detail,
-            occurred_at=workflow.now(),
-        ),
+        event,
         result_type=AuditEventResult,
         start_to_close_timeout=AUDIT_TIMEOUT,
         retry_policy=AUDIT_RETRY,

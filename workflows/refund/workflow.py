@@ -39,6 +39,9 @@ Messages:
   the requester (four-eyes) and a second decision by the same person. The same decision id again
   answers with the first result. A decision that closes the gate answers once it has been
   carried out; one that leaves it open (quorum or levels to go, a delegation) answers at once.
+- update `record_decision` (the same input and result): the same decision, validated and
+  exactly-once alike, answered as soon as it is verified and recorded, before it is carried
+  out (`outcome` unset until then: read `get_state` or await the result).
 - signal `approval_decision` (ApprovalDecisionInput): the same decision for the Temporal UI and
   fire-and-forget callers; refused signals are logged, audited and noted, not applied.
 - Identity (patch `signed-decisions`): a decision applies only with a decision token that the
@@ -95,7 +98,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.types import RiskLevel as ModelRisk
     from workflows.contracts.approval import (
+        ApprovalAction,
         ApprovalDecisionInput,
+        ApprovalDecisionRecord,
         ApprovalDecisionResult,
         ApprovalPolicy,
         DefaultAction,
@@ -194,17 +199,7 @@ class RefundWorkflow:
 
     @workflow.update(name="decide")
     async def decide(self, raw: RawValue) -> ApprovalDecisionResult:
-        decision, encrypted = decision_from(raw)
-        decision_id = _decision_id(decision)
-        try:
-            if self._signed_decisions:
-                decision = await self._gate.authenticate(decision, encrypted=encrypted)
-            self._gate.accept(decision, now=workflow.now(), decision_id=decision_id, via="update")
-        except ValueError as err:
-            # A credential that does not hold (audited), or a race with another decision.
-            self._gate.refuse(decision, str(err), via="update")
-            self._publish()
-            raise ApplicationError(str(err), type="DecisionRefused", non_retryable=True) from None
+        decision_id, _ = await self._take_decision(raw)
         # Answer once the decision has been recorded (and, if it closed the gate, carried out).
         await workflow.wait_condition(lambda: decision_id in self._gate.results)
         return self._gate.results[decision_id]
@@ -213,6 +208,55 @@ class RefundWorkflow:
     def validate_decide(self, raw: RawValue) -> None:
         decision, _ = decision_from(raw)
         self._gate.validate(decision, _decision_id(decision))
+
+    @workflow.update(name="record_decision")
+    async def record_decision(self, raw: RawValue) -> ApprovalDecisionResult:
+        """`decide`, answered as soon as the decision is validated, verified and recorded (the
+        update's completion is in history): `gate` says whether it closed the approval;
+        `outcome` is set only when the case had already carried it out (a retry). The outcome
+        follows in `get_state` and the workflow result."""
+        decision_id, record = await self._take_decision(raw)
+        return self._gate.results.get(decision_id) or self._acknowledgement(record)
+
+    @record_decision.validator
+    def validate_record_decision(self, raw: RawValue) -> None:
+        self.validate_decide(raw)
+
+    async def _take_decision(self, raw: RawValue) -> tuple[str, ApprovalDecisionRecord]:
+        """Verify and apply a decision (a retry of one already taken applies nothing new):
+        its decision id and record. A refused one is audited and raised as `DecisionRefused`."""
+        decision, encrypted = decision_from(raw)
+        decision_id = _decision_id(decision)
+        try:
+            if self._signed_decisions:
+                decision = await self._gate.authenticate(decision, encrypted=encrypted)
+            record = self._gate.accept(
+                decision, now=workflow.now(), decision_id=decision_id, via="update"
+            )
+        except ValueError as err:
+            # A credential that does not hold (audited), or a race with another decision.
+            self._gate.refuse(decision, str(err), via="update")
+            self._publish()
+            raise ApplicationError(str(err), type="DecisionRefused", non_retryable=True) from None
+        return decision_id, record
+
+    def _acknowledgement(self, record: ApprovalDecisionRecord) -> ApprovalDecisionResult:
+        """What `record_decision` answers for a decision the gate holds but has not answered."""
+        request = self._gate.request
+        assert request is not None, "a decision was accepted, so a request is open"
+        return ApprovalDecisionResult(
+            request_id=record.request_id,
+            decision_id=record.decision_id,
+            action=record.action,
+            approved=record.action in (ApprovalAction.APPROVE, ApprovalAction.REQUEST_CHANGES),
+            approver=record.approver,
+            decided_at=record.decided_at,
+            level=record.level,
+            level_name=record.level_name,
+            gate=request.status,
+            waiting_for=self._gate.waiting_for(),
+            amount_cents=request.amount_cents,
+        )
 
     @workflow.signal(name="approval_decision")
     async def approval_decision(self, raw: RawValue) -> None:

@@ -1,0 +1,176 @@
+"""Instant acknowledgement: `record_decision` answers once the decision is verified and recorded,
+before it is carried out; the outcome follows in the case's result. Exactly once either way: a
+retry with the same decision id, through either update, applies nothing new and issues one
+refund. Audit events are local activities on new cases (patch `audit-local-activity`): the
+history holds markers for them, no `record_audit_event` activity, and the chain holds each once.
+
+The real refund workflow on the real Temporal dev server, with the real systems-of-record,
+audit and decision-check activities (fakes only for the model activities).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from core.db import AuditEvent, Refund
+from tests.helpers import (
+    fake_draft,
+    fake_triage,
+    make_worker,
+    real_system_activities,
+    seeded_engine,
+    signed,
+)
+from workflows.contracts.approval import (
+    ApprovalDecisionInput,
+    ApprovalDecisionResult,
+    GateStatus,
+)
+from workflows.refund.types import CaseStatus, RefundCaseInput, RefundCaseResult, RefundCaseState
+
+pytestmark = pytest.mark.timeout(120)
+
+Handle = WorkflowHandle[Any, RefundCaseResult]
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = seeded_engine(tmp_path)
+    yield engine
+    engine.dispose()
+
+
+async def _parked(client: Any, task_queue: str) -> Handle:
+    handle: Handle = await client.start_workflow(
+        "refund",
+        RefundCaseInput(
+            channel="email", customer_id="C-1002", order_id="O-5003", message="refund O-5003"
+        ),
+        id=f"ack-{uuid.uuid4().hex}",
+        task_queue=task_queue,
+        result_type=RefundCaseResult,
+    )
+    for _ in range(200):
+        state = await handle.query("get_state", result_type=RefundCaseState)
+        if state.status == CaseStatus.AWAITING_APPROVAL:
+            return handle
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the case never asked for approval: {state.status}")
+
+
+def _lead(decision_id: str) -> ApprovalDecisionInput:
+    return ApprovalDecisionInput(
+        request_id="approval-1",
+        decision_id=decision_id,
+        approve=True,
+        approver="lead@example.com",
+        approver_roles=["team_lead"],
+    )
+
+
+def _rows(engine: Engine, model: Any, case_id: str) -> list[Any]:
+    with Session(engine) as session:
+        return list(session.exec(select(model).where(model.case_id == case_id)))
+
+
+async def test_record_decision_answers_before_the_outcome_and_applies_once(
+    dev_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        activities = [*real_system_activities(engine), fake_triage, fake_draft]
+        worker = make_worker(dev_env.client, activities, executor)
+        async with worker:
+            handle = await _parked(dev_env.client, worker.task_queue)
+            try:
+                decision = signed(handle.id, _lead("d-1"))
+                ack = await handle.execute_update(
+                    "record_decision", decision, result_type=ApprovalDecisionResult
+                )
+                retry = await handle.execute_update(
+                    "record_decision", decision, result_type=ApprovalDecisionResult
+                )
+                result = await handle.result()
+            finally:
+                with contextlib.suppress(Exception):
+                    await handle.terminate("test finished")
+            history = await handle.fetch_history()
+    assert ("d-1", GateStatus.APPROVED, "lead@example.com") == (
+        ack.decision_id,
+        ack.gate,
+        ack.approver,
+    )
+    assert ack.outcome is None  # recorded, not yet carried out
+    assert "d-1" == retry.decision_id
+    assert ("approved", "lead@example.com") == (result.outcome.value, result.decided_by)
+    assert 1 == len(_rows(engine, Refund, handle.id))
+    audit = _rows(engine, AuditEvent, handle.id)
+    assert 1 == sum(1 for row in audit if row.action == "approval_decided")
+    assert 1 == sum(1 for row in audit if row.action == "case_closed")
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert "record_audit_event" not in scheduled
+    assert "issue_refund" in scheduled
+
+
+async def test_decide_after_record_decision_answers_with_the_outcome(
+    dev_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """The caller that acknowledged at once and then wants the outcome sends the same decision
+    to `decide`: it is not applied again, and the answer carries what the case did."""
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        activities = [*real_system_activities(engine), fake_triage, fake_draft]
+        worker = make_worker(dev_env.client, activities, executor)
+        async with worker:
+            handle = await _parked(dev_env.client, worker.task_queue)
+            try:
+                decision = signed(handle.id, _lead("d-2"))
+                await handle.execute_update(
+                    "record_decision", decision, result_type=ApprovalDecisionResult
+                )
+                settled = await handle.execute_update(
+                    "decide", decision, result_type=ApprovalDecisionResult
+                )
+                await handle.result()
+            finally:
+                with contextlib.suppress(Exception):
+                    await handle.terminate("test finished")
+    assert "approved" == settled.outcome
+    assert settled.effects.get("refund_id")
+    assert 1 == len(_rows(engine, Refund, handle.id))
+
+
+async def test_record_decision_refuses_a_decision_without_a_token(
+    dev_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        activities = [*real_system_activities(engine), fake_triage, fake_draft]
+        worker = make_worker(dev_env.client, activities, executor)
+        async with worker:
+            handle = await _parked(dev_env.client, worker.task_queue)
+            try:
+                with pytest.raises(WorkflowUpdateFailedError):
+                    await handle.execute_update(
+                        "record_decision", _lead("d-3"), result_type=ApprovalDecisionResult
+                    )
+                state = await handle.query("get_state", result_type=RefundCaseState)
+            finally:
+                with contextlib.suppress(Exception):
+                    await handle.terminate("test finished")
+    assert CaseStatus.AWAITING_APPROVAL == state.status
+    assert [] == _rows(engine, Refund, handle.id)

@@ -1,0 +1,53 @@
+"""The worker's sandbox passes Podium's deterministic modules through (a parked case must not
+hold its own import of the approval gate, the rules and the types), and that changes nothing a
+case does: every committed history replays under the strict sandbox too, where every Podium
+module that workflow code runs is imported inside the sandbox, under its restrictions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from worker import passthrough_modules, strict_workflow_runner
+from workflows.registry import PROCESSES
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def _passed_through(module: str, passthrough: list[str]) -> bool:
+    return any(module == name or module.startswith(f"{name}.") for name in passthrough)
+
+
+def test_podium_modules_that_workflows_import_are_passed_through() -> None:
+    """Every `workflows.*` module loaded by the registry's workflows, except the modules that
+    define workflows, their packages and the registry-only modules, is passed through."""
+    passthrough = passthrough_modules()
+    workflow_modules = {p.workflow.__module__ for p in PROCESSES}
+    packages = {"workflows", *{m.rpartition(".")[0] for m in workflow_modules}}
+    not_workflow_code = {"workflows.registry"} | {
+        f"{package}.starting" for package in packages - {"workflows"}
+    }
+    loaded = {m for m in sys.modules if m == "workflows" or m.startswith("workflows.")}
+    left = sorted(
+        m
+        for m in loaded - workflow_modules - packages - not_workflow_code
+        if not _passed_through(m, passthrough)
+    )
+    assert [] == left
+    assert [] == sorted(m for m in workflow_modules if _passed_through(m, passthrough))
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_history_replays_in_the_strict_sandbox(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    replayer = Replayer(
+        workflows=PROCESSES.workflows,
+        data_converter=pydantic_data_converter,
+        workflow_runner=strict_workflow_runner(),
+    )
+    await replayer.replay_workflow(history)
