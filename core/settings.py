@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     # Refund policy defaults (stamped on each case when it starts)
     auto_refund_limit: float = Field(default=100.0, ge=0, description="Dollars")
     return_window_days: int = 30
-    min_intent_confidence: float = 0.5
+    min_intent_confidence: float = 0.8
     # Policy as code: each new case carries its process's policy file,
     # `<policies_dir>/<process>.yaml` (default: the repository's policies/), and its autonomy
     # rules decide; a refund policy's limits replace the three above.

@@ -98,7 +98,7 @@ class RefundDefaults(BaseModel):
 
     auto_refund_limit: float = Field(default=100.0, ge=0)
     return_window_days: int = Field(default=30, ge=0)
-    min_intent_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+    min_intent_confidence: float = Field(default=0.8, ge=0.0, le=1.0)
     approval_sla_hours: float = Field(default=48.0, gt=0)
     approval_deadline_hours: float = Field(default=168.0, gt=0)
     approval_reminders: list[float] = Field(default_factory=lambda: [0.5, 0.9])
