@@ -100,6 +100,13 @@ class TaskRoute(_Strict):
         default=0.0, ge=0.0, le=1.0, description="Answers below this fall through the chain"
     )
     routes: dict[RiskLevel, list[str]]
+    few_shot_per_intent: int = Field(
+        default=0,
+        ge=0,
+        le=20,
+        description="intent only: this many labelled training examples of every intent follow "
+        "the LLM's system prompt (0: the prompt alone)",
+    )
 
     @model_validator(mode="after")
     def _every_risk_level(self) -> Self:
@@ -222,9 +229,12 @@ def load_models_config(path: Path | None = None) -> ModelsConfig:
         raise ModelsConfigError(f"{path}: {_describe(err)}") from err
 
 
-def load_prompts(config: ModelsConfig, models_file: Path | None = None) -> dict[Task, str]:
+def load_prompts(
+    config: ModelsConfig, models_file: Path | None = None, datasets_dir: Path | None = None
+) -> dict[Task, str]:
     """The system prompt of every task an LLM may answer; none for tasks routed only to
-    embedded models."""
+    embedded models. The intent prompt gains `few_shot_per_intent` labelled examples of every
+    intent from `<datasets_dir>/intents/train.jsonl` when the intent route asks for them."""
     if not config.uses_remote_models:
         return {}
     base = (models_file or DEFAULT_MODELS_FILE).parent
@@ -242,4 +252,17 @@ def load_prompts(config: ModelsConfig, models_file: Path | None = None) -> dict[
                 f"{models_file or DEFAULT_MODELS_FILE}: prompts_dir: cannot read {prompt_file}: "
                 f"{err.strerror}"
             ) from err
+    shots = config.tasks.intent.few_shot_per_intent
+    if shots and Task.INTENT in prompts:
+        prompts[Task.INTENT] = _with_examples(prompts[Task.INTENT], shots, datasets_dir)
     return prompts
+
+
+def _with_examples(prompt: str, per_intent: int, datasets_dir: Path | None) -> str:
+    """The intent prompt followed by labelled training examples (the same ones every time)."""
+    # Here, not at the top: the classifier's libraries load only when a prompt wants examples.
+    from activities.intelligence.embedded import DEFAULT_DATASETS_DIR, TRAIN_FILE
+    from activities.intelligence.intent import few_shot_prompt, load_examples
+
+    examples = load_examples((datasets_dir or DEFAULT_DATASETS_DIR) / TRAIN_FILE)
+    return few_shot_prompt(prompt, examples, per_intent=per_intent)
