@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.podium-installed
 
-.PHONY: up test lint fmt bench bench-gate bench-routing eval histories venv clean
+.PHONY: up test lint fmt bench bench-refund bench-gate bench-routing eval histories venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,13 +29,16 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The refund process vs a bare workflow (ARGS), then the approval gate vs a bare wait
-# (GATE_ARGS; N=5000 parked per system takes about a quarter of an hour on 2 cores).
-GATE_ARGS ?= --n 5000 --out results/bench-gate.json
-
+# Podium vs a bare workflow running the same activities, like for like, in one run: production
+# configuration (encryption, policy file, audit, decision tokens), interleaved rounds; prints one
+# table and writes results/bench.json (about 10 minutes on 2 cores). Bigger runs:
+# make bench ARGS="--n 100 --rounds 5 --parked 1000 --sample 100" (see bench/README.md).
 bench: $(STAMP)
+	$(BIN)/python -m bench.compare --out results/bench.json $(ARGS)
+
+# The older refund benchmark: no-op activities as the baseline, everything in one process.
+bench-refund: $(STAMP)
 	$(BIN)/python -m bench.refund $(ARGS)
-	$(BIN)/python -m bench.gate $(GATE_ARGS)
 
 # N cases parked at the approval gate (default 5000) vs a bare Temporal wait: worker memory per
 # parked case, decision -> completion latency. Writes results/bench-gate.json.

@@ -64,6 +64,14 @@ DecisionIdOption = Annotated[
     str | None,
     typer.Option(help="Retry-safe key: the same id returns the first result (default: new)."),
 ]
+WaitOption = Annotated[
+    bool,
+    typer.Option(
+        "--wait/--no-wait",
+        help="Wait until a decision that closes the approval is carried out (default), or "
+        "return once the case has verified and recorded it (`podium status` shows the outcome).",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -390,6 +398,9 @@ def _show_decision(case_id: str, result: dict[str, Any]) -> None:
     if result.get("gate", "approved") == "open":
         waiting = ", ".join(result.get("waiting_for") or []) or "-"
         line = f"{who} at level {result.get('level_name')}; waiting for {waiting}"
+    elif result.get("outcome") is None:
+        # --no-wait: recorded; the case carries it out next (`podium status` shows the outcome).
+        line = f"{who}; recorded, the outcome follows (podium status {case_id})"
     else:
         line = f"{who}; outcome {result.get('outcome')}"
     for name, value in (result.get("effects") or {}).items():
@@ -663,8 +674,13 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         verb: str,
         json_output: bool,
         body: dict[str, Any],
+        wait: bool = True,
     ) -> None:
-        result = ctx.obj.call("POST", f"/cases/{quote(case_id, safe='')}/{verb}", json=body)
+        # --no-wait: the API answers once the case has recorded the decision (?ack=recorded).
+        params = None if wait else {"ack": "recorded"}
+        result = ctx.obj.call(
+            "POST", f"/cases/{quote(case_id, safe='')}/{verb}", json=body, params=params
+        )
         if json_output:
             _print_json(result)
         else:
@@ -698,10 +714,11 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         request_id: RequestIdOption = None,
         decision_id: DecisionIdOption = None,
         json_output: JsonOption = False,
+        wait: WaitOption = True,
     ) -> None:
         """Approve at the current level; the last approval carries the request out."""
         body = _common(approver, role, comment, request_id, decision_id)
-        _decide(ctx, case_id, "approve", json_output, body)
+        _decide(ctx, case_id, "approve", json_output, body, wait)
 
     @cli.command()
     def reject(
@@ -714,10 +731,11 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         request_id: RequestIdOption = None,
         decision_id: DecisionIdOption = None,
         json_output: JsonOption = False,
+        wait: WaitOption = True,
     ) -> None:
         """Reject the pending request."""
         body = {**_common(approver, role, comment, request_id, decision_id), "reason": reason}
-        _decide(ctx, case_id, "reject", json_output, body)
+        _decide(ctx, case_id, "reject", json_output, body, wait)
 
     @cli.command("request-changes")
     def request_changes(
@@ -733,6 +751,7 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         request_id: RequestIdOption = None,
         decision_id: DecisionIdOption = None,
         json_output: JsonOption = False,
+        wait: WaitOption = True,
     ) -> None:
         """Approve a lower amount than the customer asked for."""
         body = {
@@ -740,7 +759,7 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
             "amount": amount,
             "reason": reason,
         }
-        _decide(ctx, case_id, "request-changes", json_output, body)
+        _decide(ctx, case_id, "request-changes", json_output, body, wait)
 
     @cli.command()
     def delegate(
@@ -754,6 +773,7 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         request_id: RequestIdOption = None,
         decision_id: DecisionIdOption = None,
         json_output: JsonOption = False,
+        wait: WaitOption = True,
     ) -> None:
         """Let a named person decide at the current level without holding its role."""
         body = {
@@ -761,7 +781,7 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
             "to": to,
             "reason": reason,
         }
-        _decide(ctx, case_id, "delegate", json_output, body)
+        _decide(ctx, case_id, "delegate", json_output, body, wait)
 
     @cli.command()
     def pending(

@@ -394,6 +394,16 @@ def _is_unreachable(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and str(err).startswith("Failed client connect")
 
 
+# The update a process's workflow answers as soon as a decision is recorded (not carried out).
+RECORD_DECISION = "record_decision"
+
+
+def _acknowledges_on_record(spec: Process) -> bool:
+    """Whether the process's workflow has the `record_decision` update."""
+    definition = getattr(spec.workflow, "__temporal_workflow_definition", None)
+    return definition is not None and RECORD_DECISION in definition.updates
+
+
 async def _bounded(awaitable: Awaitable[_T], timeout: timedelta) -> _T:
     async with asyncio.timeout(timeout.total_seconds()):
         return await awaitable
@@ -816,13 +826,18 @@ class PodiumClient:
         delegate_to: str | None = None,
         request_id: str | None = None,
         decision_id: str | None = None,
+        wait: bool = True,
     ) -> ApprovalDecisionResult:
         """Decide the pending approval: approve, reject, request_changes or delegate.
 
-        Returns once the decision has been recorded; when it closes the approval, once it has
-        been carried out (refund issued, customer told). `request_id` defaults to the approval
-        the case waits for now; `decision_id` (default: a new uuid4) makes retries safe: the
-        same id returns the first result, even after the case has closed.
+        Returns once the decision has been recorded; when it closes the approval and `wait`
+        (the default), once it has been carried out (refund issued, customer told). With
+        `wait=False` it returns as soon as the case has verified and recorded the decision
+        (`gate` says whether it closed the approval, `outcome` follows in `get_case`), for the
+        processes whose workflow answers that way (update `record_decision`; the others answer
+        as with `wait`). `request_id` defaults to the approval the case waits for now;
+        `decision_id` (default: a new uuid4) makes retries safe: the same id returns the first
+        result, even after the case has closed, and is applied once whichever way it is sent.
         """
         approver = approver.strip()
         if not approver:
@@ -866,9 +881,10 @@ class PodiumClient:
             digest=decision_digest(case_id, decision),
         )
         decision = decision.model_copy(update={"credential": credential})
+        update = "decide" if wait or not _acknowledges_on_record(spec) else RECORD_DECISION
         try:
             result: ApprovalDecisionResult = await _bounded(
-                handle.execute_update("decide", decision, result_type=ApprovalDecisionResult),
+                handle.execute_update(update, decision, result_type=ApprovalDecisionResult),
                 UPDATE_TIMEOUT,
             )
         except WorkflowUpdateFailedError as err:

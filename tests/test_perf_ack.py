@@ -26,6 +26,8 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from core.db import AuditEvent, Refund
+from core.settings import Settings
+from starter.client import PodiumClient
 from tests.helpers import (
     fake_draft,
     fake_triage,
@@ -39,6 +41,7 @@ from workflows.contracts.approval import (
     ApprovalDecisionResult,
     GateStatus,
 )
+from workflows.refund.starting import RefundRequest
 from workflows.refund.types import CaseStatus, RefundCaseInput, RefundCaseResult, RefundCaseState
 
 pytestmark = pytest.mark.timeout(120)
@@ -174,3 +177,51 @@ async def test_record_decision_refuses_a_decision_without_a_token(
                     await handle.terminate("test finished")
     assert CaseStatus.AWAITING_APPROVAL == state.status
     assert [] == _rows(engine, Refund, handle.id)
+
+
+async def test_client_decide_without_waiting_answers_recorded_then_the_case_closes(
+    dev_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """`PodiumClient.decide(..., wait=False)` (the API's `?ack=recorded`, `podium approve
+    --no-wait`): the answer names the decision and the closed gate, not yet the outcome."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, task_queue=f"tq-{uuid.uuid4().hex}", policy_as_code=False
+    )
+    podium = PodiumClient(dev_env.client, settings)
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        activities = [*real_system_activities(engine), fake_triage, fake_draft]
+        worker = make_worker(dev_env.client, activities, executor, settings.task_queue)
+        async with worker:
+            ref = await podium.create_refund_case(
+                RefundRequest(customer_id="C-1002", order_id="O-5003", message="refund O-5003")
+            )
+            handle = dev_env.client.get_workflow_handle(ref.case_id, result_type=RefundCaseResult)
+            try:
+                for _ in range(200):
+                    state = await handle.query("get_state", result_type=RefundCaseState)
+                    if state.status == CaseStatus.AWAITING_APPROVAL:
+                        break
+                    await asyncio.sleep(0.1)
+                ack = await podium.decide(
+                    ref.case_id,
+                    "approve",
+                    "lead@example.com",
+                    roles=["team_lead"],
+                    decision_id="d-4",
+                    wait=False,
+                )
+                result = await handle.result()
+                again = await podium.decide(
+                    ref.case_id,
+                    "approve",
+                    "lead@example.com",
+                    roles=["team_lead"],
+                    decision_id="d-4",
+                )
+            finally:
+                with contextlib.suppress(Exception):
+                    await handle.terminate("test finished")
+    assert ("d-4", GateStatus.APPROVED, None) == (ack.decision_id, ack.gate, ack.outcome)
+    assert "approved" == result.outcome.value
+    assert ("d-4", "approved") == (again.decision_id, again.outcome)  # the retry: first result
+    assert 1 == len(_rows(engine, Refund, ref.case_id))

@@ -12,12 +12,17 @@ Who decides and in which roles come from the credential, never from the body: a 
 other than the caller is refused (403), body `roles` may only narrow the caller's approval roles.
 The case refuses a caller without a role of the level deciding now (403), unless the decision
 was delegated to them. `decision_id` (optional) makes a retry return the first result.
+
+`?ack=outcome` (the default): a decision that closes the approval answers once the process has
+carried it out (`outcome` set). `?ack=recorded`: it answers as soon as the case has verified and
+recorded it (`gate` says whether it closed; `outcome` follows in `GET /cases/{case_id}`), for
+processes whose workflow answers that way; the others answer as with `outcome`.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, Field, StringConstraints
@@ -50,6 +55,15 @@ __all__ = [
 _Person = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 _Role = Annotated[str, StringConstraints(strip_whitespace=True, pattern=ROLE_PATTERN)]
 _Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2_000)]
+
+
+Ack = Annotated[
+    Literal["outcome", "recorded"],
+    Query(
+        description="outcome: answer once a closing decision is carried out (default); "
+        "recorded: answer once it is verified and recorded"
+    ),
+]
 
 
 class DecisionBody(BaseModel):
@@ -98,11 +112,15 @@ def router() -> APIRouter:
         responses=PROBLEM_RESPONSES,
     )
     async def approve(
-        case_id: CaseId, body: Annotated[DecisionBody, Body()], podium: Podium, caller: Caller
+        case_id: CaseId,
+        body: Annotated[DecisionBody, Body()],
+        podium: Podium,
+        caller: Caller,
+        ack: Ack = "outcome",
     ) -> ApprovalDecisionResult:
         """Approve at the current level; when that completes the approval, answers once the
         process has carried it out (`gate: approved`), else at once (`gate: open`)."""
-        return await _decide(podium, caller, case_id, ApprovalAction.APPROVE, body)
+        return await _decide(podium, caller, case_id, ApprovalAction.APPROVE, body, ack=ack)
 
     @routes.post(
         "/cases/{case_id}/reject",
@@ -110,11 +128,15 @@ def router() -> APIRouter:
         responses=PROBLEM_RESPONSES,
     )
     async def reject(
-        case_id: CaseId, body: Annotated[RejectBody, Body()], podium: Podium, caller: Caller
+        case_id: CaseId,
+        body: Annotated[RejectBody, Body()],
+        podium: Podium,
+        caller: Caller,
+        ack: Ack = "outcome",
     ) -> ApprovalDecisionResult:
         """Reject the pending request; answers once the process has carried it out."""
         return await _decide(
-            podium, caller, case_id, ApprovalAction.REJECT, body, reason=body.reason
+            podium, caller, case_id, ApprovalAction.REJECT, body, reason=body.reason, ack=ack
         )
 
     @routes.post(
@@ -123,7 +145,11 @@ def router() -> APIRouter:
         responses=PROBLEM_RESPONSES,
     )
     async def request_changes(
-        case_id: CaseId, body: Annotated[RequestChangesBody, Body()], podium: Podium, caller: Caller
+        case_id: CaseId,
+        body: Annotated[RequestChangesBody, Body()],
+        podium: Podium,
+        caller: Caller,
+        ack: Ack = "outcome",
     ) -> ApprovalDecisionResult:
         """Approve a lower amount than asked; later levels approve that amount."""
         return await _decide(
@@ -134,6 +160,7 @@ def router() -> APIRouter:
             body,
             reason=body.reason,
             new_amount_cents=int(body.amount * 100),
+            ack=ack,
         )
 
     @routes.post(
@@ -142,7 +169,11 @@ def router() -> APIRouter:
         responses=PROBLEM_RESPONSES,
     )
     async def delegate(
-        case_id: CaseId, body: Annotated[DelegateBody, Body()], podium: Podium, caller: Caller
+        case_id: CaseId,
+        body: Annotated[DelegateBody, Body()],
+        podium: Podium,
+        caller: Caller,
+        ack: Ack = "outcome",
     ) -> ApprovalDecisionResult:
         """Let a named person decide at the current level without holding its role."""
         return await _decide(
@@ -153,6 +184,7 @@ def router() -> APIRouter:
             body,
             reason=body.reason,
             delegate_to=body.to,
+            ack=ack,
         )
 
     @routes.get(
@@ -250,6 +282,7 @@ async def _decide(
     reason: str | None = None,
     new_amount_cents: int | None = None,
     delegate_to: str | None = None,
+    ack: str = "outcome",
 ) -> ApprovalDecisionResult:
     roles = _decision_roles(caller, body)
     try:
@@ -263,6 +296,7 @@ async def _decide(
             reason=reason,
             new_amount_cents=new_amount_cents,
             delegate_to=delegate_to,
+            wait=ack == "outcome",
         )
     except DecisionRefused:
         # The case refused: if the caller holds none of the roles deciding now and nothing was
@@ -294,6 +328,7 @@ async def _decide_as(
     reason: str | None,
     new_amount_cents: int | None,
     delegate_to: str | None,
+    wait: bool = True,
 ) -> ApprovalDecisionResult:
     return await podium.decide(
         case_id,
@@ -306,4 +341,5 @@ async def _decide_as(
         delegate_to=delegate_to,
         request_id=body.request_id,
         decision_id=body.decision_id,
+        wait=wait,
     )
