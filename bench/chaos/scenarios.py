@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import random
+import secrets
 import sqlite3
 import subprocess
 import sys
@@ -45,6 +46,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from bench.chaos.llm import API_KEY_ENV, FaultyLLM, models_file
 from bench.chaos.probe import (
     Api,
     Tally,
@@ -57,9 +59,9 @@ from bench.chaos.probe import (
     wait_for,
     wait_parked,
 )
-from bench.chaos.stack import ChaosStack, pid_alive
+from bench.chaos.stack import CODE_ROOT, ChaosStack, pid_alive
 from bench.data import BenchCase, seed_cases
-from core.db import AuditEvent, Customer, Order, Refund, utcnow
+from core.db import AuditEvent, Customer, ModelCall, Order, Refund, utcnow
 
 __all__ = ["PROFILES", "SCENARIOS", "Profile"]
 
@@ -80,15 +82,16 @@ class Profile:
     r5_phases: str  # schemathesis phases
     r9_cases: int
     r9_lock_s: float
+    r9_model_fault_s: float
     concurrency: int = 24
 
 
 PROFILES = {
     "full": Profile(
         name="full",
-        r4_cases=500,
-        r4_duplicates=16,
-        r4_racers=4,
+        r4_cases=250,
+        r4_duplicates=32,
+        r4_racers=8,
         r1_cases=1000,
         r1_kills=10,
         r2_cases=300,
@@ -97,6 +100,7 @@ PROFILES = {
         r5_phases="examples,coverage,fuzzing,stateful",
         r9_cases=60,
         r9_lock_s=60.0,
+        r9_model_fault_s=25.0,
     ),
     "quick": Profile(
         name="quick",
@@ -110,7 +114,8 @@ PROFILES = {
         r5_examples=3,
         r5_phases="examples,fuzzing",
         r9_cases=6,
-        r9_lock_s=15.0,
+        r9_lock_s=10.0,
+        r9_model_fault_s=6.0,
         concurrency=12,
     ),
 }
@@ -1163,6 +1168,69 @@ async def r9_database_locked(ctx: Context) -> dict[str, Any]:
     return _verdict(figures)
 
 
+async def r9_model_faults(ctx: Context) -> dict[str, Any]:
+    """The intent model provider (the only one routed: no fallback) answers 429, 500 or
+    nothing for a while as cases arrive; they wait, retried by Temporal, then complete. A
+    `podium up` of its own, since the models file is the worker's."""
+    profile = ctx.profile
+    n = profile.r9_cases
+    key = secrets.token_urlsafe(24)
+    folder = ctx.workdir / "r9-models"
+    folder.mkdir(parents=True, exist_ok=True)
+    tally = Tally(faults=True)
+    with FaultyLLM(key) as llm:
+        path = models_file(folder, llm.base_url, CODE_ROOT / "config" / "prompts")
+        stack = ChaosStack(folder / "var", {"PODIUM_MODELS_FILE": str(path), API_KEY_ENV: key})
+        try:
+            await asyncio.to_thread(stack.start)
+            own = Context(stack, profile, seed=ctx.rng.randint(0, 10**6))
+            async with Api(stack, tally) as api:
+                cases = own.seed("r9m", n)
+                llm.failing = True
+                opened = await open_cases(api, own.token(SERVICE), cases, profile.concurrency)
+                ids = sorted(opened.values())
+                await asyncio.sleep(profile.r9_model_fault_s)
+                parked_during_faults = len(await parked_ids(stack, ids))
+                fault_answers = dict(llm.answers)
+                llm.failing = False
+                parked = await wait_parked(stack, ids)
+                final = await decide_all(api, own.token(LEAD_A), ids, profile.concurrency, "r9m")
+                check = await check_cases(stack, ids)
+                client = await stack.client()
+                failed = [
+                    wf.id
+                    async for wf in client.list_workflows('ExecutionStatus = "Failed"')
+                    if wf.id in set(ids)
+                ]
+                with Session(stack.engine()) as session:
+                    ledger = Counter(
+                        str(outcome)
+                        for outcome in session.exec(
+                            select(ModelCall.outcome).where(col(ModelCall.case_id).in_(ids))
+                        )
+                    )
+        finally:
+            await asyncio.to_thread(stack.close)
+    refused = [c.case_id for c in cases if c.case_id not in opened]
+    figures = {
+        "tried": n,
+        "fault": "intent model provider on loopback (only route, no fallback): 429, 500 and "
+        f"hangs past the client's timeout in turn, for {profile.r9_model_fault_s:.0f} s",
+        "provider_answers_during_faults": fault_answers,
+        "provider_answers_total": dict(llm.answers),
+        "model_call_ledger_outcomes": dict(ledger),
+        "parked_while_provider_failed": parked_during_faults,
+        "parked_after_recovery": len(parked),
+        "failed_cases_after_recovery": len(failed),
+        "decision_answers": dict(Counter(str(s) for s in final.values())),
+        **check.summary(),
+        "lost": len(check.lost) + len(refused) + len(failed),
+        "duplicated": len(check.duplicated),
+        **tally.summary(),
+    }
+    return _verdict(figures)
+
+
 SCENARIOS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
     "R4": r4_decision_races,
     "R1": r1_server_kills,
@@ -1171,4 +1239,5 @@ SCENARIOS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
     "R8": r8_auth_probes,
     "R7": r7_canary_pii,
     "R9": r9_database_locked,
+    "R9M": r9_model_faults,
 }

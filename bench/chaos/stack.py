@@ -34,7 +34,7 @@ from core.settings import Settings
 from core.temporal import connect
 from starter.auth import mint_token
 
-__all__ = ["HOST", "ChaosStack", "free_port", "pid_alive"]
+__all__ = ["CODE_ROOT", "HOST", "ChaosStack", "free_port", "pid_alive"]
 
 HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent
@@ -78,7 +78,7 @@ def _die_with_us() -> Callable[[], None] | None:
 class ChaosStack:
     """`podium up` with fresh loopback ports, secrets and data folder `data_dir`."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.temporal_port = free_port()
@@ -110,6 +110,7 @@ class ChaosStack:
             "PYTHONPATH": os.pathsep.join(
                 [str(CODE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
             ),
+            **(extra_env or {}),
         }
         self.log_path = data_dir / "podium-up.log"
         self.process: subprocess.Popen[bytes] | None = None
