@@ -2,7 +2,7 @@
 
 It starts its own `podium up` on free loopback ports, runs every scenario with the small sizes
 (server and worker kills, duplicate and racing decisions, hostile requests, auth probes, canary
-personal data, a locked database) and writes its JSON; the figures must show nothing lost,
+personal data, a locked database, a failing model provider) and writes its JSON; the figures must show nothing lost,
 nothing duplicated, no 5xx, and every scenario's own checks passed. The per-test timeout only
 catches a stuck run: nothing here measures speed.
 """
@@ -22,7 +22,7 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = {"R1", "R2", "R4", "R5", "R7", "R8", "R9"}
+SCENARIOS = {"R1", "R2", "R4", "R5", "R7", "R8", "R9", "R9M"}
 
 
 @pytest.mark.timeout(1800)
