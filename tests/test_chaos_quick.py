@@ -2,9 +2,9 @@
 
 It starts its own `podium up` on free loopback ports, runs every scenario with the small sizes
 (server and worker kills, duplicate and racing decisions, hostile requests, auth probes, canary
-personal data, a locked database, a failing model provider) and writes its JSON; the figures must show nothing lost,
-nothing duplicated, no 5xx, and every scenario's own checks passed. The per-test timeout only
-catches a stuck run: nothing here measures speed.
+personal data, a locked database, a failing model provider) and writes its JSON; the figures
+must show nothing lost, nothing duplicated, no 5xx, and every scenario's own checks passed. The
+per-test timeout only catches a stuck run: nothing here measures speed.
 """
 
 from __future__ import annotations
