@@ -37,13 +37,16 @@ __all__ = [
     "open_cases",
     "wait_for",
     "wait_parked",
+    "wait_progress",
 ]
 
 RETRY_ATTEMPTS = 240
 RETRY_SLEEP_S = 0.5
 REQUEST_TIMEOUT_S = 120.0
-# How long a whole wait may take before the scenario calls the case lost (never a speed test).
+# How long a wait may go on before the scenario calls the case lost (never a speed test): a
+# wait for many cases lasts as long as they keep arriving, and gives up after this long without.
 SETTLE_TIMEOUT_S = 900.0
+STALL_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -210,16 +213,35 @@ async def parked_ids(stack: ChaosStack, case_ids: Iterable[str]) -> set[str]:
     return found & wanted
 
 
+async def wait_progress(
+    count: Callable[[], Awaitable[int]], target: int, stall: float = STALL_TIMEOUT_S
+) -> int:
+    """Poll `count` until it reaches `target`, for as long as it keeps growing; the last count."""
+    best, last_gain = -1, time.monotonic()
+    while True:
+        try:
+            value = await count()
+        except (RPCError, httpx.HTTPError, RuntimeError):
+            value = best  # Temporal restarting: ask again
+        if value >= target:
+            return value
+        if value > best:
+            best, last_gain = value, time.monotonic()
+        elif time.monotonic() - last_gain > stall:
+            return best
+        await asyncio.sleep(1.0)
+
+
 async def wait_parked(stack: ChaosStack, case_ids: Sequence[str]) -> set[str]:
     """Wait until every case waits at the approval gate; returns those that do."""
     parked: set[str] = set()
 
-    async def all_parked() -> bool:
+    async def count() -> int:
         nonlocal parked
         parked = await parked_ids(stack, case_ids)
-        return len(parked) == len(set(case_ids))
+        return len(parked)
 
-    await wait_for(all_parked, "cases parked")
+    await wait_progress(count, len(set(case_ids)))
     return parked
 
 
@@ -309,12 +331,12 @@ async def check_cases(
     wanted = set(case_ids)
     done: set[str] = set()
 
-    async def all_done() -> bool:
+    async def count() -> int:
         nonlocal done
         done = await _ids(stack, 'ExecutionStatus = "Completed"') & wanted
-        return done == wanted
+        return len(done)
 
-    await wait_for(all_done, "cases completed")
+    await wait_progress(count, len(wanted))
     if done != wanted:  # visibility can lag: ask each case
         done |= await completed_ids(stack, wanted - done)
     refunds, decided = per_case_counts(stack.engine(), case_ids)
