@@ -233,10 +233,12 @@ async def r4_decision_races(ctx: Context) -> dict[str, Any]:
             [lambda c=c: race(c) for c in case_ids],  # type: ignore[misc]
         )
         # Which decision won, by the audit trail: a rejection refunds nothing.
-        expect_refund = await _approved_by_audit(ctx, case_ids)
+        expect_refund, audited_ids = await _approved_by_audit(ctx, case_ids)
         check = await check_cases(ctx.stack, case_ids, expect_refund)
     two_winners = [c for c, ids in winners.items() if len(ids) > 1]
     no_winner_answer = [c for c, ids in winners.items() if not ids]
+    # Every 200 answer must name the decision the audit trail says was applied.
+    disagreeing = [c for c, ids in winners.items() if ids and ids != {audited_ids.get(c)}]
     figures = {
         "tried": len(case_ids) + len(refused),
         "decision_requests": decision_requests,
@@ -248,19 +250,24 @@ async def r4_decision_races(ctx: Context) -> dict[str, Any]:
         "not_parked": len(set(case_ids) - parked),
         **check.summary(),
         "lost": len(check.lost) + len(refused),
-        "duplicated": len(check.duplicated) + len(two_winners),
+        "duplicated": len(check.duplicated) + len(two_winners) + len(disagreeing),
         "cases_with_two_winning_answers": len(two_winners),
         "cases_without_a_200_answer": len(no_winner_answer),
+        "answers_naming_another_decision_than_the_audit_trail": len(disagreeing),
         "unexpected_answers": conflicting_answers[:10],
         **tally.summary(),
     }
     return _verdict(figures)
 
 
-async def _approved_by_audit(ctx: Context, case_ids: list[str]) -> dict[str, bool]:
-    """Per case: whether the applied decision approved (by its audit event), once decided."""
+async def _approved_by_audit(
+    ctx: Context, case_ids: list[str]
+) -> tuple[dict[str, bool], dict[str, str]]:
+    """Per case, once decided: whether the applied decision approved, and its decision id (by
+    its audit event)."""
     engine = ctx.stack.engine()
     found: dict[str, bool] = {}
+    decision_ids: dict[str, str] = {}
 
     async def all_decided() -> bool:
         with Session(engine) as session:
@@ -272,10 +279,11 @@ async def _approved_by_audit(ctx: Context, case_ids: list[str]) -> dict[str, boo
         for case_id, detail in rows:
             text = json.dumps(detail)
             found[case_id] = '"reject"' not in text and '"approved": false' not in text
+            decision_ids[case_id] = str(detail.get("decision_id"))
         return len(found) == len(case_ids)
 
     await wait_for(all_decided, "decisions in the audit trail", timeout=300)
-    return {c: found.get(c, True) for c in case_ids}
+    return {c: found.get(c, True) for c in case_ids}, decision_ids
 
 
 # --- R1 --------------------------------------------------------------------------------------
