@@ -58,6 +58,7 @@ async def _run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             "loadavg_at_start": list(os.getloadavg()),
         },
         "git_head": _git_head(),
+        "code": args.code,
         "loopback_only": True,
         "scenarios": {},
         "ran": [],
@@ -133,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated scenarios, e.g. R4,R1")
     parser.add_argument("--out", type=Path, default=Path("results/chaos.json"))
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--code", default=None, help="what code this run is (say, the commit of a snapshot)"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep the data folder here")
     args = parser.parse_args(argv)
     data_dir = args.keep or Path(tempfile.mkdtemp(prefix="podium-chaos-"))
