@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     decision_secret: SecretStr | None = None
     decision_token_ttl_s: int = Field(default=600, ge=30, le=86_400)
 
+    # Worker Versioning (core/rollout.py): with both set, the worker joins this Temporal Worker
+    # Deployment as this build, and becomes its current version only after replaying the
+    # running cases of its task queue; a build that cannot replay them exits non-zero.
+    deployment_name: str | None = None
+    build_id: str | None = None
+
     # Worker sizing
     max_cached_workflows: int = 2_000
     # Podium's activities are synchronous (thread pool): one slot per thread.

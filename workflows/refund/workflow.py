@@ -62,7 +62,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate, VersioningBehavior
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.components.approval import (
@@ -167,7 +167,9 @@ TICKET_STATUS = {
 }
 
 
-@workflow.defn(name="refund")
+# A refund case waits for people for days: under Worker Versioning it moves to each new
+# build, which `core/rollout.py` lets become current only once it replays the running cases.
+@workflow.defn(name="refund", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class RefundWorkflow:
     @workflow.init
     def __init__(self, input: RefundCaseInput) -> None:
