@@ -397,3 +397,81 @@ class AuditEventResult(BaseModel):
     event_id: int
     created: bool
     seq: int | None = Field(default=None, description="Place in the audit chain")
+
+
+# --- identity (SCIM directory, identity verification, password resets) ----------------------
+# Neither a one-time code nor a password ever travels in these: codes and passwords are made,
+# compared and delivered inside the identity activities; workflows see outcomes and references.
+
+__all__ += [
+    "CheckVerificationCodeInput",
+    "CheckVerificationCodeResult",
+    "EmployeeInfo",
+    "LookupEmployeeInput",
+    "LookupEmployeeResult",
+    "ResetPasswordInput",
+    "ResetPasswordResult",
+    "SendVerificationCodeInput",
+    "SendVerificationCodeResult",
+]
+
+
+class EmployeeInfo(BaseModel):
+    """An employee as the directory (SCIM core + enterprise extension) describes them. The
+    address on file stays in the directory: only its masked form travels (`j***@example.com`)."""
+
+    user_id: str = Field(description="The directory's id (SCIM `id`)")
+    user_name: str
+    display_name: str | None = None
+    title: str | None = Field(default=None, description="Role (SCIM `title`)")
+    department: str | None = None
+    manager_id: str | None = None
+    manager_user_name: str | None = None
+    employee_number: str | None = None
+    active: bool
+    groups: list[str] = Field(default_factory=list)
+    email_masked: str | None = None
+
+
+class LookupEmployeeInput(BaseModel):
+    user_name: str = Field(min_length=1, max_length=128)
+
+
+class LookupEmployeeResult(BaseModel):
+    employee: EmployeeInfo | None = None
+
+
+class SendVerificationCodeInput(BaseModel):
+    idempotency_key: str
+    case_id: str
+    user_id: str
+    expires_at: datetime
+
+
+class SendVerificationCodeResult(BaseModel):
+    sent_to: str = Field(description="The masked address on file the code went to")
+    message_id: str
+    created: bool
+
+
+class CheckVerificationCodeInput(BaseModel):
+    case_id: str
+    attempt_id: str = Field(description="The attempt the entry point stored (never the code)")
+
+
+class CheckVerificationCodeResult(BaseModel):
+    valid: bool
+    reason: str = Field(description="matched | wrong_code | expired | unknown_attempt | used")
+
+
+class ResetPasswordInput(BaseModel):
+    idempotency_key: str
+    case_id: str
+    user_id: str
+
+
+class ResetPasswordResult(BaseModel):
+    reset_at: datetime
+    delivered_to: str = Field(description="The masked address the temporary password went to")
+    scim_version: str | None = Field(default=None, description="The user's ETag after the reset")
+    created: bool = Field(description="False when a retry found the reset already done")

@@ -32,6 +32,13 @@ from workflows.agent_assist import starting as agent_assist
 from workflows.agent_assist.types import AgentAssistInput, AgentAssistResult, AgentAssistState
 from workflows.agent_assist.workflow import AgentAssistWorkflow
 from workflows.contracts.case import ApprovalCard, CaseContext, CaseState, CaseText
+from workflows.password_reset import starting as password_reset
+from workflows.password_reset.types import (
+    PasswordResetInput,
+    PasswordResetResult,
+    PasswordResetState,
+)
+from workflows.password_reset.workflow import PasswordResetWorkflow
 from workflows.refund import starting as refund
 from workflows.refund.types import RefundCaseInput, RefundCaseResult, RefundCaseState
 from workflows.refund.workflow import RefundWorkflow
@@ -166,6 +173,25 @@ PROCESSES = Registry(
                 "lookup_order_status",
                 "create_ticket_note",
                 "issue_goodwill_credit",
+                *_GATE_AND_AUDIT,
+            ),
+        ),
+        Process(
+            name="password_reset",
+            title="Password reset: an employee gets a new password after proving who they are",
+            workflow=PasswordResetWorkflow,
+            request=password_reset.PasswordResetRequest,
+            input=PasswordResetInput,
+            state=PasswordResetState,
+            result=PasswordResetResult,
+            prepare=password_reset.prepare,
+            describe=password_reset.describe,
+            approval_card=password_reset.approval_card,
+            activities=(
+                "lookup_employee",
+                "send_verification_code",
+                "check_verification_code",
+                "reset_password",
                 *_GATE_AND_AUDIT,
             ),
         ),

@@ -1,0 +1,465 @@
+"""Password reset on the time-skipping test server: every path, against a real SCIM directory.
+
+The directory is the embedded SCIM service (`starter/scim_server.py`, seeded demo employees)
+served on a loopback port; the identity, audit, notification and decision activities are the
+real ones on a temporary SQLite database. The employee's entry point is played by the test: it
+reads the code from the outbox (the email), stores the attempt with `record_code_attempt` and
+sends the attempt id by the `enter_code` update, as the API's verification page would.
+
+`PODIUM_RECORD_PASSWORD_RESET_HISTORIES=1 pytest tests/test_password_reset.py` (re)writes the
+committed `tests/histories/password_reset-*.json` that `test_replay.py` replays: only for a
+deliberate, versioned change of the workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
+
+from activities.identity import IdentityActivities, ScimDirectory, record_code_attempt
+from activities.types import CheckVerificationCodeInput
+from core.db import AuditEvent, Message
+from starter.scim_server import serving
+from tests.helpers import make_worker, real_system_activities, seeded_engine, signed
+from worker import workflow_runner
+from workflows.contracts.approval import ApprovalDecisionInput, ApprovalDecisionResult
+from workflows.password_reset.types import (
+    CodeAttemptInput,
+    CodeAttemptResult,
+    PasswordResetInput,
+    PasswordResetOutcome,
+    PasswordResetResult,
+    PasswordResetState,
+    PasswordResetStatus,
+)
+from workflows.registry import PROCESSES
+
+pytestmark = pytest.mark.timeout(120)
+
+Handle = WorkflowHandle[Any, PasswordResetResult]
+TOKEN = "test-scim-token"
+HISTORIES = Path(__file__).parent / "histories"
+RECORD = os.environ.get("PODIUM_RECORD_PASSWORD_RESET_HISTORIES") == "1"
+SECURITY = {"approver": "grace.kim@example.com", "approver_roles": ["it_security"]}
+DESK = {"approver": "desk.agent@example.com", "approver_roles": ["it_service_desk"]}
+CODE_RE = re.compile(r"code is (\d{6})\.")
+PASSWORD_RE = re.compile(r"temporary password is (\S+) ;")
+
+
+@dataclass
+class Directory:
+    url: str
+    identity: IdentityActivities
+
+    @property
+    def writes(self) -> int:
+        return self.identity.directory.writes
+
+    async def user(self, user_name: str) -> dict[str, Any]:
+        async with httpx.AsyncClient(
+            base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as http:
+            found = await http.get("/Users", params={"filter": f'userName eq "{user_name}"'})
+            return dict(found.json()["Resources"][0])
+
+
+@pytest.fixture
+async def engine(time_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Engine]:
+    engine = seeded_engine(tmp_path, now=await time_env.get_current_time())
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+async def directory(engine: Engine) -> AsyncIterator[Directory]:
+    async with serving(TOKEN) as (url, _):
+        scim = ScimDirectory(url, TOKEN)
+        yield Directory(url, IdentityActivities(scim, engine))
+        await scim.aclose()
+
+
+_STARTED: list[Handle] = []
+
+
+@pytest.fixture
+async def worker(
+    time_env: WorkflowEnvironment, engine: Engine, directory: Directory
+) -> AsyncIterator[Worker]:
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        worker = make_worker(
+            time_env.client,
+            [*real_system_activities(engine), *directory.identity.activities()],
+            executor,
+        )
+        async with worker:
+            yield worker
+            # A case left running (a failed test) would stall time skipping for the next tests.
+            for handle in _STARTED:
+                with contextlib.suppress(Exception):
+                    await handle.terminate("test finished")
+            _STARTED.clear()
+
+
+async def start(env: WorkflowEnvironment, worker: Worker, user_name: str) -> Handle:
+    handle: Handle = await env.client.start_workflow(
+        "password_reset",
+        PasswordResetInput(user_name=user_name, requested_by="portal@example.com"),
+        id=f"password_reset-test-{uuid.uuid4().hex}",
+        task_queue=worker.task_queue,
+        result_type=PasswordResetResult,
+    )
+    _STARTED.append(handle)
+    return handle
+
+
+async def state_of(handle: Handle) -> PasswordResetState:
+    return await handle.query("get_state", result_type=PasswordResetState)
+
+
+async def wait_for(handle: Handle, status: PasswordResetStatus) -> PasswordResetState:
+    state = await state_of(handle)
+    for _ in range(400):
+        if state.status == status:
+            return state
+        await asyncio.sleep(0.02)
+        state = await state_of(handle)
+    raise AssertionError(f"case never reached {status}; last {state.status}")
+
+
+def outbox(engine: Engine, case_id: str, kind: str) -> list[Message]:
+    with Session(engine) as session:
+        query = select(Message).where(Message.case_id == case_id, Message.kind == kind)
+        return list(session.exec(query))
+
+
+def code_sent(engine: Engine, case_id: str) -> str:
+    (message,) = outbox(engine, case_id, "identity_verification_code")
+    found = CODE_RE.search(message.body)
+    assert found is not None, "the code message carries the code"
+    return found.group(1)
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+async def enter(handle: Handle, engine: Engine, code: str) -> CodeAttemptResult:
+    """What the employee's verification page does: store the attempt, send its id."""
+    attempt_id = record_code_attempt(engine, handle.id, code)
+    return await handle.execute_update(
+        "enter_code", CodeAttemptInput(attempt_id=attempt_id), result_type=CodeAttemptResult
+    )
+
+
+def audit_actions(engine: Engine, case_id: str) -> list[str]:
+    with Session(engine) as session:
+        query = select(AuditEvent).where(AuditEvent.case_id == case_id).order_by(AuditEvent.seq)
+        return [event.action for event in session.exec(query)]
+
+
+async def no_secret_anywhere(handle: Handle, engine: Engine, secrets: list[str]) -> None:
+    """Neither the code nor the password is in history or the audit trail."""
+    history = (await handle.fetch_history()).to_json()
+    with Session(engine) as session:
+        audit = json.dumps(
+            [event.detail for event in session.exec(select(AuditEvent))], default=str
+        )
+    for secret in secrets:
+        assert secret not in history
+        assert secret not in audit
+
+
+async def replays(handle: Handle, path: str) -> None:
+    """The run's history replays on the current code (and, when recording, is committed)."""
+    history = await handle.fetch_history()
+    replayer = Replayer(
+        workflows=PROCESSES.workflows,
+        data_converter=pydantic_data_converter,
+        workflow_runner=workflow_runner(),
+    )
+    await replayer.replay_workflow(history)
+    if RECORD:
+        (HISTORIES / f"password_reset-{path}.json").write_text(history.to_json())
+
+
+def decision(request_id: str, action: str, who: dict[str, Any], **extra: Any) -> Any:
+    return ApprovalDecisionInput(request_id=request_id, action=action, **who, **extra)
+
+
+# --- the automated path ---------------------------------------------------------------------
+
+
+async def test_a_verified_employee_is_reset_end_to_end_with_no_person(
+    time_env: WorkflowEnvironment, worker: Worker, engine: Engine, directory: Directory
+) -> None:
+    before = await directory.user("ana.lima")
+    handle = await start(time_env, worker, "ana.lima")
+    state = await wait_for(handle, PasswordResetStatus.AWAITING_CODE)
+    assert "a***@example.com" == state.code_sent_to
+    assert state.employee is not None
+    assert (False, ["employees", "engineering"]) == (state.privileged, state.employee.groups)
+    code = code_sent(engine, handle.id)
+    (message,) = outbox(engine, handle.id, "identity_verification_code")
+    assert "ana.lima@example.com" == message.recipient
+
+    entered = await enter(handle, engine, code)
+    assert (True, "matched", 0) == (entered.verified, entered.reason, entered.attempts)
+    result = await handle.result()
+
+    assert PasswordResetOutcome.RESET == result.outcome
+    assert (True, True, False) == (result.automated, result.verified, result.privileged)
+    assert result.reset_at is not None
+    # Exactly one write to the directory: the password.
+    assert 1 == directory.writes
+    after = await directory.user("ana.lima")
+    assert before["meta"]["version"] != after["meta"]["version"]
+    assert "password" not in after
+    (delivered,) = outbox(engine, handle.id, "identity_temporary_password")
+    assert "ana.lima@example.com" == delivered.recipient
+    password = PASSWORD_RE.search(delivered.body)
+    assert password is not None
+    await no_secret_anywhere(handle, engine, [code, password.group(1)])
+    assert [
+        "reset_requested",
+        "employee_found",
+        "verification_code_sent",
+        "verification_code_checked",
+        "identity_verified",
+        "password_reset",
+        "reset_finished",
+    ] == audit_actions(engine, handle.id)
+    # The code is used: it cannot verify anything again.
+    assert (
+        "used"
+        == directory.identity.check_verification_code(
+            CheckVerificationCodeInput(
+                case_id=handle.id, attempt_id=record_code_attempt(engine, handle.id, code)
+            )
+        ).reason
+    )
+    await replays(handle, "automated")
+
+
+# --- wrong codes: locked, handed to a person --------------------------------------------------
+
+
+async def test_three_wrong_codes_lock_the_case_and_a_person_refuses(
+    time_env: WorkflowEnvironment, worker: Worker, engine: Engine, directory: Directory
+) -> None:
+    handle = await start(time_env, worker, "ben.okafor")
+    await wait_for(handle, PasswordResetStatus.AWAITING_CODE)
+    code = code_sent(engine, handle.id)
+
+    first = await enter(handle, engine, wrong(code))
+    assert (False, "wrong_code", 1, 2) == (
+        first.verified,
+        first.reason,
+        first.attempts,
+        first.attempts_left,
+    )
+    await enter(handle, engine, wrong(wrong(code)))
+    third = await enter(handle, engine, "000000" if code != "000000" else "111111")
+    assert (False, 3, 0, PasswordResetStatus.LOCKED) == (
+        third.verified,
+        third.attempts,
+        third.attempts_left,
+        third.status,
+    )
+    # Locked: even the right code is refused now, before it reaches history.
+    with pytest.raises(WorkflowUpdateFailedError):
+        await enter(handle, engine, code)
+
+    state = await wait_for(handle, PasswordResetStatus.AWAITING_APPROVAL)
+    assert state.approval is not None
+    assert ("review-1", ["it_service_desk"]) == (
+        state.approval.request_id,
+        state.approval.awaiting_roles,
+    )
+    await handle.execute_update(
+        "decide",
+        signed(handle.id, decision("review-1", "reject", DESK, reason="caller failed callback")),
+    )
+    result = await handle.result()
+    assert (PasswordResetOutcome.LOCKED, False, 3) == (
+        result.outcome,
+        result.automated,
+        result.attempts,
+    )
+    assert "caller failed callback" == result.reason
+    assert 0 == directory.writes
+    assert [] == outbox(engine, handle.id, "identity_temporary_password")
+    actions = audit_actions(engine, handle.id)
+    assert 3 == actions.count("verification_code_checked")
+    assert "verification_locked" in actions
+    assert "approval_decided" in actions
+    await no_secret_anywhere(handle, engine, [code])
+    await replays(handle, "locked_rejected")
+
+
+async def test_a_locked_case_a_person_verified_is_reset(
+    time_env: WorkflowEnvironment, worker: Worker, engine: Engine, directory: Directory
+) -> None:
+    handle = await start(time_env, worker, "lee.wong")
+    await wait_for(handle, PasswordResetStatus.AWAITING_CODE)
+    code = code_sent(engine, handle.id)
+    for candidate in (wrong(code), wrong(wrong(code)), wrong(wrong(wrong(code)))):
+        await enter(handle, engine, candidate)
+    await wait_for(handle, PasswordResetStatus.AWAITING_APPROVAL)
+    decided = await handle.execute_update(
+        "decide",
+        signed(handle.id, decision("review-1", "approve", DESK)),
+        result_type=ApprovalDecisionResult,
+    )
+    assert ("approved", "reset_after_review") == (decided.gate, decided.outcome)
+    result = await handle.result()
+    assert (PasswordResetOutcome.RESET_AFTER_REVIEW, False) == (result.outcome, result.automated)
+    assert 1 == directory.writes
+    await replays(handle, "locked_reviewed")
+
+
+# --- the code's lifetime ----------------------------------------------------------------------
+
+
+async def test_no_code_within_ten_minutes_expires_the_case(
+    time_env: WorkflowEnvironment, worker: Worker, engine: Engine, directory: Directory
+) -> None:
+    handle = await start(time_env, worker, "omar.haddad")
+    state = await wait_for(handle, PasswordResetStatus.AWAITING_CODE)
+    code = code_sent(engine, handle.id)
+    assert state.code_expires_at is not None
+    await enter(handle, engine, wrong(code))  # one wrong code does not lock
+
+    result = await handle.result()  # the test server skips the 10 minutes
+    assert (PasswordResetOutcome.CODE_EXPIRED, False, 1) == (
+        result.outcome,
+        result.verified,
+        result.attempts,
+    )
+    # The case is closed: a late code reaches nothing.
+    with pytest.raises((WorkflowUpdateFailedError, RPCError)):
+        await enter(handle, engine, code)
+    assert 0 == directory.writes
+    assert "verification_expired" in audit_actions(engine, handle.id)
+    await replays(handle, "code_expired")
+
+
+# --- privileged accounts: a person approves first ---------------------------------------------
+
+
+async def test_a_privileged_account_is_reset_only_after_approval(
+    time_env: WorkflowEnvironment, worker: Worker, engine: Engine, directory: Directory
+) -> None:
+    handle = await start(time_env, worker, "carla.diaz")  # finance
+    await wait_for(handle, PasswordResetStatus.AWAITING_CODE)
+    code = code_sent(engine, handle.id)
+    assert (await enter(handle, engine, code)).verified
+
+    state = await wait_for(handle, PasswordResetStatus.AWAITING_APPROVAL)
+    assert state.privileged and state.verified
+    assert state.approval is not None
+    assert ["it_security"] == state.approval.awaiting_roles
+    assert 0 == directory.writes  # nothing happens before the approval
+    # Four-eyes: whoever asked may not approve.
+    requester = {"approver": "portal@example.com", "approver_roles": ["it_security"]}
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(
+            "decide", signed(handle.id, decision("approval-1", "approve", requester))
+        )
+    decided = await handle.execute_update(
+        "decide",
+        signed(handle.id, decision("approval-1", "approve", SECURITY)),
+        result_type=ApprovalDecisionResult,
+    )
+    assert ("approved", "reset_after_approval") == (decided.gate, decided.outcome)
+    assert "reset_at" in decided.effects
+    result = await handle.result()
+    assert (PasswordResetOutcome.RESET_AFTER_APPROVAL, False, True) == (
+        result.outcome,
+        result.automated,
+        result.privileged,
+    )
+    assert 1 == directory.writes
+    await no_secret_anywhere(handle, engine, [code])
+    await replays(handle, "privileged_approved")
+
+
+async def test_a_privileged_reset_a_person_rejects_changes_nothing(
+    time_env: WorkflowEnvironment, worker: Worker, engine: Engine, directory: Directory
+) -> None:
+    handle = await start(time_env, worker, "dev.patel")  # admins
+    await wait_for(handle, PasswordResetStatus.AWAITING_CODE)
+    assert (await enter(handle, engine, code_sent(engine, handle.id))).verified
+    await wait_for(handle, PasswordResetStatus.AWAITING_APPROVAL)
+    # A decision without a decision token is refused.
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update("decide", decision("approval-1", "approve", SECURITY))
+    await handle.execute_update(
+        "decide",
+        signed(handle.id, decision("approval-1", "reject", SECURITY, reason="not expected")),
+    )
+    result = await handle.result()
+    assert (PasswordResetOutcome.REJECTED, "not expected") == (result.outcome, result.reason)
+    assert 0 == directory.writes
+    assert [] == outbox(engine, handle.id, "identity_temporary_password")
+    await replays(handle, "privileged_rejected")
+
+
+async def test_a_privileged_approval_nobody_gives_expires(
+    time_env: WorkflowEnvironment, worker: Worker, engine: Engine, directory: Directory
+) -> None:
+    handle = await start(time_env, worker, "james.park")  # finance
+    await wait_for(handle, PasswordResetStatus.AWAITING_CODE)
+    assert (await enter(handle, engine, code_sent(engine, handle.id))).verified
+    result = await handle.result()  # 24 hours pass: reminder, SLA, deadline
+    assert PasswordResetOutcome.APPROVAL_EXPIRED == result.outcome
+    assert 0 == directory.writes
+    assert "approval_expired" in audit_actions(engine, handle.id)
+
+
+# --- who cannot be reset ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user_name", "outcome", "path"),
+    [
+        ("nobody.here", PasswordResetOutcome.UNKNOWN_EMPLOYEE, "unknown_employee"),
+        ("tom.berg", PasswordResetOutcome.INACTIVE_EMPLOYEE, "terminated_employee"),
+    ],
+)
+async def test_unknown_and_terminated_employees_get_no_code(
+    time_env: WorkflowEnvironment,
+    worker: Worker,
+    engine: Engine,
+    directory: Directory,
+    user_name: str,
+    outcome: PasswordResetOutcome,
+    path: str,
+) -> None:
+    handle = await start(time_env, worker, user_name)
+    result = await handle.result()
+    assert (outcome, False, False) == (result.outcome, result.automated, result.verified)
+    assert [] == outbox(engine, handle.id, "identity_verification_code")
+    assert 0 == directory.writes
+    assert ["reset_requested", "reset_refused", "reset_finished"] == audit_actions(
+        engine, handle.id
+    )
+    await replays(handle, path)

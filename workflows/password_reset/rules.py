@@ -1,0 +1,31 @@
+"""Pure rules of the `password_reset` process: who may be reset, and who must approve first.
+
+No I/O and no clock: unit tested directly, used by the workflow under passthrough.
+"""
+
+from __future__ import annotations
+
+from activities.types import EmployeeInfo
+
+__all__ = ["is_privileged", "privileged_groups_of", "why_not_eligible"]
+
+
+def privileged_groups_of(employee: EmployeeInfo, privileged: list[str]) -> list[str]:
+    """The employee's directory groups that make the account privileged (case-insensitive)."""
+    wanted = {name.strip().casefold() for name in privileged}
+    return sorted(group for group in employee.groups if group.strip().casefold() in wanted)
+
+
+def is_privileged(employee: EmployeeInfo, privileged: list[str]) -> bool:
+    return bool(privileged_groups_of(employee, privileged))
+
+
+def why_not_eligible(employee: EmployeeInfo | None, user_name: str) -> str | None:
+    """Why no code may be sent and nothing reset, or None when the reset may go on."""
+    if employee is None:
+        return f"no employee '{user_name}' in the directory"
+    if not employee.active:
+        return f"the account of '{employee.user_name}' is not active (left or suspended)"
+    if not employee.email_masked:
+        return f"'{employee.user_name}' has no email address on file to send a code to"
+    return None
