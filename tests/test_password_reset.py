@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
@@ -132,7 +132,8 @@ async def start(env: WorkflowEnvironment, worker: Worker, user_name: str) -> Han
 
 
 async def state_of(handle: Handle) -> PasswordResetState:
-    return await handle.query("get_state", result_type=PasswordResetState)
+    state: PasswordResetState = await handle.query("get_state", result_type=PasswordResetState)
+    return state
 
 
 async def wait_for(handle: Handle, status: PasswordResetStatus) -> PasswordResetState:
@@ -165,14 +166,17 @@ def wrong(code: str) -> str:
 async def enter(handle: Handle, engine: Engine, code: str) -> CodeAttemptResult:
     """What the employee's verification page does: store the attempt, send its id."""
     attempt_id = record_code_attempt(engine, handle.id, code)
-    return await handle.execute_update(
+    result: CodeAttemptResult = await handle.execute_update(
         "enter_code", CodeAttemptInput(attempt_id=attempt_id), result_type=CodeAttemptResult
     )
+    return result
 
 
 def audit_actions(engine: Engine, case_id: str) -> list[str]:
     with Session(engine) as session:
-        query = select(AuditEvent).where(AuditEvent.case_id == case_id).order_by(AuditEvent.seq)
+        query = (
+            select(AuditEvent).where(AuditEvent.case_id == case_id).order_by(col(AuditEvent.seq))
+        )
         return [event.action for event in session.exec(query)]
 
 

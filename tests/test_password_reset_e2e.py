@@ -1,0 +1,155 @@
+"""Password reset end to end: the HTTP API, the real Temporal dev server, the production worker
+wiring (`build_activities`, which reaches the directory through `PODIUM_SCIM_URL` and
+`PODIUM_SCIM_TOKEN`) and the embedded SCIM service on a loopback port.
+
+The employee's code goes in the way the verification page would send it (store the attempt,
+`enter_code` with its id); everything else goes through the API: opening the case, reading it,
+the approvals inbox and the approval of a privileged reset.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel import Session, select
+
+from activities.identity import record_code_attempt
+from activities.intelligence import EmbeddedModels
+from core.db import Message
+from starter.scim_server import serving
+from tests.approvals_stack import ApprovalsStack, approvals_stack, eventually
+from tests.auth_helpers import AsCaller
+from workflows.password_reset.types import CodeAttemptInput, CodeAttemptResult
+
+pytestmark = pytest.mark.timeout(180)
+
+TOKEN = "e2e-scim-token"
+PORTAL = AsCaller("portal@example.com", roles=("service",))
+SECURITY = AsCaller("grace.kim@example.com", roles=("it_security",))
+
+
+@pytest.fixture(scope="module")
+def models() -> EmbeddedModels:
+    return EmbeddedModels.load()
+
+
+@pytest.fixture
+async def scim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    async with serving(TOKEN) as (url, _):
+        monkeypatch.setenv("PODIUM_SCIM_URL", url)
+        monkeypatch.setenv("PODIUM_SCIM_TOKEN", TOKEN)
+        # The API knows the approval roles of its settings only (refund's by default): the IT
+        # roles of this process are configured like any other approval role.
+        monkeypatch.setenv(
+            "PODIUM_APPROVAL_BACKUP_ROLES", '["ops_manager", "it_security", "it_service_desk"]'
+        )
+        yield url
+
+
+@pytest.fixture
+async def stack(
+    dev_env: Any, tmp_path: Path, models: EmbeddedModels, scim: str
+) -> AsyncIterator[ApprovalsStack]:
+    async with approvals_stack(dev_env, tmp_path, models) as running:
+        yield running
+
+
+async def _user(scim: str, user_name: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        found = await http.get(f"{scim}/Users", params={"filter": f'userName eq "{user_name}"'})
+        return dict(found.json()["Resources"][0])
+
+
+async def _open(http: httpx.AsyncClient, stack: ApprovalsStack, user_name: str) -> str:
+    started = await http.post("/cases/password_reset", json={"user_name": user_name})
+    assert 201 == started.status_code, started.text
+    case_id = str(started.json()["case_id"])
+    stack.started.append(case_id)
+    case = await eventually(
+        lambda: http.get(f"/cases/{case_id}"),
+        lambda response: response.json()["state"]["status"] == "awaiting_code",
+    )
+    assert "awaiting_code" == case.json()["state"]["status"], case.text
+    return case_id
+
+
+async def _enter_code(stack: ApprovalsStack, case_id: str) -> CodeAttemptResult:
+    with Session(stack.engine) as session:
+        message = session.exec(
+            select(Message).where(
+                Message.case_id == case_id, Message.kind == "identity_verification_code"
+            )
+        ).one()
+    found = re.search(r"code is (\d{6})\.", message.body)
+    assert found is not None
+    attempt = record_code_attempt(stack.engine, case_id, found.group(1))
+    result: CodeAttemptResult = await stack.client.get_workflow_handle(case_id).execute_update(
+        "enter_code", CodeAttemptInput(attempt_id=attempt), result_type=CodeAttemptResult
+    )
+    return result
+
+
+async def test_a_reset_runs_through_the_api_against_the_scim_directory(
+    stack: ApprovalsStack, scim: str
+) -> None:
+    before = await _user(scim, "ana.lima")
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, auth=PORTAL) as http:
+        listed = (await http.get("/processes")).json()
+        schema = next(p for p in listed if p["name"] == "password_reset")["input_schema"]
+        assert ["user_name"] == schema["required"]
+        # An address (or anything else) in the request is refused: the code goes to the one
+        # on file.
+        refused = await http.post(
+            "/cases/password_reset", json={"user_name": "ana.lima", "email": "x@evil.test"}
+        )
+        assert 422 == refused.status_code
+
+        case_id = await _open(http, stack, "ana.lima")
+        assert (await _enter_code(stack, case_id)).verified
+        case = await eventually(
+            lambda: http.get(f"/cases/{case_id}"),
+            lambda response: response.json()["workflow_status"] == "completed",
+        )
+        view = case.json()
+        assert ("password_reset", "reset") == (view["process"], view["outcome"])
+        assert view["state"]["verified"] and view["state"]["reset_at"]
+    after = await _user(scim, "ana.lima")
+    assert before["meta"]["version"] != after["meta"]["version"]
+
+
+async def test_a_privileged_reset_is_approved_in_the_inbox(
+    stack: ApprovalsStack, scim: str
+) -> None:
+    before = await _user(scim, "carla.diaz")
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, auth=PORTAL) as http:
+        case_id = await _open(http, stack, "carla.diaz")
+        assert (await _enter_code(stack, case_id)).verified
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, auth=SECURITY) as http:
+        inbox = await eventually(
+            lambda: http.get(
+                "/approvals", params={"role": "it_security", "process": "password_reset"}
+            ),
+            lambda response: case_id in [item["case_id"] for item in response.json()["items"]],
+        )
+        assert case_id in [item["case_id"] for item in inbox.json()["items"]], inbox.text
+        card = (await http.get(f"/approvals/{case_id}")).json()
+        facts = {fact["label"]: fact["value"] for fact in card["facts"]}
+        assert ("yes", "Finance", "james.park") == (
+            facts["Privileged"],
+            facts["Department"],
+            facts["Manager"],
+        )
+        assert (await _user(scim, "carla.diaz"))["meta"]["version"] == before["meta"]["version"]
+        decided = await http.post(f"/cases/{case_id}/approve", json={"decision_id": "d-1"})
+        assert 200 == decided.status_code, decided.text
+        assert ("approved", "reset_after_approval") == (
+            decided.json()["gate"],
+            decided.json()["outcome"],
+        )
+    after = await _user(scim, "carla.diaz")
+    assert before["meta"]["version"] != after["meta"]["version"]
