@@ -89,12 +89,12 @@ class Profile:
 PROFILES = {
     "full": Profile(
         name="full",
-        r4_cases=250,
-        r4_duplicates=32,
-        r4_racers=8,
+        r4_cases=100,
+        r4_duplicates=40,
+        r4_racers=10,
         r1_cases=1000,
         r1_kills=10,
-        r2_cases=300,
+        r2_cases=250,
         r2_kills=4,
         r5_examples=30,
         r5_phases="examples,coverage,fuzzing,stateful",
