@@ -64,6 +64,7 @@ from core.settings import Settings
 from core.temporal import connect, connect_config, uses_external_temporal
 from starter.auth import load_or_create_jwt_secret, mint_token
 from starter.codec_server import codec_banner, codec_url, dev_secrets
+from starter.scim_server import dev_env as scim_dev_env
 from workflows.contracts import search_attributes
 
 __all__ = ["Supervisor", "register_search_attributes", "run", "temporal_cli_args"]
@@ -400,6 +401,19 @@ async def _run(settings: Settings) -> int:
         seeded = seed_demo_data(engine)
         engine.dispose()
 
+        # The embedded SCIM directory (demo employees), unless PODIUM_SCIM_URL names one.
+        scim_env = scim_dev_env(env)
+        scim_port = int(scim_env.get("PODIUM_SCIM_EMBEDDED_PORT", "0"))
+        if scim_env and _port_open("127.0.0.1", scim_port):
+            raise RuntimeError(
+                f"port {scim_port} is in use; stop what runs there or set "
+                "PODIUM_SCIM_EMBEDDED_PORT (or PODIUM_SCIM_URL to use that directory)"
+            )
+        podium_env.update(scim_env)
+        if scim_env:
+            supervisor.add(
+                _Child("scim", [sys.executable, "-m", "starter.scim_server"], podium_env)
+            )
         supervisor.add(_Child("worker", [sys.executable, "-m", "worker"], podium_env))
         supervisor.add(
             _Child(
@@ -429,6 +443,7 @@ async def _run(settings: Settings) -> int:
         while not (
             _port_open(settings.api_host, settings.api_port)
             and (not codec or _port_open(settings.codec_host, settings.codec_port))
+            and (not scim_env or _port_open("127.0.0.1", scim_port))
             and await _worker_polling(client, settings.task_queue)
         ):
             if stop.is_set():
@@ -451,7 +466,14 @@ async def _run(settings: Settings) -> int:
             else None
         )
         token_lines = _token_lines(settings, dev_jwt_secret) if dev_jwt_secret else None
-        print(_banner(settings, embedded, seeded, codec_lines, token_lines), flush=True)
+        scim_lines = [
+            f"  SCIM          {podium_env.get('PODIUM_SCIM_URL', '-')}"
+            + ("  (embedded directory, demo employees)" if scim_env else "")
+        ]
+        print(
+            _banner(settings, embedded, seeded, codec_lines, [*scim_lines, *(token_lines or [])]),
+            flush=True,
+        )
 
         while not stop.is_set():
             supervisor.check()

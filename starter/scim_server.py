@@ -200,11 +200,13 @@ async def seeded_app(token: str | None) -> ScimApplication:
     return app
 
 
-def dev_env(environ: dict[str, str], port: int = DEFAULT_PORT) -> dict[str, str]:
+def dev_env(environ: dict[str, str]) -> dict[str, str]:
     """What `podium up` adds to its children's environment for the embedded directory: its URL
-    and a token drawn for this run. Empty when `PODIUM_SCIM_URL` names a directory already."""
+    (port `PODIUM_SCIM_EMBEDDED_PORT`, default 8470) and a token drawn for this run. Empty when
+    `PODIUM_SCIM_URL` names a directory already."""
     if environ.get("PODIUM_SCIM_URL"):
         return {}
+    port = int(environ.get("PODIUM_SCIM_EMBEDDED_PORT") or DEFAULT_PORT)
     return {
         "PODIUM_SCIM_URL": f"http://{DEFAULT_HOST}:{port}/v2",
         "PODIUM_SCIM_TOKEN": environ.get("PODIUM_SCIM_TOKEN") or secrets.token_urlsafe(24),
