@@ -768,8 +768,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: workers and the Temporal dev server are stopped", file=sys.stderr)
         return 130
-    except TimeoutError:
-        print(f"gave up: --timeout {opts.timeout_s:.0f} s passed", file=sys.stderr)
+    except TimeoutError as err:
+        # The whole run's --timeout, or one case or decision that never ended (its own bound).
+        why = str(err) or f"--timeout {opts.timeout_s:.0f} s passed, or a case never ended"
+        print(f"gave up: {why}", file=sys.stderr)
         return 2
     text = json.dumps(report, indent=2, allow_nan=False)
     out.parent.mkdir(parents=True, exist_ok=True)
