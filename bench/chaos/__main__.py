@@ -99,6 +99,14 @@ async def _run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     finally:
         await asyncio.to_thread(stack.close)
     report["not_run"].update(NOT_BUILT)
+    _finish(report)
+    report["wall_s"] = round(time.monotonic() - started, 1)
+    report["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    return report
+
+
+def _finish(report: dict[str, Any]) -> None:
+    """Totals and the verdict over the scenarios of `report`."""
     scenarios = report["scenarios"].values()
     report["totals"] = {
         "tried": sum(int(s.get("tried", 0)) for s in scenarios),
@@ -109,9 +117,41 @@ async def _run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         "worker_kills": sum(int(s.get("worker_kills", 0)) for s in scenarios),
     }
     report["passed"] = bool(report["ran"]) and all(s.get("passed") for s in scenarios)
-    report["wall_s"] = round(time.monotonic() - started, 1)
-    report["machine"]["loadavg_at_end"] = list(os.getloadavg())
-    return report
+
+
+def merge(paths: list[Path]) -> dict[str, Any]:
+    """One report of several runs (say, scenarios run side by side on one machine), each
+    scenario from the run that ran it; `runs` says which run was which."""
+    reports = [json.loads(path.read_text()) for path in paths]
+    merged: dict[str, Any] = {
+        **{k: v for k, v in reports[0].items() if k not in ("scenarios", "ran", "not_run")},
+        "merged_from": [
+            {
+                "file": path.name,
+                "date": r["date"],
+                "ran": r["ran"],
+                "wall_s": r.get("wall_s"),
+                "code": r.get("code"),
+                "machine": r.get("machine"),
+                "partial": r.get("partial", False),
+            }
+            for path, r in zip(paths, reports, strict=True)
+        ],
+        "scenarios": {},
+        "ran": [],
+        "not_run": {},
+    }
+    for report in reports:
+        for name in report["ran"]:
+            merged["scenarios"][name] = report["scenarios"][name]
+            merged["ran"].append(name)
+    for name in ORDER:
+        if name not in merged["ran"]:
+            merged["not_run"][name] = "in none of the merged runs"
+    merged.pop("partial", None)
+    merged.pop("wall_s", None)
+    _finish(merged)
+    return merged
 
 
 def _git_head() -> str | None:
@@ -137,8 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--code", default=None, help="what code this run is (say, the commit of a snapshot)"
     )
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", default=None, help="merge these reports into --out"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep the data folder here")
     args = parser.parse_args(argv)
+    if args.merge:
+        report = merge(args.merge)
+        _write(args.out, report)
+        return 0 if report["passed"] else 1
     data_dir = args.keep or Path(tempfile.mkdtemp(prefix="podium-chaos-"))
     try:
         report = asyncio.run(_run(args, data_dir))
