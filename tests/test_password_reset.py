@@ -63,6 +63,7 @@ SECURITY = {"approver": "grace.kim@example.com", "approver_roles": ["it_security
 DESK = {"approver": "desk.agent@example.com", "approver_roles": ["it_service_desk"]}
 CODE_RE = re.compile(r"code is (\d{6})\.")
 PASSWORD_RE = re.compile(r"temporary password is (\S+) ;")
+TIMESTAMP_RE = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?Z?")
 
 
 @dataclass
@@ -213,7 +214,11 @@ def decision(request_id: str, action: str, who: dict[str, Any], **extra: Any) ->
 
 
 async def test_a_verified_employee_is_reset_end_to_end_with_no_person(
-    time_env: WorkflowEnvironment, worker: Worker, engine: Engine, directory: Directory
+    time_env: WorkflowEnvironment,
+    worker: Worker,
+    engine: Engine,
+    directory: Directory,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     before = await directory.user("ana.lima")
     handle = await start(time_env, worker, "ana.lima")
@@ -242,6 +247,12 @@ async def test_a_verified_employee_is_reset_end_to_end_with_no_person(
     password = PASSWORD_RE.search(delivered.body)
     assert password is not None
     await no_secret_anywhere(handle, engine, [code, password.group(1)])
+    captured = capfd.readouterr()
+    logs = captured.out + captured.err
+    assert "password_reset_done" in logs  # the worker's logs were captured
+    assert password.group(1) not in logs
+    # Timestamps carry 6-digit fractions: a code could match one by chance, never by a leak.
+    assert code not in TIMESTAMP_RE.sub("", logs)
     assert [
         "reset_requested",
         "employee_found",

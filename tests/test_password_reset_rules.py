@@ -1,0 +1,52 @@
+"""The password reset's pure rules and its request: who may be reset, who needs a person."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from activities.types import EmployeeInfo
+from workflows.contracts.case import CaseContext
+from workflows.password_reset.rules import is_privileged, privileged_groups_of, why_not_eligible
+from workflows.password_reset.starting import PasswordResetRequest, describe, prepare
+
+PRIVILEGED = ["admins", "finance"]
+
+
+def employee(**fields: object) -> EmployeeInfo:
+    values: dict[str, object] = {
+        "user_id": "u1",
+        "user_name": "ana.lima",
+        "active": True,
+        "groups": ["employees", "engineering"],
+        "email_masked": "a***@example.com",
+    }
+    values.update(fields)
+    return EmployeeInfo.model_validate(values)
+
+
+def test_members_of_a_privileged_group_are_privileged_whatever_the_case() -> None:
+    assert not is_privileged(employee(), PRIVILEGED)
+    assert ["Finance"] == privileged_groups_of(employee(groups=["Finance", "sales"]), PRIVILEGED)
+    assert is_privileged(employee(groups=["admins"]), PRIVILEGED)
+
+
+def test_who_may_not_be_reset() -> None:
+    assert why_not_eligible(employee(), "ana.lima") is None
+    assert "no employee 'x'" in (why_not_eligible(None, "x") or "")
+    assert "not active" in (why_not_eligible(employee(active=False), "ana.lima") or "")
+    assert "no email address" in (why_not_eligible(employee(email_masked=None), "ana.lima") or "")
+
+
+def test_the_request_names_an_account_and_nothing_to_send_to() -> None:
+    request = PasswordResetRequest(user_name=" ana.lima ")
+    case = prepare(request, CaseContext(case_id="password_reset-1", requested_by="desk@x.test"))
+    assert ("ana.lima", "desk@x.test") == (case.user_name, case.requested_by)
+    assert (10 * 60, 3) == (case.policy.code_ttl.total_seconds(), case.policy.max_attempts)
+    assert ["admins", "finance"] == case.policy.privileged_groups
+    assert "ana.lima" == describe(request).customer_id
+    for extra in ({"email": "me@evil.test"}, {"password": "hunter2"}):
+        with pytest.raises(ValidationError):
+            PasswordResetRequest.model_validate({"user_name": "ana.lima", **extra})
+    with pytest.raises(ValidationError):
+        PasswordResetRequest(user_name="ana lima; drop")
