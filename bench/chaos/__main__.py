@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -39,6 +40,9 @@ def _say(message: str) -> None:
 
 async def _run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     profile = PROFILES["quick" if args.quick else "full"]
+    if args.set:
+        sizes = {k: type(getattr(profile, k))(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+        profile = dataclasses.replace(profile, name=f"{profile.name}-adjusted", **sizes)
     wanted = [s.strip().upper() for s in args.only.split(",")] if args.only else ORDER
     stack = ChaosStack(data_dir)
     report: dict[str, Any] = {
@@ -179,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--merge", type=Path, nargs="+", default=None, help="merge these reports into --out"
+    )
+    parser.add_argument(
+        "--set", nargs="+", default=None, help="override profile sizes, e.g. r1_cases=600"
     )
     parser.add_argument("--keep", type=Path, default=None, help="keep the data folder here")
     args = parser.parse_args(argv)
