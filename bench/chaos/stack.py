@@ -42,6 +42,9 @@ START_TIMEOUT = 300.0
 STOP_TIMEOUT = 60.0
 PR_SET_PDEATHSIG = 1
 CODE_ROOT = Path(__file__).resolve().parents[2]
+# Trained embedded models, shared by every stack of every run (a worker that has to train them
+# first may miss `podium up`'s start-up deadline on a busy machine); rebuilt when missing.
+MODEL_CACHE = CODE_ROOT / "var" / "chaos-models"
 
 
 def free_port() -> int:
@@ -101,6 +104,7 @@ class ChaosStack:
             # Every other port a `podium up` may open gets a free one too (the embedded SCIM
             # directory, where the code has one), so two stacks never collide.
             "PODIUM_SCIM_EMBEDDED_PORT": str(free_port()),
+            "PODIUM_MODEL_CACHE_DIR": str(MODEL_CACHE),
             "PODIUM_API_URL": f"http://{HOST}:{self.api_port}",
             "PODIUM_LOG_JSON": "true",
             "PODIUM_JWT_SECRET": self.jwt_secret,
