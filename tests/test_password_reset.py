@@ -19,6 +19,7 @@ import json
 import os
 import re
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -90,10 +91,38 @@ async def engine(time_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator
     engine.dispose()
 
 
+class FlakyTransport(httpx.AsyncBaseTransport):
+    """Loopback HTTP to the directory that first answers 429 to a lookup and 503 to a password
+    change (neither forwarded), then forwards everything; counts what reached the directory."""
+
+    def __init__(self) -> None:
+        self._http = httpx.AsyncHTTPTransport(retries=0)
+        self.refused: list[str] = []
+        self.forwarded: Counter[str] = Counter()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and "429" not in self.refused:
+            self.refused.append("429")
+            return httpx.Response(429, headers={"Retry-After": "2"}, json={"detail": "slow"})
+        if request.method == "PATCH" and "503" not in self.refused:
+            self.refused.append("503")
+            return httpx.Response(503, json={"detail": "maintenance"})
+        self.forwarded[request.method] += 1
+        return await self._http.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
 @pytest.fixture
-async def directory(engine: Engine) -> AsyncIterator[Directory]:
+def flaky() -> FlakyTransport | None:
+    return None
+
+
+@pytest.fixture
+async def directory(engine: Engine, flaky: FlakyTransport | None) -> AsyncIterator[Directory]:
     async with serving(TOKEN) as (url, _):
-        scim = ScimDirectory(url, TOKEN)
+        scim = ScimDirectory(url, TOKEN, transport=flaky)
         yield Directory(url, IdentityActivities(scim, engine))
         await scim.aclose()
 
@@ -272,6 +301,31 @@ async def test_a_verified_employee_is_reset_end_to_end_with_no_person(
         ).reason
     )
     await replays(handle, "automated")
+
+
+@pytest.mark.parametrize("flaky", [FlakyTransport()], ids=["429_then_503"])
+async def test_a_rate_limited_and_failing_directory_is_retried_and_written_once(
+    time_env: WorkflowEnvironment,
+    worker: Worker,
+    engine: Engine,
+    directory: Directory,
+    flaky: FlakyTransport,
+) -> None:
+    handle = await start(time_env, worker, "ana.lima")
+    await wait_for(handle, PasswordResetStatus.AWAITING_CODE)
+    assert (await enter(handle, engine, code_sent(engine, handle.id))).verified
+    result = await handle.result()
+    assert PasswordResetOutcome.RESET == result.outcome
+    assert ["429", "503"] == flaky.refused
+    # One password change reached the directory; one write counted.
+    assert (1, 1) == (flaky.forwarded["PATCH"], directory.writes)
+    history = await handle.fetch_history()
+    failures = [
+        event.activity_task_started_event_attributes.attempt
+        for event in history.events
+        if event.HasField("activity_task_started_event_attributes")
+    ]
+    assert max(failures) >= 2  # Temporal retried, the connector did not
 
 
 # --- wrong codes: locked, handed to a person --------------------------------------------------
