@@ -28,7 +28,9 @@ Phases:
    `decide` update (answers once the decision is carried out: the refund issued), Podium's
    `record_decision` update (answers once the decision is validated, verified and recorded),
    and the bare workflow's `decide` update (answers once verified and recorded); each timed to
-   its answer (ack) and to the workflow result (outcome).
+   its answer (ack) and to the workflow result (outcome);
+5. burst: every other parked case decided at once (Podium: `record_decision`), per system:
+   the time until every outcome is in.
 
 The table goes to stdout, progress to stderr, the JSON to `--out` (default results/bench.json).
 Exit code 1 when a case did not end as expected, 2 on `--timeout`.
@@ -404,6 +406,36 @@ async def decide_all(
     return results
 
 
+async def burst(
+    systems: Systems, system: str, update: str, case_ids: Sequence[str]
+) -> dict[str, Any]:
+    """Every remaining parked case decided at once: how long until every outcome is in."""
+    failures: list[str] = []
+    acks: list[float] = []
+    outcomes: list[float] = []
+
+    async def one(case_id: str) -> None:
+        try:
+            ack, outcome = await systems.decide(system, update, case_id)
+            acks.append(ack)
+            outcomes.append(outcome)
+        except Exception as err:  # counted, never hidden
+            failures.append(f"{case_id}: {type(err).__name__}: {err}")
+
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for case_id in case_ids:
+            group.create_task(one(case_id))
+    return {
+        "n": len(case_ids),
+        "update": update,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "ack_ms": _spread(acks),
+        "outcome_ms": _spread(outcomes),
+        "failures": failures,
+    }
+
+
 # --- the run --------------------------------------------------------------------------------------
 
 
@@ -562,6 +594,20 @@ async def _phases(
     }
     decisions = await decide_all(systems, ok["podium"][: 2 * sample], ok["bare"][:sample], progress)
     say("decisions done")
+    # As many at once on both sides: the cases the sampled decisions left parked.
+    size = min(len(ok["podium"]) - 2 * sample, len(ok["bare"]) - sample)
+    bursts = {
+        "podium": await burst(
+            systems, "podium", "record_decision", ok["podium"][2 * sample :][:size]
+        ),
+        "bare": await burst(systems, "bare", "decide", ok["bare"][sample:][:size]),
+    }
+    say(
+        "bursts: "
+        + ", ".join(
+            f"{s}: {b['n']} decisions, all outcomes in {b['wall_s']} s" for s, b in bursts.items()
+        )
+    )
 
     tp = {s: t.report() for s, t in totals.items()}
     pk = {s: r.report() for s, r in parked_runs.items()}
@@ -597,11 +643,13 @@ async def _phases(
         *[f for t in tp.values() for f in t["failures"]],
         *[f for p in pk.values() for f in p["not_parked"]],
         *[f for d in dc.values() for f in d["failures"]],
+        *[f for b in bursts.values() for f in b["failures"]],
     ]
     return {
         "throughput": tp,
         "parked": pk,
         "decisions": dc,
+        "burst": bursts,
         "ratios": ratios,
         "decision_ack_ms": {
             **recorded,
@@ -708,6 +756,25 @@ def render_table(report: dict[str, Any]) -> str:
             r["decision_outcome_p95"],
         ),
     ]
+    bursts = report.get("burst") or {}
+    if bursts:
+        rows.append(
+            (
+                f"burst: {bursts['podium']['n']} / {bursts['bare']['n']} decisions at once, "
+                "all outcomes in (s)",
+                bursts["podium"]["wall_s"],
+                bursts["bare"]["wall_s"],
+                None,
+            )
+        )
+        rows.append(
+            (
+                "burst: ack p95 (ms)",
+                bursts["podium"]["ack_ms"]["p95"],
+                bursts["bare"]["ack_ms"]["p95"],
+                None,
+            )
+        )
     width = max(len(row[0]) for row in rows)
     lines = [
         f"Podium vs bare (same activities), {report['date']}",

@@ -313,6 +313,8 @@ def worker_env(
     )
     if settings.encryption_keys is not None:
         env["PODIUM_ENCRYPTION_KEYS"] = settings.encryption_keys.get_secret_value()
+    if settings.decision_secret is not None:
+        env["PODIUM_DECISION_SECRET"] = settings.decision_secret.get_secret_value()
     if settings.encryption_key_id is not None:
         env["PODIUM_ENCRYPTION_KEY_ID"] = settings.encryption_key_id
     return env
@@ -728,8 +730,10 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
                     "encryption_key_id": key_id,
                 }
             )
-        # The workers read the same key file under the run's data folder; made here first.
-        _decision_keys.append(DecisionKey.from_settings(settings))
+        # One decision key for the run: the bench mints with it, the workers verify with it.
+        key = DecisionKey.from_settings(settings)
+        _decision_keys.append(key)
+        settings = settings.model_copy(update={"decision_secret": SecretStr(key.secret)})
         cache = settings.max_cached_workflows
         report["config"] = {
             "n": opts.n,

@@ -56,12 +56,16 @@ from bench.report import PhaseResult, Spread, ratios, render_table
 from bench.server import TEMPORAL_CLI, DevServer, dev_server
 from bench.types import BareDecisionResult, BareInput, BareResult
 from core.db import create_tables, make_engine
+from core.decision_tokens import DecisionKey
 from core.logging import configure_logging
 from core.settings import Settings
 from worker import build_activities, build_worker
 from workflows.contracts import search_attributes as sa
-from workflows.refund.workflow import APPROVAL_REQUEST_ID, SYSTEM_TIMEOUT
-from workflows.contracts.approval import ApprovalDecisionInput, ApprovalDecisionResult
+from workflows.contracts.approval import (
+    ApprovalDecisionInput,
+    ApprovalDecisionResult,
+    decision_digest,
+)
 from workflows.refund.types import (
     CaseStatus,
     RefundCaseInput,
@@ -70,6 +74,7 @@ from workflows.refund.types import (
     RefundOutcome,
     RefundPolicy,
 )
+from workflows.refund.workflow import APPROVAL_REQUEST_ID, SYSTEM_TIMEOUT
 
 __all__ = ["Options", "main", "run_benchmark"]
 
@@ -152,6 +157,13 @@ async def _decide(handle: WorkflowHandle[Any, Any], result_type: type, tries: _T
         approver=APPROVER,
         approver_roles=list(APPROVER_ROLES),
     )
+    # The token the API would mint; the worker's verifier has the same settings' key.
+    credential = DecisionKey.from_settings(Settings()).mint(
+        subject=APPROVER,
+        roles=list(APPROVER_ROLES),
+        digest=decision_digest(handle.id, decision),
+    )
+    decision = decision.model_copy(update={"credential": credential})
     deadline = time.monotonic() + UPDATE_RETRY_LIMIT_S
     while True:
         tries.n += 1

@@ -36,6 +36,7 @@ from tests.helpers import (
     seeded_engine,
     signed,
 )
+from tests.test_api import api, make_settings, refund_body
 from workflows.contracts.approval import (
     ApprovalDecisionInput,
     ApprovalDecisionResult,
@@ -225,3 +226,41 @@ async def test_client_decide_without_waiting_answers_recorded_then_the_case_clos
     assert "approved" == result.outcome.value
     assert ("d-4", "approved") == (again.decision_id, again.outcome)  # the retry: first result
     assert 1 == len(_rows(engine, Refund, ref.case_id))
+
+
+async def test_api_ack_recorded_answers_before_the_outcome(
+    dev_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """`POST /cases/{id}/approve?ack=recorded` answers with the recorded decision; the case's
+    view then reaches the outcome, with one refund."""
+    settings = make_settings(policy_as_code=False)
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        activities = [*real_system_activities(engine), fake_triage, fake_draft]
+        worker = make_worker(dev_env.client, activities, executor, settings.task_queue)
+        async with worker, api(dev_env, settings) as http:
+            created = await http.post(
+                "/cases/refund",
+                json=refund_body(order_id="O-5003", message="refund O-5003"),
+            )
+            assert 201 == created.status_code, created.text
+            case_id = created.json()["case_id"]
+            handle = dev_env.client.get_workflow_handle(case_id, result_type=RefundCaseResult)
+            try:
+                for _ in range(200):
+                    state = await handle.query("get_state", result_type=RefundCaseState)
+                    if state.status == CaseStatus.AWAITING_APPROVAL:
+                        break
+                    await asyncio.sleep(0.1)
+                answer = await http.post(
+                    f"/cases/{case_id}/approve?ack=recorded",
+                    json={"approver": "lead@example.com", "roles": ["team_lead"]},
+                )
+                await handle.result()
+                view = (await http.get(f"/cases/{case_id}")).json()
+            finally:
+                with contextlib.suppress(Exception):
+                    await handle.terminate("test finished")
+    assert 200 == answer.status_code, answer.text
+    assert ("approved", None) == (answer.json()["gate"], answer.json()["outcome"])
+    assert "approved" == view["outcome"]
+    assert 1 == len(_rows(engine, Refund, case_id))

@@ -5,6 +5,7 @@ module that workflow code runs is imported inside the sandbox, under its restric
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from worker import passthrough_modules, strict_workflow_runner
+from worker import cache_sandbox_bytecode, passthrough_modules, strict_workflow_runner
 from workflows.registry import PROCESSES
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -51,3 +52,14 @@ async def test_history_replays_in_the_strict_sandbox(path: Path) -> None:
         workflow_runner=strict_workflow_runner(),
     )
     await replayer.replay_workflow(history)
+
+
+def test_the_worker_writes_the_bytecode_the_sandbox_imports_for_each_case() -> None:
+    """The image sets PYTHONDONTWRITEBYTECODE: without this, every new case compiled the
+    workflow module from source inside the sandbox."""
+    written = cache_sandbox_bytecode()
+    for process in PROCESSES:
+        source = sys.modules[process.workflow.__module__].__file__
+        assert source is not None
+        assert Path(importlib.util.cache_from_source(source)).is_file(), source
+    assert written >= len(PROCESSES)
