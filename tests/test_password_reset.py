@@ -481,6 +481,13 @@ async def test_a_privileged_reset_a_person_rejects_changes_nothing(
     # A decision without a decision token is refused.
     with pytest.raises(WorkflowUpdateFailedError):
         await handle.execute_update("decide", decision("approval-1", "approve", SECURITY))
+    # The account's owner may not approve their own reset, whatever their roles.
+    owner = {"approver": "Dev.Patel@example.com", "approver_roles": ["it_security"]}
+    with pytest.raises(WorkflowUpdateFailedError) as own:
+        await handle.execute_update(
+            "decide", signed(handle.id, decision("approval-1", "approve", owner))
+        )
+    assert "account being reset" in str(own.value.cause)
     await handle.execute_update(
         "decide",
         signed(handle.id, decision("approval-1", "reject", SECURITY, reason="not expected")),

@@ -22,7 +22,8 @@ Messages:
 - update `decide` (ApprovalDecisionInput -> ApprovalDecisionResult): a person's decision on the
   pending approval (`approval-1` for a privileged account, `review-1` for a locked case),
   applied only with a decision token the worker verifies (`verify_decision`); four-eyes keeps
-  the requester out. A closing decision answers once it has been carried out.
+  out the requester and the employee whose account it is. A closing decision answers once it
+  has been carried out.
 - query `get_state` -> PasswordResetState.
 
 Timers: the code's lifetime (`policy.code_ttl`); the gate's reminders, SLA and deadline.
@@ -41,7 +42,7 @@ from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from workflows.components.approval import ApprovalGate, GateHooks, decision_from
+from workflows.components.approval import ApprovalGate, GateHooks, decision_from, identity
 from workflows.components.audit import record_audit
 from workflows.contracts import search_attributes as sa
 
@@ -182,6 +183,7 @@ class PasswordResetWorkflow:
         decision_id = _decision_id(decision)
         try:
             decision = await self._gate.authenticate(decision, encrypted=encrypted)
+            self._refuse_the_employee(decision.approver)
             self._gate.accept(decision, now=workflow.now(), decision_id=decision_id, via="update")
         except ValueError as err:
             # A credential that does not hold (audited), or a race with another decision.
@@ -196,6 +198,20 @@ class PasswordResetWorkflow:
     def validate_decide(self, raw: RawValue) -> None:
         decision, _ = decision_from(raw)
         self._gate.validate(decision, _decision_id(decision))
+        self._refuse_the_employee(decision.approver)
+
+    def _refuse_the_employee(self, approver: str) -> None:
+        """Four-eyes for the account itself: whoever asked is kept out by the gate; the person
+        whose password it is (their user name, or an address whose local part it is) too."""
+        employee = self._state.employee
+        if employee is None:
+            return
+        who = identity(approver)
+        account = identity(employee.user_name)
+        if who == account or who.partition("@")[0] == account.partition("@")[0]:
+            raise ValueError(
+                f"four-eyes: '{approver.strip()}' is the account being reset and may not decide"
+            )
 
     # --- the process ----------------------------------------------------------------------------
 
