@@ -126,8 +126,16 @@ class ScimDirectory:
         await self._client.aclose()
 
     async def _call(
-        self, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        missing_ok: bool = False,
+        echo: bool = True,
+        **kwargs: Any,
     ) -> httpx.Response | None:
+        """One request; `echo=False` keeps the directory's error detail out of the error (a
+        detail may quote what was sent, such as a password)."""
         try:
             response = await self._client.request(method, path, **kwargs)
         except httpx.TransportError as err:
@@ -141,7 +149,7 @@ class ScimDirectory:
             return response
         if status == 404 and missing_ok:
             return None
-        detail = _scim_detail(response)
+        detail = _scim_detail(response) if echo else response.reason_phrase or "no detail"
         if status in (408, 429) or status >= 500:
             raise ApplicationError(
                 f"SCIM directory answered {status} to {method} {path.split('?')[0]}: {detail}",
@@ -181,6 +189,7 @@ class ScimDirectory:
         response = await self._call(
             "PATCH",
             f"/Users/{_segment(user_id)}",
+            echo=False,
             json={
                 "schemas": [PATCH_OP],
                 "Operations": [{"op": "replace", "path": "password", "value": password}],

@@ -115,12 +115,14 @@ class FlakyTransport(httpx.AsyncBaseTransport):
 
 
 @pytest.fixture
-def flaky() -> FlakyTransport | None:
+def flaky() -> httpx.AsyncBaseTransport | None:
     return None
 
 
 @pytest.fixture
-async def directory(engine: Engine, flaky: FlakyTransport | None) -> AsyncIterator[Directory]:
+async def directory(
+    engine: Engine, flaky: httpx.AsyncBaseTransport | None
+) -> AsyncIterator[Directory]:
     async with serving(TOKEN) as (url, _):
         scim = ScimDirectory(url, TOKEN, transport=flaky)
         yield Directory(url, IdentityActivities(scim, engine))
@@ -326,6 +328,37 @@ async def test_a_rate_limited_and_failing_directory_is_retried_and_written_once(
         if event.HasField("activity_task_started_event_attributes")
     ]
     assert max(failures) >= 2  # Temporal retried, the connector did not
+
+
+class DownTransport(httpx.AsyncBaseTransport):
+    """A directory that answers every request with 503."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        return httpx.Response(503, json={"detail": "down"})
+
+
+@pytest.mark.parametrize("flaky", [DownTransport()], ids=["down"])
+async def test_a_directory_down_past_the_retries_hands_the_case_to_a_person(
+    time_env: WorkflowEnvironment,
+    worker: Worker,
+    engine: Engine,
+    directory: Directory,
+    flaky: DownTransport,
+) -> None:
+    handle = await start(time_env, worker, "ana.lima")
+    result = await handle.result()  # the retries' backoff passes on the test server's clock
+    assert (PasswordResetOutcome.DIRECTORY_UNAVAILABLE, False) == (
+        result.outcome,
+        result.automated,
+    )
+    assert "lookup_employee (ScimUnavailable)" in result.reason
+    assert 10 == flaky.calls  # DIRECTORY_RETRY's attempts, no more
+    assert "directory_failed" in audit_actions(engine, handle.id)
+    await replays(handle, "directory_unavailable")
 
 
 # --- wrong codes: locked, handed to a person --------------------------------------------------

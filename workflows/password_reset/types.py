@@ -101,6 +101,7 @@ class PasswordResetOutcome(StrEnum):
     CODE_EXPIRED = "code_expired"  # no right code within its lifetime
     UNKNOWN_EMPLOYEE = "unknown_employee"
     INACTIVE_EMPLOYEE = "inactive_employee"
+    DIRECTORY_UNAVAILABLE = "directory_unavailable"  # handed to a person
 
 
 class CodeAttemptInput(BaseModel):

@@ -26,6 +26,10 @@ Messages:
   has been carried out.
 - query `get_state` -> PasswordResetState.
 
+A directory that stays unreachable past the retries (or refuses a call) ends the case as
+`directory_unavailable`, escalated for a person, with the step audited (its error type only:
+a directory's detail could echo what was sent).
+
 Timers: the code's lifetime (`policy.code_ttl`); the gate's reminders, SLA and deadline.
 Search attributes: PodiumProcess, PodiumStatus, PodiumOutcome, PodiumCustomerId (the user name,
 or its pseudonym when it is personal data), PodiumEscalated (locked), and the gate's
@@ -36,17 +40,19 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.components.approval import ApprovalGate, GateHooks, decision_from, identity
 from workflows.components.audit import record_audit
 from workflows.contracts import search_attributes as sa
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
     from activities.types import (
         CheckVerificationCodeInput,
         CheckVerificationCodeResult,
@@ -95,6 +101,7 @@ CODE_CHECK_RETRY = RetryPolicy(
     maximum_attempts=5,
 )
 WRONG = {"wrong_code", "unknown_attempt", "used"}
+_R = TypeVar("_R", bound="BaseModel")
 _APPROVED = {GateStatus.APPROVED}
 
 
@@ -217,6 +224,14 @@ class PasswordResetWorkflow:
 
     @workflow.run
     async def run(self, input: PasswordResetInput) -> PasswordResetResult:
+        try:
+            return await self._process(input)
+        except _DirectoryFailed as failed:
+            # A person takes it from here: the case says where it stopped.
+            workflow.upsert_search_attributes([sa.ESCALATED.value_set(True)])
+            return await self._finish(PasswordResetOutcome.DIRECTORY_UNAVAILABLE, failed.reason)
+
+    async def _process(self, input: PasswordResetInput) -> PasswordResetResult:
         state = self._state
         workflow.upsert_search_attributes(
             [
@@ -233,13 +248,11 @@ class PasswordResetWorkflow:
             channel=input.channel,
             reason=input.reason,
         )
-        found = await workflow.execute_activity(
+        found = await self._directory(
             "lookup_employee",
             LookupEmployeeInput(user_name=input.user_name),
-            result_type=LookupEmployeeResult,
-            start_to_close_timeout=DIRECTORY_TIMEOUT,
-            retry_policy=DIRECTORY_RETRY,
-            summary=f"Look up {input.user_name} in the directory",
+            LookupEmployeeResult,
+            f"Look up {input.user_name} in the directory",
         )
         employee = found.employee
         state.employee = employee
@@ -285,7 +298,7 @@ class PasswordResetWorkflow:
         state = self._state
         policy = self._input.policy
         expires_at = workflow.now() + policy.code_ttl
-        sent = await workflow.execute_activity(
+        sent = await self._directory(
             "send_verification_code",
             SendVerificationCodeInput(
                 idempotency_key=f"{self._case_id}:code:1",
@@ -293,10 +306,8 @@ class PasswordResetWorkflow:
                 user_id=employee.user_id,
                 expires_at=expires_at,
             ),
-            result_type=SendVerificationCodeResult,
-            start_to_close_timeout=DIRECTORY_TIMEOUT,
-            retry_policy=DIRECTORY_RETRY,
-            summary="Send a one-time code to the address on file",
+            SendVerificationCodeResult,
+            "Send a one-time code to the address on file",
         )
         state.code_sent_to = sent.sent_to
         state.code_expires_at = expires_at
@@ -403,17 +414,15 @@ class PasswordResetWorkflow:
     async def _reset(self, employee: EmployeeInfo) -> None:
         self._state.status = PasswordResetStatus.RESETTING
         self._publish()
-        done = await workflow.execute_activity(
+        done = await self._directory(
             "reset_password",
             ResetPasswordInput(
                 idempotency_key=f"{self._case_id}:reset:1",
                 case_id=self._case_id,
                 user_id=employee.user_id,
             ),
-            result_type=ResetPasswordResult,
-            start_to_close_timeout=DIRECTORY_TIMEOUT,
-            retry_policy=DIRECTORY_RETRY,
-            summary=f"Reset the password of {employee.user_name} in the directory",
+            ResetPasswordResult,
+            f"Reset the password of {employee.user_name} in the directory",
         )
         self._state.reset_at = done.reset_at
         await self._audit(
@@ -457,6 +466,25 @@ class PasswordResetWorkflow:
 
     # --- helpers --------------------------------------------------------------------------------
 
+    async def _directory(self, name: str, arg: BaseModel, result: type[_R], summary: str) -> _R:
+        """An identity activity; when the directory fails for good (retries spent, or a
+        refusal), the case is audited and handed to a person (`_DirectoryFailed`)."""
+        try:
+            done: _R = await workflow.execute_activity(
+                name,
+                arg,
+                result_type=result,
+                start_to_close_timeout=DIRECTORY_TIMEOUT,
+                retry_policy=DIRECTORY_RETRY,
+                summary=summary,
+            )
+            return done
+        except ActivityError as err:
+            cause = err.cause
+            kind = cause.type if isinstance(cause, ApplicationError) and cause.type else "Failure"
+            await self._audit("directory_failed", step=name, error=kind)
+            raise _DirectoryFailed(f"the directory failed at {name} ({kind})") from None
+
     async def _audit(self, action: str, *, actor: str = SYSTEM_ACTOR, **detail: Any) -> None:
         self._audit_seq += 1
         await record_audit(
@@ -498,6 +526,12 @@ class PasswordResetWorkflow:
             lines.append(f"**Why:** {s.reason}")
         # The UI renders `$...$` as math: escape dollar signs.
         workflow.set_current_details("\n\n".join(lines).replace("$", "\\$"))
+
+
+class _DirectoryFailed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _minutes(value: timedelta) -> str:
