@@ -17,20 +17,21 @@ memory are read from `/proc` alone, apart from the server's and the benchmark cl
 
 Phases:
 1. warm-up: `--warmup` automatic cases per system, untimed;
-2. throughput, interleaved: `--rounds` rounds, each one Podium then bare (the order alternates
-   per round) of `--n` automatic cases (the policy auto-approves: refund issued, reply sent),
-   `--concurrency` in flight; per system over all rounds: cases/s, latency p50/p95 (start ->
-   result), worker-process CPU per case and the server's CPU per case;
-3. parked: `--parked` cases per system over the automatic limit (the policy's `team_lead`
-   chain) until each waits for its decision (verified on the server); the worker's RSS before
-   and after, idle both times: RSS per parked case (all cached: `--parked` below the cache);
-4. decisions, one at a time, on `--sample` parked cases per system, interleaved: Podium's
+2. parked (first, so that memory freed by other phases cannot hide what parked cases cost):
+   `--parked` cases per system over the automatic limit (the policy's `team_lead` chain) until
+   each waits for its decision (verified on the server); the worker's RSS before and after,
+   idle both times: RSS per parked case (all cached: `--parked` below the cache);
+3. decisions, one at a time, on `--sample` parked cases per system, interleaved: Podium's
    `decide` update (answers once the decision is carried out: the refund issued), Podium's
    `record_decision` update (answers once the decision is validated, verified and recorded),
    and the bare workflow's `decide` update (answers once verified and recorded); each timed to
    its answer (ack) and to the workflow result (outcome);
-5. burst: every other parked case decided at once (Podium: `record_decision`), per system:
-   the time until every outcome is in.
+4. burst: as many of the remaining parked cases on both sides decided at once (Podium:
+   `record_decision`): the time until every outcome is in;
+5. throughput, interleaved: `--rounds` rounds, each one Podium then bare (the order alternates
+   per round) of `--n` automatic cases (the policy auto-approves: refund issued, reply sent),
+   `--concurrency` in flight; per system over all rounds: cases/s, latency p50/p95 (start ->
+   result), worker-process CPU per case and the server's CPU per case.
 
 The table goes to stdout, progress to stderr, the JSON to `--out` (default results/bench.json).
 Exit code 1 when a case did not end as expected, 2 on `--timeout`.
@@ -560,26 +561,8 @@ async def _phases(
             await workers[system].alive_while(systems.run_case(system, case), CASE_TIMEOUT_S)
         say(f"warm-up {system}: {len(warm[system])} cases ok")
 
-    totals = {"podium": Throughput(), "bare": Throughput()}
-    for r in range(opts.rounds):
-        order = ("podium", "bare") if r % 2 == 0 else ("bare", "podium")
-        for system in order:
-            chunk = auto[system][r * opts.n : (r + 1) * opts.n]
-            await throughput_round(
-                systems,
-                system,
-                chunk,
-                opts.concurrency,
-                workers[system],
-                server.cpu_seconds,
-                totals[system],
-            )
-            t = totals[system]
-            say(
-                f"round {r + 1}/{opts.rounds} {system}: {t.cases} cases so far, "
-                f"{len(t.failures)} failures"
-            )
-
+    # Parked first, on workers that have run only the warm-up: memory freed by earlier
+    # phases would otherwise be reused by the parked cases and hide what they cost.
     parked_runs: dict[str, ParkedRun] = {}
     for system in ("podium", "bare"):
         say(f"{system}: parking {len(parked[system])} cases")
@@ -608,6 +591,26 @@ async def _phases(
             f"{s}: {b['n']} decisions, all outcomes in {b['wall_s']} s" for s, b in bursts.items()
         )
     )
+
+    totals = {"podium": Throughput(), "bare": Throughput()}
+    for r in range(opts.rounds):
+        order = ("podium", "bare") if r % 2 == 0 else ("bare", "podium")
+        for system in order:
+            chunk = auto[system][r * opts.n : (r + 1) * opts.n]
+            await throughput_round(
+                systems,
+                system,
+                chunk,
+                opts.concurrency,
+                workers[system],
+                server.cpu_seconds,
+                totals[system],
+            )
+            t = totals[system]
+            say(
+                f"round {r + 1}/{opts.rounds} {system}: {t.cases} cases so far, "
+                f"{len(t.failures)} failures"
+            )
 
     tp = {s: t.report() for s, t in totals.items()}
     pk = {s: r.report() for s, r in parked_runs.items()}
