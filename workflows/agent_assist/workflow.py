@@ -39,7 +39,7 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RawValue, VersioningBehavior
+from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from workflows.components.agent import AgentHooks, AgentLoop, AgentLoopResult, ToolSpec
@@ -100,8 +100,7 @@ TOOLS: dict[str, ToolSpec] = {
 }
 
 
-# An assist lasts minutes: under Worker Versioning it finishes on the build that started it.
-@workflow.defn(name="agent_assist", versioning_behavior=VersioningBehavior.PINNED)
+@workflow.defn(name="agent_assist")
 class AgentAssistWorkflow:
     @workflow.init
     def __init__(self, input: AgentAssistInput) -> None:

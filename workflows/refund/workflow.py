@@ -62,7 +62,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate, VersioningBehavior
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.components.approval import (
@@ -167,9 +167,7 @@ TICKET_STATUS = {
 }
 
 
-# A refund case waits for people for days: under Worker Versioning it moves to each new
-# build, which `core/rollout.py` lets become current only once it replays the running cases.
-@workflow.defn(name="refund", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+@workflow.defn(name="refund")
 class RefundWorkflow:
     @workflow.init
     def __init__(self, input: RefundCaseInput) -> None:
