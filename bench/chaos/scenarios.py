@@ -1245,7 +1245,7 @@ async def r9_model_faults(ctx: Context) -> dict[str, Any]:
         "failed_cases_after_recovery": len(failed),
         "decision_answers": dict(Counter(str(s) for s in final.values())),
         **check.summary(),
-        "lost": len(check.lost) + len(refused) + len(failed),
+        "lost": len(set(check.lost) | set(failed)) + len(refused),
         "duplicated": len(check.duplicated),
         **tally.summary(),
     }
