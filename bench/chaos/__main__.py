@@ -133,7 +133,12 @@ def merge(paths: list[Path]) -> dict[str, Any]:
     scenario from the run that ran it; `runs` says which run was which."""
     reports = [json.loads(path.read_text()) for path in paths]
     merged: dict[str, Any] = {
-        **{k: v for k, v in reports[0].items() if k not in ("scenarios", "ran", "not_run")},
+        **{
+            k: v
+            for k, v in reports[0].items()
+            if k not in ("scenarios", "ran", "not_run", "sizes", "profile_note", "code")
+        },
+        "profile": "merged: " + ", ".join(sorted({r["profile"] for r in reports})),
         "merged_from": [
             {
                 "file": path.name,
@@ -141,6 +146,8 @@ def merge(paths: list[Path]) -> dict[str, Any]:
                 "ran": r["ran"],
                 "wall_s": r.get("wall_s"),
                 "code": r.get("code"),
+                "profile": r["profile"],
+                "sizes": r.get("sizes"),
                 "machine": r.get("machine"),
                 "partial": r.get("partial", False),
             }
