@@ -383,13 +383,18 @@ def _status_name(status: WorkflowExecutionStatus | None) -> str:
     return status.name.lower() if status else "unknown"
 
 
+# Answers of a reachable server that mean "not now": retryable, as a 503 with Retry-After.
+_PUSHBACK = (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.FAILED_PRECONDITION)
+
+
 def _is_unreachable(err: BaseException) -> bool:
     if isinstance(err, RPCError):
+        # A connection cut mid-call (the server killed) comes back as an unknown transport error.
         return err.status in (
             RPCStatusCode.UNAVAILABLE,
             RPCStatusCode.DEADLINE_EXCEEDED,
             RPCStatusCode.CANCELLED,
-        )
+        ) or (err.status == RPCStatusCode.UNKNOWN and "transport error" in err.message)
     # A lazily connected client reports a refused connection as a RuntimeError.
     return isinstance(err, RuntimeError) and str(err).startswith("Failed client connect")
 
@@ -1020,6 +1025,10 @@ class PodiumClient:
             return CaseNotFound(case_id)
         if _is_unreachable(err):
             return TemporalUnavailable(f"Temporal is not reachable: {err}")
+        if isinstance(err, RPCError) and err.status in _PUSHBACK:
+            # The server pushes back (too many updates in flight on one case, a case whose
+            # workflow task is failing): the request may well succeed later, so say retry.
+            return TemporalUnavailable(f"Temporal cannot take this now: {err.message}")
         if isinstance(err, RPCError) and err.status == RPCStatusCode.INVALID_ARGUMENT:
             return InvalidRequest(err.message)
         # Anything else is a bug or an outage nobody planned for: let it surface as is.
