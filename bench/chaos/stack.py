@@ -198,13 +198,16 @@ class ChaosStack:
             time.sleep(0.5)
 
     def start_extra_worker(self) -> subprocess.Popen[bytes]:
-        """Another `python -m worker` on the same task queue, database and keys."""
+        """Another `python -m worker` on the same task queue, database and keys, with the very
+        environment `podium up` gave its own worker (which may hold what `podium up` drew for
+        this run, such as the embedded directory's token)."""
         index = len(self.extra_workers) + 1
+        env = self._child_env("worker") or self.env
         log = (self.data_dir / f"worker-{index}.log").open("ab")
         self._log_files.append(log)
         process = subprocess.Popen(
             [sys.executable, "-m", "worker"],
-            env=self.env,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -212,6 +215,16 @@ class ChaosStack:
         )
         self.extra_workers.append(process)
         return process
+
+    def _child_env(self, name: str) -> dict[str, str] | None:
+        """The environment of `podium up`'s child `name` (our own grandchild), if readable."""
+        try:
+            raw = Path(f"/proc/{self.child_pid(name)}/environ").read_bytes()
+        except (OSError, RuntimeError):
+            return None
+        pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+        env = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+        return env if env.get("PODIUM_DATA_DIR") == str(self.data_dir) else None
 
     def log_text(self) -> str:
         try:
