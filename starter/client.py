@@ -540,7 +540,7 @@ class PodiumClient:
         self, request: BaseModel | Mapping[str, Any], idempotency_key: str | None = None
     ) -> CaseRef:
         """Shortcut: `start("refund", request, idempotency_key)`."""
-        return await self.start("refund", request, idempotency_key)
+        return await self.start("refund", request, idempotency_key)  # registry-ok
 
     def processes(self) -> list[ProcessInfo]:
         """The processes cases can be opened of, with the JSON schema of their requests."""
