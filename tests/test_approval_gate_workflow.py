@@ -470,7 +470,8 @@ async def test_validator_refuses_before_history(time_env, worker, engine) -> Non
     cases = [
         ({"approver": "fin", "approver_roles": ["finance"]}, "lacks a role"),
         ({"approver": "nobody"}, "lacks a role"),
-        ({"approver": " ", **lead}, "an approver is required"),
+        # A token minted for no one is refused before the gate reads the decision.
+        ({"approver": " ", **lead}, "the decision token names no one"),
         ({"approver": "lead", "action": "reject", **lead}, "a reason is required to reject"),
         ({"approver": "lead", "request_id": "approval-0", **lead}, "unknown approval request"),
         ({"approver": "email:C-1002", **lead}, "four-eyes"),

@@ -294,7 +294,8 @@ async def test_update_validator_refuses_bad_decisions(time_env, worker, engine) 
                 ),
             ),
         )
-    assert "approver is required" in str(anonymous.value.cause)
+    # A token minted for no one is refused before the gate reads the decision.
+    assert "the decision token names no one" in str(anonymous.value.cause)
 
     await handle.execute_update(
         "decide",

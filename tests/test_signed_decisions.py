@@ -143,9 +143,14 @@ async def test_forged_decisions_are_refused_audited_and_refund_nothing(
                 # CLI sends it) and by update.
                 await handle.signal("approval_decision", MALLORY)
                 await handle.signal("approval_decision", EVE)
+                # By update, the validator refuses it before it enters history.
                 with pytest.raises(WorkflowUpdateFailedError) as by_update:
                     await handle.execute_update("decide", {**MALLORY, "decision_id": "u-1"})
                 assert "no decision token" in str(by_update.value.cause)
+                forged_update = {**MALLORY, "decision_id": "u-2", "credential": "a.b.c"}
+                with pytest.raises(WorkflowUpdateFailedError) as by_update:
+                    await handle.execute_update("decide", forged_update)
+                assert "not valid" in str(by_update.value.cause)
 
                 # Tokens that do not hold: another key, another case, a changed decision.
                 forged_key = DecisionKey("not-the-deployment-key-" + "x" * 40)
@@ -175,9 +180,15 @@ async def test_forged_decisions_are_refused_audited_and_refund_nothing(
                 ).model_copy(update={"new_amount_cents": 1})  # tampered after signing
                 await handle.signal("approval_decision", lowered)
 
-                rows = await _audit_until(engine, handle.id, "approval_signal_refused", 6)
+                rows = await _audit_until(engine, handle.id, "approval_signal_refused", 5)
                 refused = [row for row in rows if row.action == "approval_signal_refused"]
-                assert 6 == len(refused), [row.detail for row in refused]
+                assert 5 == len(refused), [row.detail for row in refused]
+                history = await handle.fetch_history()
+                assert not [
+                    e
+                    for e in history.events
+                    if e.HasField("workflow_execution_update_accepted_event_attributes")
+                ], "a refused update entered history"
                 assert {"unverified:mallory@evil.example", "unverified:eve@evil.example"} == {
                     row.actor for row in refused
                 }

@@ -22,10 +22,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
+from temporalio.worker import Replayer
 
 from bench.chaos.stack import ChaosStack
 from bench.data import BenchCase
 from core.db import AuditEvent, Refund
+from worker import workflow_runner
+from workflows.registry import PROCESSES
 
 __all__ = [
     "Api",
@@ -278,11 +281,19 @@ class CaseCheck:
     duplicated: list[str]
     refund_rows: int
     decisions_in_audit: int
+    replayed: int = 0
+    unreplayable: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
             "cases": self.tried,
             "completed": self.completed,
+            # Every history replayed by today's worker code: a case that completed once but
+            # that its own code cannot replay (a nondeterminism error) is stuck at its next
+            # worker restart, so it counts as lost.
+            "histories_replayed": self.replayed,
+            "unreplayable": len(self.unreplayable),
+            "unreplayable_examples": self.unreplayable[:10],
             "lost": len(self.lost),
             "duplicated": len(self.duplicated),
             "lost_examples": self.lost[:10],
@@ -343,11 +354,12 @@ async def check_cases(
     if done != wanted:  # visibility can lag: ask each case
         done |= await completed_ids(stack, wanted - done)
     refunds, decided = per_case_counts(stack.engine(), case_ids)
-    lost, duplicated = [], []
+    replayed, unreplayable = await replay_cases(stack, case_ids)
+    lost, duplicated = list(unreplayable), []
     for case_id in case_ids:
         refund_expected = True if expect_refund is None else expect_refund[case_id]
         never_done = case_id not in done or decided[case_id] == 0
-        if never_done or (refund_expected and refunds[case_id] == 0):
+        if (never_done or (refund_expected and refunds[case_id] == 0)) and case_id not in lost:
             lost.append(case_id)
         twice = refunds[case_id] > 1 or decided[case_id] > 1
         if twice or (not refund_expected and refunds[case_id] > 0):
@@ -359,4 +371,31 @@ async def check_cases(
         duplicated=duplicated,
         refund_rows=sum(refunds.values()),
         decisions_in_audit=sum(decided.values()),
+        replayed=replayed,
+        unreplayable=unreplayable,
     )
+
+
+async def replay_cases(
+    stack: ChaosStack, case_ids: Sequence[str], concurrency: int = 8
+) -> tuple[int, list[str]]:
+    """Replay every case's history with the worker's own workflows and sandbox: how many
+    replayed, and the ids of those that did not (with the first failure)."""
+    client = await stack.client()
+    replayer = Replayer(
+        workflows=PROCESSES.workflows,
+        data_converter=client.data_converter,
+        workflow_runner=workflow_runner(),
+    )
+    gate = asyncio.Semaphore(concurrency)
+    failed: list[str] = []
+
+    async def one(case_id: str) -> None:
+        async with gate:
+            history = await client.get_workflow_handle(case_id).fetch_history()
+            result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        if result.replay_failure is not None:
+            failed.append(f"{case_id}: {str(result.replay_failure)[:200]}")
+
+    await asyncio.gather(*(one(c) for c in case_ids))
+    return len(case_ids), sorted(failed)

@@ -43,7 +43,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from workflows.components.agent import AgentHooks, AgentLoop, AgentLoopResult, ToolSpec
-from workflows.components.approval import decision_from
+from workflows.components.approval import PATCH_CHECKED_ON_ACCEPTANCE, decision_from
 from workflows.components.audit import record_audit
 from workflows.contracts import search_attributes as sa
 
@@ -130,6 +130,7 @@ class AgentAssistWorkflow:
         )
         self._status: AgentAssistStatus | None = None
         self._signed_decisions = False  # set in run(): patch PATCH_SIGNED_DECISIONS
+        self._checked_on_acceptance = False  # set in run(): patch PATCH_CHECKED_ON_ACCEPTANCE
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -147,13 +148,22 @@ class AgentAssistWorkflow:
     async def decide(self, raw: RawValue) -> ApprovalDecisionResult:
         decision, encrypted = decision_from(raw)
         return await self._agent.decide(
-            decision, _decision_id(decision), encrypted=encrypted, signed=self._signed_decisions
+            decision,
+            _decision_id(decision),
+            encrypted=encrypted,
+            signed=self._signed_decisions,
+            checked=self._checked_on_acceptance,
         )
 
     @decide.validator
     def validate_decide(self, raw: RawValue) -> None:
-        decision, _ = decision_from(raw)
-        self._agent.validate_decision(decision, _decision_id(decision))
+        decision, encrypted = decision_from(raw)
+        self._agent.validate_decision(
+            decision,
+            _decision_id(decision),
+            encrypted=encrypted,
+            check_token=self._signed_decisions and self._checked_on_acceptance,
+        )
 
     # --- the process ----------------------------------------------------------------------------
 
@@ -161,6 +171,8 @@ class AgentAssistWorkflow:
     async def run(self, input: AgentAssistInput) -> AgentAssistResult:
         # False only when replaying a run started before decision tokens.
         self._signed_decisions = workflow.patched(PATCH_SIGNED_DECISIONS)
+        # False only when replaying a run whose `decide` handler checked tokens itself.
+        self._checked_on_acceptance = workflow.patched(PATCH_CHECKED_ON_ACCEPTANCE)
         if self._unknown_tools:
             raise ApplicationError(
                 f"unknown tools {', '.join(self._unknown_tools)}; this process has: "

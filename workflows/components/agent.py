@@ -237,9 +237,21 @@ class AgentLoop:
 
     # --- decisions on risky tools -------------------------------------------------------------
 
-    def validate_decision(self, decision: ApprovalDecisionInput, decision_id: str) -> bool:
-        """For the process's update validator: ValueError when the decision cannot apply."""
-        return self._gate_for(decision).validate(decision, decision_id)
+    def validate_decision(
+        self,
+        decision: ApprovalDecisionInput,
+        decision_id: str,
+        *,
+        encrypted: bool = False,
+        check_token: bool = False,
+    ) -> bool:
+        """For the process's update validator: ValueError when the decision cannot apply.
+        `check_token`: its decision token is checked here (`gate.verify_now`), and `decide`
+        is then called with `checked=True`."""
+        gate = self._gate_for(decision)
+        if check_token:
+            decision = gate.verify_now(decision, encrypted=encrypted)
+        return gate.validate(decision, decision_id)
 
     async def decide(
         self,
@@ -248,13 +260,17 @@ class AgentLoop:
         *,
         encrypted: bool = False,
         signed: bool = False,
+        checked: bool = False,
     ) -> ApprovalDecisionResult:
         """For the process's update handler: apply, then answer once it has been carried out.
-        `signed`: who decides comes from the decision's verified token (`gate.authenticate`);
-        a decision whose token does not hold is refused and audited."""
+        `signed`: who decides comes from the decision's token: read from it when the validator
+        `checked` it, else verified here (`gate.authenticate`; refused and audited if it does
+        not hold)."""
         gate = self._gate_for(decision)
         try:
-            if signed:
+            if signed and checked:
+                decision = gate.token_identity(decision)
+            elif signed:
                 decision = await gate.authenticate(decision, encrypted=encrypted)
             gate.accept(decision, now=workflow.now(), decision_id=decision_id, via="update")
         except ValueError as err:

@@ -7,7 +7,11 @@ at any level ends the gate. Four-eyes (on by default) keeps the requester out an
 approval, within and across levels, come from a different person.
 
 Decisions reach the gate through the process's update (validated with `validate()` first, so bad
-ones never reach history) or signal (`accept()` refuses them; the process audits the refusal):
+ones never reach history) or signal (`accept()` refuses them; the process audits the refusal).
+Who decides comes from the decision token: an update's validator checks it with the worker's
+key (`verify_now`) and the handler reads the checked token (`token_identity`), so an update
+handler never waits for an activity; a signal's is checked by the `verify_decision` local
+activity (`authenticate`).
 - approve: counts towards the level's quorum; the last level's quorum approves the gate;
 - reject (a reason is required): closes the gate, rejected;
 - request_changes (a lower amount): approves that lower amount; later approvals are for it;
@@ -29,6 +33,8 @@ happen at once in the message handler; their side effects follow in `run()`'s lo
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -56,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         GateStatus,
         VerifyDecisionInput,
         VerifyDecisionResult,
+        check_decision_now,
         decision_digest,
     )
 
@@ -79,6 +86,10 @@ NOTIFY_RETRY = RetryPolicy(
     maximum_attempts=8,
 )
 # The decision token check: a local activity in the worker that holds the key.
+# Patch of every process that takes decisions by update: its validators check decision tokens
+# (`verify_now`) and its handlers read them (`token_identity`). Cases started before it check
+# them in the handler with the `verify_decision` local activity, as they did.
+PATCH_CHECKED_ON_ACCEPTANCE = "decisions-checked-on-acceptance"
 DECISION_CHECK_TIMEOUT = timedelta(seconds=10)
 DECISION_CHECK_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=2)
@@ -423,32 +434,56 @@ class ApprovalGate:
     ) -> ApprovalDecisionInput:
         """The decision as its verified credential says: who decides and in which roles come
         from the decision token (checked by the `verify_decision` local activity, which holds
-        the key), never from the payload. Raises ValueError with the reason it is refused."""
-        if not decision.credential:
-            raise ValueError(
-                "the decision has no decision token: who decides must come from a verified "
-                "credential (the Podium API, CLI or inbox), not from the payload"
-            )
+        the key), never from the payload. Raises ValueError with the reason it is refused.
+        For signals, and for updates of cases started before validators checked tokens."""
         verified: VerifyDecisionResult = await workflow.execute_local_activity(
             "verify_decision",
-            VerifyDecisionInput(
-                credential=decision.credential,
-                digest=decision_digest(workflow.info().workflow_id, decision),
-                encrypted=encrypted,
-            ),
+            self._verify_input(decision, encrypted=encrypted),
             result_type=VerifyDecisionResult,
             start_to_close_timeout=DECISION_CHECK_TIMEOUT,
             retry_policy=DECISION_CHECK_RETRY,
             summary="Verify the decision token",
         )
-        if not verified.valid:
-            raise ValueError(f"decision refused: {verified.reason}")
-        return decision.model_copy(
-            update={
-                "approver": verified.subject,
-                "approver_roles": verified.roles,
-                "credential": None,
-            }
+        return _as_verified(decision, verified)
+
+    def verify_now(
+        self, decision: ApprovalDecisionInput, *, encrypted: bool
+    ) -> ApprovalDecisionInput:
+        """`authenticate` for an update's validator: the worker's key checks the token at once
+        (validators never run on replay, so neither the key nor the clock touches history).
+        Raises ValueError with the reason the decision is refused: Temporal rejects the update
+        and nothing of it enters the case."""
+        verdict = check_decision_now(self._verify_input(decision, encrypted=encrypted))
+        if not verdict.valid:
+            workflow.logger.warning("decision update refused: %s", verdict.reason)
+        return _as_verified(decision, verdict)
+
+    @staticmethod
+    def token_identity(decision: ApprovalDecisionInput) -> ApprovalDecisionInput:
+        """In an update handler whose validator ran `verify_now`: the decision with who decides
+        read from its (already checked) token. Deterministic: the same payload gives the same
+        identity on every replay."""
+        claims = _token_claims(decision.credential or "")
+        subject = str(claims.get("sub", "")).strip()
+        roles = claims.get("roles") or []
+        if not subject or not isinstance(roles, list):
+            raise ValueError("decision refused: the decision token names no one")
+        return _as_verified(
+            decision,
+            VerifyDecisionResult(valid=True, subject=subject, roles=[str(r) for r in roles]),
+        )
+
+    @staticmethod
+    def _verify_input(decision: ApprovalDecisionInput, *, encrypted: bool) -> VerifyDecisionInput:
+        if not decision.credential:
+            raise ValueError(
+                "the decision has no decision token: who decides must come from a verified "
+                "credential (the Podium API, CLI or inbox), not from the payload"
+            )
+        return VerifyDecisionInput(
+            credential=decision.credential,
+            digest=decision_digest(workflow.info().workflow_id, decision),
+            encrypted=encrypted,
         )
 
     def refuse(self, decision: ApprovalDecisionInput, reason: str, *, via: str) -> None:
@@ -835,3 +870,25 @@ def _describe_record(record: ApprovalDecisionRecord) -> str:
 
 def _stamp(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _as_verified(
+    decision: ApprovalDecisionInput, verified: VerifyDecisionResult
+) -> ApprovalDecisionInput:
+    if not verified.valid:
+        raise ValueError(f"decision refused: {verified.reason}")
+    return decision.model_copy(
+        update={"approver": verified.subject, "approver_roles": verified.roles, "credential": None}
+    )
+
+
+def _token_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, unchecked (the validator checked them): its middle segment."""
+    try:
+        segment = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (IndexError, ValueError) as err:
+        raise ValueError(f"decision refused: the decision token is not readable ({err})") from None
+    if not isinstance(claims, dict):
+        raise ValueError("decision refused: the decision token is not readable")
+    return claims

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Self
@@ -31,7 +32,9 @@ __all__ = [
     "GateStatus",
     "VerifyDecisionInput",
     "VerifyDecisionResult",
+    "check_decision_now",
     "decision_digest",
+    "install_decision_check",
 ]
 
 # The `aud` of a decision token: a token minted for anything else is refused.
@@ -292,3 +295,24 @@ class VerifyDecisionResult(BaseModel):
     subject: str = ""
     roles: list[str] = Field(default_factory=list)
     reason: str = Field(default="", description="Why the credential was refused")
+
+
+# The worker's decision check (`activities.decisions.DecisionVerifier.check`), installed when the
+# worker builds its verifier: update validators call it (`check_decision_now`) so a decision is
+# verified before Temporal accepts it into history. Validators never run on replay, so the
+# wall clock and the key it uses never reach a case's history. One key per worker process.
+_decision_check: list[Callable[[VerifyDecisionInput], VerifyDecisionResult]] = []
+
+
+def install_decision_check(check: Callable[[VerifyDecisionInput], VerifyDecisionResult]) -> None:
+    """Make `check` the one update validators of this process call (replaces an earlier one)."""
+    _decision_check[:] = [check]
+
+
+def check_decision_now(input: VerifyDecisionInput) -> VerifyDecisionResult:
+    """The installed check's verdict; refused when this process installed none (fail closed)."""
+    if not _decision_check:
+        return VerifyDecisionResult(
+            valid=False, reason="this worker holds no decision key to check the decision with"
+        )
+    return _decision_check[0](input)

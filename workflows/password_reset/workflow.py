@@ -46,7 +46,13 @@ from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows.components.approval import ApprovalGate, GateHooks, decision_from, identity
+from workflows.components.approval import (
+    PATCH_CHECKED_ON_ACCEPTANCE,
+    ApprovalGate,
+    GateHooks,
+    decision_from,
+    identity,
+)
 from workflows.components.audit import record_audit
 from workflows.contracts import search_attributes as sa
 
@@ -122,6 +128,7 @@ class PasswordResetWorkflow:
         self._audit_seq = 0
         self._accepting_codes = False
         self._checks = asyncio.Lock()  # one code check at a time, in arrival order
+        self._checked_on_acceptance = False  # set in run(): patch PATCH_CHECKED_ON_ACCEPTANCE
         self._shown_status: str | None = None
 
     # --- messages -------------------------------------------------------------------------------
@@ -189,7 +196,10 @@ class PasswordResetWorkflow:
         decision, encrypted = decision_from(raw)
         decision_id = _decision_id(decision)
         try:
-            decision = await self._gate.authenticate(decision, encrypted=encrypted)
+            if self._checked_on_acceptance:
+                decision = self._gate.token_identity(decision)
+            else:
+                decision = await self._gate.authenticate(decision, encrypted=encrypted)
             self._refuse_the_employee(decision.approver)
             self._gate.accept(decision, now=workflow.now(), decision_id=decision_id, via="update")
         except ValueError as err:
@@ -203,7 +213,9 @@ class PasswordResetWorkflow:
 
     @decide.validator
     def validate_decide(self, raw: RawValue) -> None:
-        decision, _ = decision_from(raw)
+        decision, encrypted = decision_from(raw)
+        if self._checked_on_acceptance:
+            decision = self._gate.verify_now(decision, encrypted=encrypted)
         self._gate.validate(decision, _decision_id(decision))
         self._refuse_the_employee(decision.approver)
 
@@ -224,6 +236,8 @@ class PasswordResetWorkflow:
 
     @workflow.run
     async def run(self, input: PasswordResetInput) -> PasswordResetResult:
+        # False only when replaying a case whose `decide` handler checked tokens itself.
+        self._checked_on_acceptance = workflow.patched(PATCH_CHECKED_ON_ACCEPTANCE)
         try:
             return await self._process(input)
         except _DirectoryFailed as failed:

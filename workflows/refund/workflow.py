@@ -44,11 +44,13 @@ Messages:
   out (`outcome` unset until then: read `get_state` or await the result).
 - signal `approval_decision` (ApprovalDecisionInput): the same decision for the Temporal UI and
   fire-and-forget callers; refused signals are logged, audited and noted, not applied.
-- Identity (patch `signed-decisions`): a decision applies only with a decision token that the
-  `verify_decision` local activity accepts (the worker holds the key; `core.decision_tokens`):
-  who decides and in which roles come from the token, bound to this case and this exact
-  decision; a decision without one, with a forged or expired one, or sent unencrypted while
-  the deployment encrypts is refused and audited, whatever approver the payload names.
+- Identity (patch `signed-decisions`): a decision applies only with a decision token the worker
+  accepts (it holds the key; `core.decision_tokens`): who decides and in which roles come from
+  the token, bound to this case and this exact decision; a decision without one, with a forged
+  or expired one, or sent unencrypted while the deployment encrypts is refused whatever
+  approver the payload names. An update's token is checked by its validator (patch
+  `decisions-checked-on-acceptance`: refused before history, the handler awaits no activity);
+  a signal's by the `verify_decision` local activity (refused, audited and noted).
 - query `get_state` -> RefundCaseState.
 
 Timers (the gate's, per level of the policy): reminders at fractions of the level's SLA; the SLA
@@ -67,6 +69,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.components.approval import (
     DEADLINE_ACTOR,
+    PATCH_CHECKED_ON_ACCEPTANCE,
     ApprovalGate,
     GateHooks,
     GateOutcome,
@@ -188,6 +191,7 @@ class RefundWorkflow:
         self._currency = "USD"
         self._receipt_ocr = False  # set in run(): patch PATCH_RECEIPT_OCR
         self._signed_decisions = False  # set in run(): patch PATCH_SIGNED_DECISIONS
+        self._checked_on_acceptance = False  # set in run(): patch PATCH_CHECKED_ON_ACCEPTANCE
         self._cost_micro_usd = 0
         self._policy_facts: PolicyFacts | None = None
 
@@ -206,7 +210,9 @@ class RefundWorkflow:
 
     @decide.validator
     def validate_decide(self, raw: RawValue) -> None:
-        decision, _ = decision_from(raw)
+        decision, encrypted = decision_from(raw)
+        if self._signed_decisions and self._checked_on_acceptance:
+            decision = self._gate.verify_now(decision, encrypted=encrypted)
         self._gate.validate(decision, _decision_id(decision))
 
     @workflow.update(name="record_decision")
@@ -228,7 +234,9 @@ class RefundWorkflow:
         decision, encrypted = decision_from(raw)
         decision_id = _decision_id(decision)
         try:
-            if self._signed_decisions:
+            if self._signed_decisions and self._checked_on_acceptance:
+                decision = self._gate.token_identity(decision)
+            elif self._signed_decisions:
                 decision = await self._gate.authenticate(decision, encrypted=encrypted)
             record = self._gate.accept(
                 decision, now=workflow.now(), decision_id=decision_id, via="update"
@@ -286,6 +294,8 @@ class RefundWorkflow:
         # False only when replaying a case started before decision tokens: it trusted the
         # payload's approver. Every new case applies only decisions whose token verifies.
         self._signed_decisions = workflow.patched(PATCH_SIGNED_DECISIONS)
+        # False only when replaying a case whose update handlers checked tokens themselves.
+        self._checked_on_acceptance = workflow.patched(PATCH_CHECKED_ON_ACCEPTANCE)
         workflow.upsert_search_attributes(
             [
                 sa.PROCESS.value_set(PROCESS),
