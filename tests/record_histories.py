@@ -14,6 +14,7 @@ path of a new version is recorded alone, by name, next to the histories of the o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -38,6 +39,7 @@ from tests.helpers import (
     real_system_activities,
     seed_orders,
     seeded_engine,
+    signed,
     store_document,
 )
 from workflows.contracts.approval import ApprovalDecisionInput, ApprovalLevel, ApprovalPolicy
@@ -179,6 +181,33 @@ async def _quorum(env: WorkflowEnvironment, handle: WorkflowHandle[object, objec
     )
 
 
+async def _racing_decisions(
+    env: WorkflowEnvironment, handle: WorkflowHandle[object, object]
+) -> None:
+    """Patch `decisions-checked-on-acceptance`: tokens checked by the validators. Racing
+    updates at level 1 (the same decision four times by `decide` and once by `record_decision`,
+    another team lead's twice, a forged one), then finance."""
+    await _approval_pending(handle)
+    lead = signed(handle.id, _decision(decision_id="d-1", approver="lead", approver_roles=LEAD))
+    other = signed(handle.id, _decision(decision_id="d-2", approver="lead2", approver_roles=LEAD))
+    forged = _decision(decision_id="d-x", approver="mallory", approver_roles=LEAD)
+
+    async def attempt(update: str, decision: ApprovalDecisionInput) -> None:
+        with contextlib.suppress(WorkflowUpdateFailedError):
+            await handle.execute_update(update, decision)
+
+    await asyncio.gather(
+        *(attempt("decide", lead) for _ in range(4)),
+        attempt("record_decision", lead),
+        *(attempt("decide", other) for _ in range(2)),
+        attempt("decide", forged),
+    )
+    await handle.execute_update(
+        "decide",
+        signed(handle.id, _decision(decision_id="d-3", approver="cfo", approver_roles=["finance"])),
+    )
+
+
 _PANEL = ApprovalPolicy(
     levels=[ApprovalLevel(name="panel", approver_roles=LEAD, quorum=2, reminders=[0.5])]
 )
@@ -214,6 +243,8 @@ SCENARIOS: dict[str, tuple[str, str | None, str, Scenario, RefundPolicy | None]]
     "low_confidence": ("C-1001", "O-5001", "not sure what to do, O-5001 broke", _approve, None),
     # Patch `refund-policy-v1`: the shipped policy file's rules decide (auto-approve).
     "policy_rules": ("C-1001", "O-5001", "refund O-5001 please", _nothing, None),
+    # Patch `decisions-checked-on-acceptance`: racing signed decisions by update.
+    "racing_decisions": ("C-1002", "O-5004", "refund O-5004", _racing_decisions, None),
 }
 # Scenarios started with the shipped policy file (policies/refund.yaml) on the case.
 POLICY_FILE_SCENARIOS = {"policy_rules"}
@@ -243,6 +274,7 @@ OUTCOMES = {
     "receipt_mismatch": RefundOutcome.REJECTED,
     "low_confidence": RefundOutcome.APPROVED,
     "policy_rules": RefundOutcome.AUTO_RESOLVED,
+    "racing_decisions": RefundOutcome.APPROVED,
 }
 
 

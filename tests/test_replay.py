@@ -34,8 +34,16 @@ EXPECTED_PATHS = {
     "low_confidence",
     # Patch `refund-policy-v1`.
     "policy_rules",
+    # Patch `decisions-checked-on-acceptance` (with `signed-decisions`).
+    "racing_decisions",
 }
-PATCHED_PATHS = {"receipt_ocr", "receipt_mismatch", "low_confidence", "policy_rules"}
+PATCHED_PATHS = {
+    "receipt_ocr",
+    "receipt_mismatch",
+    "low_confidence",
+    "policy_rules",
+    "racing_decisions",
+}
 
 
 @pytest.mark.parametrize("process", PROCESSES.names)
@@ -75,6 +83,27 @@ def test_both_sides_of_the_receipt_ocr_patch_are_recorded() -> None:
         ):
             patched.add(path.stem.removeprefix("refund-"))
     assert PATCHED_PATHS == patched
+
+
+def _has_patch(path: Path, patch: str) -> bool:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    return any(
+        e.marker_recorded_event_attributes.marker_name == "core_patch"
+        and patch.encode() in e.marker_recorded_event_attributes.SerializeToString()
+        for e in history.events
+    )
+
+
+@pytest.mark.parametrize("process", ["refund", "password_reset", "agent_assist"])
+def test_decisions_checked_on_acceptance_are_recorded_for_every_deciding_process(
+    process: str,
+) -> None:
+    """Each process that takes decisions by update has histories of cases whose validators
+    check decision tokens (the patch) and, for those that had them, of cases from before."""
+    mine = [p for p in HISTORIES if p.stem.startswith(f"{process}-")]
+    checked = [p for p in mine if _has_patch(p, "decisions-checked-on-acceptance")]
+    assert checked, f"no {process} history with patch decisions-checked-on-acceptance"
+    assert len(checked) < len(mine)
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
