@@ -36,6 +36,8 @@ EXPECTED_PATHS = {
     "policy_rules",
     # Patch `decisions-checked-on-acceptance` (with `signed-decisions`).
     "racing_decisions",
+    # Patch `refund-triage-handoff`.
+    "triage_unavailable",
 }
 PATCHED_PATHS = {
     "receipt_ocr",
@@ -43,6 +45,7 @@ PATCHED_PATHS = {
     "low_confidence",
     "policy_rules",
     "racing_decisions",
+    "triage_unavailable",
 }
 
 

@@ -27,6 +27,10 @@ approval chain. The version is stamped on the case (search attribute `PodiumPoli
 audit `detail.policy_version`) and the matching rule's explanation goes to the audit trail,
 the approver and the current details.
 
+A model outage never fails a case: triage retries with backoff for up to 15 minutes, then
+(patch `refund-triage-handoff`) the case goes on without a model's reading, audited as
+`triage_unavailable`, and a person decides it (a hold on the approval card).
+
 Every case ends in one outcome: `auto_resolved`, `approved`, `rejected`, `escalated_expired`
 (no decision before the deadline, denied) or `needs_human` (unknown customer or order, a refund
 the system of record refused, or a deadline whose default action hands the case to a person).
@@ -83,6 +87,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.types import (
         DraftReplyInput,
         DraftReplyResult,
+        Intent,
         IssueRefundInput,
         IssueRefundResult,
         LookupOrderInput,
@@ -93,6 +98,7 @@ with workflow.unsafe.imports_passed_through():
         ReadDocumentResult,
         SendReplyInput,
         SendReplyResult,
+        Sentiment,
         TicketResult,
         TicketStatus,
         TriageInput,
@@ -151,6 +157,15 @@ DOCUMENT_TIMEOUT = timedelta(minutes=2)
 PATCH_RECEIPT_OCR = "refund-receipt-ocr"
 PATCH_POLICY_V1 = "refund-policy-v1"
 PATCH_SIGNED_DECISIONS = "signed-decisions"
+PATCH_TRIAGE_HANDOFF = "refund-triage-handoff"
+# A model provider's outage is waited out this long before a person takes the case.
+TRIAGE_BUDGET = timedelta(minutes=15)
+TRIAGE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+)
+NO_TRIAGE_MODEL = "none (no intent model answered)"
 POLICY_TIMEOUT = timedelta(seconds=10)
 MICRO_USD = 1_000_000
 
@@ -192,6 +207,7 @@ class RefundWorkflow:
         self._receipt_ocr = False  # set in run(): patch PATCH_RECEIPT_OCR
         self._signed_decisions = False  # set in run(): patch PATCH_SIGNED_DECISIONS
         self._checked_on_acceptance = False  # set in run(): patch PATCH_CHECKED_ON_ACCEPTANCE
+        self._triage_unavailable: str | None = None  # why no intent model answered
         self._cost_micro_usd = 0
         self._policy_facts: PolicyFacts | None = None
 
@@ -323,19 +339,7 @@ class RefundWorkflow:
         )
         self._state.ticket_id = ticket.ticket_id
 
-        triage = await workflow.execute_activity(
-            "triage_request",
-            TriageInput(
-                case_id=self._case_id,
-                text=input.message,
-                channel=input.channel,
-                model_chain=self._model_chain("intent"),
-            ),
-            result_type=TriageResult,
-            start_to_close_timeout=MODEL_TIMEOUT,
-            retry_policy=MODEL_RETRY,
-            summary="Triage: intent, sentiment and order ids",
-        )
+        triage = await self._triage(input)
         self._state.status = CaseStatus.TRIAGED
         self._state.intent = triage.intent
         self._state.intent_confidence = triage.intent_confidence
@@ -745,6 +749,43 @@ class RefundWorkflow:
 
     # --- receipts and model spend ----------------------------------------------------------------
 
+    async def _triage(self, input: RefundCaseInput) -> TriageResult:
+        """Intent, sentiment and order ids. A model outage is waited out (retried with backoff
+        for up to `TRIAGE_BUDGET`); past it (patch `refund-triage-handoff`) the case goes on
+        without a model's reading and a person decides it: it never fails for want of one."""
+        try:
+            triage: TriageResult = await workflow.execute_activity(
+                "triage_request",
+                TriageInput(
+                    case_id=self._case_id,
+                    text=input.message,
+                    channel=input.channel,
+                    model_chain=self._model_chain("intent"),
+                ),
+                result_type=TriageResult,
+                start_to_close_timeout=MODEL_TIMEOUT,
+                schedule_to_close_timeout=TRIAGE_BUDGET,
+                retry_policy=TRIAGE_RETRY,
+                summary="Triage: intent, sentiment and order ids",
+            )
+            return triage
+        except ActivityError as err:
+            if not workflow.patched(PATCH_TRIAGE_HANDOFF):
+                raise
+            cause = err.cause
+            why = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+            self._triage_unavailable = why
+            self._state.notes.append(f"no intent model answered ({why}): a person decides")
+            await self._audit("triage_unavailable", reason=why)
+            return TriageResult(
+                intent=Intent.OTHER,
+                intent_confidence=0.0,
+                sentiment=Sentiment.NEUTRAL,
+                sentiment_score=0.0,
+                model=NO_TRIAGE_MODEL,
+                needs_human=True,
+            )
+
     async def _read_receipt(self, document_id: str) -> ReadDocumentResult | None:
         """OCR of the attached receipt, by id. A receipt that cannot be read is noted and
         audited; the case goes on without it (it would only have added checks)."""
@@ -787,7 +828,9 @@ class RefundWorkflow:
     ) -> list[str]:
         """Reasons, beyond the refund rules, for a person to decide."""
         holds: list[str] = []
-        if triage.needs_human:
+        if self._triage_unavailable is not None:
+            holds.append(f"no intent model answered ({self._triage_unavailable})")
+        elif triage.needs_human:
             tried = ", ".join(triage.attempts) or triage.model
             holds.append(f"no model was sure enough of the intent (tried: {tried})")
         if receipt is None:
