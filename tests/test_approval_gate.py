@@ -107,7 +107,7 @@ def test_missing_risk_level_borrows_the_next_stricter_policy() -> None:
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: ApprovalLevel(name="x", approver_roles=[]), "at least 1 item"),
+        (lambda: ApprovalLevel(name="x", approver_roles=[]), "approver_roles or approvers"),
         (lambda: ApprovalLevel(name="x", approver_roles=["r"], reminders=[1.2]), "between 0"),
         (lambda: ApprovalLevel(name="x", approver_roles=["r"], sla=timedelta(0)), "positive"),
         (lambda: ApprovalLevel(name="x", approver_roles=["r"], on_breach="backup"), "backup"),

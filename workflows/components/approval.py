@@ -2,9 +2,11 @@
 
 A process picks an `ApprovalPolicy` (per process and risk level, fixed on the case input), opens
 the gate with what is asked and who asked, and awaits `run()`. The policy's levels decide in
-turn: each needs `quorum` distinct people holding one of its roles (or delegated to); a rejection
-at any level ends the gate. Four-eyes (on by default) keeps the requester out and makes every
-approval, within and across levels, come from a different person.
+turn: each needs `quorum` distinct people holding one of its roles, named by it (`approvers`; a
+`$slot` there is a person the process names when it opens the gate, such as the requester's
+manager from the directory) or delegated to; a rejection at any level ends the gate. Four-eyes
+(on by default) keeps the requester out and makes every approval, within and across levels, come
+from a different person.
 
 Decisions reach the gate through the process's update (validated with `validate()` first, so bad
 ones never reach history) or signal (`accept()` refuses them; the process audits the refusal).
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -50,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.types import ApprovalNoticeKind, NotifyApproversInput, NotifyApproversResult
     from workflows.contracts.approval import (
         DECRYPTED_METADATA,
+        PERSON_SLOT,
         ApprovalAction,
         ApprovalDecisionInput,
         ApprovalDecisionRecord,
@@ -87,8 +90,10 @@ NOTIFY_RETRY = RetryPolicy(
 )
 # The decision token check: a local activity in the worker that holds the key.
 # Patch of every process that takes decisions by update: its validators check decision tokens
-# (`verify_now`) and its handlers read them (`token_identity`). Cases started before it check
-# them in the handler with the `verify_decision` local activity, as they did.
+# (`verify_now`) and its handlers read them (`token_identity`); a signal's token is checked by
+# the `verify_decision` activity. Cases started before it check them with the local activity,
+# as they did (a local activity's result replays at its marker, not where it first resolved:
+# with racing messages in the same workflow task, such a case could not always be replayed).
 PATCH_CHECKED_ON_ACCEPTANCE = "decisions-checked-on-acceptance"
 DECISION_CHECK_TIMEOUT = timedelta(seconds=10)
 DECISION_CHECK_RETRY = RetryPolicy(
@@ -211,6 +216,7 @@ class ApprovalGate:
         self._approved_by: dict[str, str] = {}  # identity -> level name
         self._voted_at: dict[int, set[str]] = {}  # level -> identities
         self._closing: ApprovalDecisionRecord | None = None
+        self._people: dict[int, list[str]] = {}  # level -> the people it names, slots filled
 
     # --- state --------------------------------------------------------------------------------
 
@@ -234,12 +240,14 @@ class ApprovalGate:
         return self._closing
 
     def waiting_for(self) -> list[str]:
-        """Roles that may decide now, then `user:<name>` for delegates."""
+        """Roles that may decide now, then `user:<name>` for the people the level names and
+        for delegates."""
         if not self.is_open:
             return []
         assert self.request is not None
         return [
             *self.request.awaiting_roles,
+            *(USER_PREFIX + name for name in self.request.awaiting_people),
             *(USER_PREFIX + name for name in self.request.delegates),
         ]
 
@@ -254,9 +262,16 @@ class ApprovalGate:
         reasons: list[str],
         subject: str,
         amount_cents: int | None = None,
+        people: Mapping[str, str] | None = None,
     ) -> ApprovalRequest:
+        """Open the gate. `people` fills the policy's `$slot` approvers by slot name (without
+        the `$`); a slot left unfilled raises ValueError before anything changes."""
         if self.request is not None:
             raise RuntimeError("the approval gate is already open")
+        named = {
+            index: _fill(level.approvers, people or {})
+            for index, level in enumerate(policy.levels, start=1)
+        }
         first = policy.levels[0]
         deadline_at = now + policy.deadline
         self._subject = subject
@@ -273,9 +288,11 @@ class ApprovalGate:
             level_name=first.name,
             level_started_at=now,
             awaiting_roles=list(first.approver_roles),
+            awaiting_people=list(named[1]),
             amount_cents=amount_cents,
             original_amount_cents=amount_cents,
         )
+        self._people = named
         self._levels[1] = _LevelState()
         return self.request
 
@@ -327,9 +344,20 @@ class ApprovalGate:
                     f"'{request.level_name}'"
                 )
         if not self._entitled(decision):
+            if not request.awaiting_people:
+                raise ValueError(
+                    f"'{decision.approver.strip()}' lacks a role for level {request.level} "
+                    f"'{request.level_name}' (needs one of: {', '.join(request.awaiting_roles)})"
+                )
             raise ValueError(
-                f"'{decision.approver.strip()}' lacks a role for level {request.level} "
-                f"'{request.level_name}' (needs one of: {', '.join(request.awaiting_roles)})"
+                f"'{decision.approver.strip()}' may not decide at level {request.level} "
+                f"'{request.level_name}' (it names {', '.join(request.awaiting_people)}"
+                + (
+                    f"; or a role of: {', '.join(request.awaiting_roles)}"
+                    if request.awaiting_roles
+                    else ""
+                )
+                + ")"
             )
         if action == ApprovalAction.DELEGATE:
             self._check_delegate(decision)
@@ -368,7 +396,8 @@ class ApprovalGate:
         roles = {identity(role) for role in decision.approver_roles}
         if roles & {identity(role) for role in self.request.awaiting_roles}:
             return True
-        return identity(decision.approver) in {identity(name) for name in self.request.delegates}
+        people = [*self.request.awaiting_people, *self.request.delegates]
+        return identity(decision.approver) in {identity(name) for name in people}
 
     def accept(
         self, decision: ApprovalDecisionInput, *, now: datetime, decision_id: str, via: str
@@ -391,7 +420,8 @@ class ApprovalGate:
             as_delegate=not (
                 {identity(r) for r in decision.approver_roles}
                 & {identity(r) for r in request.awaiting_roles}
-            ),
+            )
+            and approver not in {identity(name) for name in request.awaiting_people},
             comment=decision.comment,
             reason=decision.reason,
             new_amount_cents=decision.new_amount_cents,
@@ -430,13 +460,16 @@ class ApprovalGate:
         return record
 
     async def authenticate(
-        self, decision: ApprovalDecisionInput, *, encrypted: bool
+        self, decision: ApprovalDecisionInput, *, encrypted: bool, local: bool = True
     ) -> ApprovalDecisionInput:
         """The decision as its verified credential says: who decides and in which roles come
-        from the decision token (checked by the `verify_decision` local activity, which holds
-        the key), never from the payload. Raises ValueError with the reason it is refused.
-        For signals, and for updates of cases started before validators checked tokens."""
-        verified: VerifyDecisionResult = await workflow.execute_local_activity(
+        from the decision token (checked by the `verify_decision` activity in the worker, which
+        holds the key), never from the payload. Raises ValueError with the reason it is refused.
+        For signals (`local=False` on cases under `PATCH_CHECKED_ON_ACCEPTANCE`: an activity,
+        ordered in history, so racing messages replay as they ran), and as a local activity for
+        the cases started before that patch."""
+        verify = workflow.execute_local_activity if local else workflow.execute_activity
+        verified: VerifyDecisionResult = await verify(
             "verify_decision",
             self._verify_input(decision, encrypted=encrypted),
             result_type=VerifyDecisionResult,
@@ -502,6 +535,7 @@ class ApprovalGate:
         request.level_started_at = now
         request.sla_due_at = min(now + spec.sla, request.deadline_at)
         request.awaiting_roles = list(spec.approver_roles)
+        request.awaiting_people = list(self._people.get(level, []))
         request.delegates = []
         request.approvals = []
         self._levels[level] = _LevelState()
@@ -745,6 +779,9 @@ class ApprovalGate:
         level = level or request.level
         spec = request.policy.levels[level - 1]
         roles = list(request.awaiting_roles if level == request.level else spec.approver_roles)
+        named = list(
+            request.awaiting_people if level == request.level else self._people.get(level, [])
+        )
         info = workflow.info()
         notice = NotifyApproversInput(
             idempotency_key=(
@@ -760,7 +797,7 @@ class ApprovalGate:
             level=level,
             level_name=spec.name,
             roles=[] if users else roles,
-            users=users if users is not None else list(request.delegates),
+            users=users if users is not None else [*named, *request.delegates],
             subject=self._subject,
             amount_cents=request.amount_cents,
             due_at=request.sla_due_at,
@@ -836,11 +873,18 @@ class ApprovalGate:
                 f"{_stamp(request.sla_due_at)} · deadline {_stamp(request.deadline_at)}"
                 + (" · **escalated**" if request.escalated else "")
             )
+            who = (
+                f"a holder of `{request.awaiting_roles[0]}`"
+                if request.awaiting_roles
+                else f"`{request.awaiting_people[0]}`"
+                if request.awaiting_people
+                else "a delegate"
+            )
             lines.append(
                 "Decide in the approvals inbox (`/inbox`) or with `podium approve CASE` (or "
-                "reject / request-changes / delegate) as a holder of "
-                f"`{request.awaiting_roles[0]}`: a decision carries a decision token from the "
-                "Podium API; a signal that only names an approver is refused and audited"
+                f"reject / request-changes / delegate) as {who}: a decision carries a decision "
+                "token from the Podium API; a signal that only names an approver is refused and "
+                "audited"
             )
         else:
             lines.append(f"**Approval {request.request_id}:** {request.status.value}")
@@ -851,6 +895,22 @@ class ApprovalGate:
         for refusal in request.refused[-3:]:
             lines.append(f"- refused: {refusal}")
         return lines
+
+
+def _fill(approvers: list[str], people: Mapping[str, str]) -> list[str]:
+    """A level's named approvers with its `$slot`s filled from `people`."""
+    named: list[str] = []
+    for entry in approvers:
+        name = entry.strip()
+        if name.startswith(PERSON_SLOT):
+            slot = name.removeprefix(PERSON_SLOT)
+            filled = (people.get(slot) or "").strip()
+            if not filled:
+                raise ValueError(f"approver slot '{name}' names no one: the process must fill it")
+            name = filled
+        if identity(name) not in {identity(n) for n in named}:
+            named.append(name)
+    return named
 
 
 def _describe_record(record: ApprovalDecisionRecord) -> str:

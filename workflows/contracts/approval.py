@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 __all__ = [
     "DECISION_TOKEN_AUDIENCE",
     "DECRYPTED_METADATA",
+    "PERSON_SLOT",
     "ApprovalAction",
     "ApprovalDecisionInput",
     "ApprovalDecisionRecord",
@@ -78,11 +79,24 @@ def _positive_duration(value: timedelta) -> timedelta:
     return value
 
 
+# An entry of `ApprovalLevel.approvers` that starts with this names a person the process
+# supplies when it opens the gate (`$manager`: the requester's manager from the directory).
+PERSON_SLOT = "$"
+
+
 class ApprovalLevel(BaseModel):
-    """One stage of an approval: `quorum` distinct people holding one of `approver_roles`."""
+    """One stage of an approval: `quorum` distinct people holding one of `approver_roles`, or
+    named in `approvers`."""
 
     name: str = Field(min_length=1, max_length=64, examples=["team_lead"])
-    approver_roles: list[str] = Field(min_length=1, examples=[["team_lead"]])
+    approver_roles: list[str] = Field(default_factory=list, examples=[["team_lead"]])
+    approvers: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="People who may decide at this level by name, roles or not; `$slot` is a "
+        "person the process names when it opens the gate (e.g. `$manager`)",
+        examples=[["$manager"]],
+    )
     quorum: int = Field(default=1, ge=1, le=20)
     sla: timedelta = Field(default=timedelta(hours=48))
     reminders: list[float] = Field(
@@ -105,6 +119,10 @@ class ApprovalLevel(BaseModel):
 
     @model_validator(mode="after")
     def _backup_needs_roles(self) -> Self:
+        if not self.approver_roles and not self.approvers:
+            raise ValueError("a level needs approver_roles or approvers")
+        if any(not name.strip() or name.strip() == PERSON_SLOT for name in self.approvers):
+            raise ValueError("approvers are names or $slots, never blank")
         if self.on_breach == BreachAction.BACKUP and not self.backup_roles:
             raise ValueError("on_breach 'backup' needs backup_roles")
         return self
@@ -180,6 +198,9 @@ class ApprovalRequest(BaseModel):
     level_name: str
     level_started_at: datetime
     awaiting_roles: list[str] = Field(description="Roles that may decide now")
+    awaiting_people: list[str] = Field(
+        default_factory=list, description="People the level names who may decide now"
+    )
     delegates: list[str] = Field(default_factory=list, description="People who may decide now")
     amount_cents: int | None = Field(default=None, description="What would be approved now")
     original_amount_cents: int | None = None
