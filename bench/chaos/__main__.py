@@ -6,7 +6,9 @@ Starts `podium up` on free 127.0.0.1 ports with a throwaway data folder, runs th
 `bench.chaos.scenarios` one after another (most valuable first), writes every figure to `--out`
 and exits 1 when any scenario lost or duplicated something, got a 5xx it should not have, or
 failed one of its own checks (2 when the stack did not come up). `--quick` is the CI profile:
-the same scenarios with far fewer cases and kills, and says so in the JSON.
+the same scenarios with far fewer cases and kills, and says so in the JSON. A scenario that
+cannot run on this machine (R9P without a PostgreSQL server) is reported as skipped, with its
+reason, and neither passes nor fails the run; a run where nothing but skips ran has not passed.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 from bench.chaos.scenarios import PROFILES, SCENARIOS, Context
 from bench.chaos.stack import ChaosStack
 
-ORDER = ["R4", "R1", "R2", "R5", "R8", "R7", "R9", "R9M"]
+ORDER = ["R4", "R1", "R2", "R5", "R8", "R7", "R9", "R9M", "R9P"]
 NOT_BUILT: dict[str, str] = {}
 
 
@@ -100,6 +102,9 @@ async def _run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             report["scenarios"][name] = figures
             report["ran"].append(name)
             _write(args.out, {**report, "partial": True})  # what ran so far survives a stop
+            if figures.get("skipped"):
+                _say(f"{name}: skipped: {figures['skipped']}")
+                continue
             _say(
                 f"{name}: passed={figures.get('passed')} tried={figures.get('tried')} "
                 f"lost={figures.get('lost')} duplicated={figures.get('duplicated')} "
@@ -116,7 +121,10 @@ async def _run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
 
 def _finish(report: dict[str, Any]) -> None:
     """Totals and the verdict over the scenarios of `report`."""
-    scenarios = report["scenarios"].values()
+    report["skipped"] = {
+        name: s["skipped"] for name, s in report["scenarios"].items() if s.get("skipped")
+    }
+    scenarios = [s for s in report["scenarios"].values() if not s.get("skipped")]
     report["totals"] = {
         "tried": sum(int(s.get("tried", 0)) for s in scenarios),
         "lost": sum(int(s.get("lost", 0)) for s in scenarios),
@@ -125,7 +133,7 @@ def _finish(report: dict[str, Any]) -> None:
         "server_kills": sum(int(s.get("server_kills", 0)) for s in scenarios),
         "worker_kills": sum(int(s.get("worker_kills", 0)) for s in scenarios),
     }
-    report["passed"] = bool(report["ran"]) and all(s.get("passed") for s in scenarios)
+    report["passed"] = bool(scenarios) and all(s.get("passed") for s in scenarios)
 
 
 def merge(paths: list[Path]) -> dict[str, Any]:
@@ -216,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(data_dir, ignore_errors=True)
     _write(args.out, report)
     totals = report["totals"]
+    skipped = f" skipped={sorted(report['skipped'])}" if report["skipped"] else ""
     _say(
-        f"{'PASSED' if report['passed'] else 'FAILED'}: tried={totals['tried']} "
+        f"{'PASSED' if report['passed'] else 'FAILED'}{skipped}: tried={totals['tried']} "
         f"lost={totals['lost']} duplicated={totals['duplicated']} 5xx={totals['5xx']} "
         f"server kills={totals['server_kills']} worker kills={totals['worker_kills']} "
         f"-> {args.out}"

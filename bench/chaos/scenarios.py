@@ -22,6 +22,13 @@ least `tried`, `lost`, `duplicated` and `5xx`, and `passed`.
   decrypted (so the probe can see it).
 - R9 the systems-of-record database locked by another writer while cases are decided; after the
   lock is released every case completes with one refund.
+- R9P the systems-of-record database a PostgreSQL server of its own (under a `podium up` of its
+  own), stopped with `pg_ctl stop -m fast` while decided cases carry out their refunds and more
+  decisions arrive, kept down for a while (60 s in the full profile) and started again: every
+  case completes with one refund, none fails. Skipped, and said so, where no PostgreSQL server
+  is installed.
+
+A scenario that cannot run here returns `skipped` (its reason) and `passed: None`: never a pass.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from sqlalchemy import inspect
 from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowExecutionStatus
 
@@ -61,6 +70,7 @@ from bench.chaos.probe import (
 )
 from bench.chaos.stack import CODE_ROOT, ChaosStack, pid_alive
 from bench.data import BenchCase, seed_cases
+from bench.postgres_cluster import PostgresCluster, PostgresUnavailable, create_database
 from core.db import AuditEvent, Customer, ModelCall, Order, Refund, utcnow
 
 __all__ = ["PROFILES", "SCENARIOS", "Profile"]
@@ -83,6 +93,8 @@ class Profile:
     r9_cases: int
     r9_lock_s: float
     r9_model_fault_s: float
+    r9p_cases: int
+    r9p_outage_s: float
     concurrency: int = 24
 
 
@@ -101,6 +113,8 @@ PROFILES = {
         r9_cases=60,
         r9_lock_s=60.0,
         r9_model_fault_s=25.0,
+        r9p_cases=60,
+        r9p_outage_s=60.0,
     ),
     "quick": Profile(
         name="quick",
@@ -116,6 +130,8 @@ PROFILES = {
         r9_cases=6,
         r9_lock_s=10.0,
         r9_model_fault_s=6.0,
+        r9p_cases=6,
+        r9p_outage_s=8.0,
         concurrency=12,
     ),
 }
@@ -152,6 +168,11 @@ class Context:
 
     def token(self, who: tuple[str, list[str]]) -> str:
         return self.stack.token(who[0], who[1])
+
+
+def _skipped(reason: str) -> dict[str, Any]:
+    """The figures of a scenario that could not run here: tried nothing, passed nothing."""
+    return {"skipped": reason, "passed": None, "tried": 0, "lost": 0, "duplicated": 0, "5xx": 0}
 
 
 def _verdict(figures: dict[str, Any]) -> dict[str, Any]:
@@ -1252,6 +1273,191 @@ async def r9_model_faults(ctx: Context) -> dict[str, Any]:
     return _verdict(figures)
 
 
+# --- R9P -------------------------------------------------------------------------------------
+
+R9P_DATABASE = "podium"
+# Who tells of the outage in the worker's and API's logs: the driver's refused connections.
+R9P_DB_ERRORS = ("OperationalError", "Connection refused", "connection failed")
+
+
+async def r9p_postgres_outage(ctx: Context) -> dict[str, Any]:
+    """The systems-of-record database is a PostgreSQL server of its own, under a `podium up` of
+    its own: a third of the cases are decided, and once the first refund is written the server
+    is stopped (`pg_ctl stop -m fast`) while those cases carry out their decisions (refund,
+    ticket, reply, audit: all written there); the other cases are decided while it is down. It
+    stays down `r9p_outage_s`, starts again on the same port, and every case must complete with
+    one refund: none failed, none refunded twice."""
+    profile = ctx.profile
+    try:
+        cluster = PostgresCluster.create(prefix="podium-chaos-pg-")
+    except PostgresUnavailable as exc:
+        return _skipped(f"no PostgreSQL server to stop here: {exc}")
+    folder = ctx.workdir / "r9p"
+    tally = Tally(faults=True)
+    with cluster:  # stopped and removed whatever happens
+        await asyncio.to_thread(cluster.init)
+        # Started from the event loop's thread: the kernel kills the server when the thread
+        # that started it ends (and so when the battery dies).
+        cluster.start()
+        url = create_database(cluster.url(), R9P_DATABASE)
+        env = {"PODIUM_DATABASE_URL": url}
+        stack = ChaosStack(folder / "var", env)
+        started = time.monotonic()
+        try:
+            try:
+                await asyncio.to_thread(stack.start)
+            except RuntimeError:  # a busy machine missed podium up's start-up deadline: again
+                stack = ChaosStack(folder / "var-2", env)
+                await asyncio.to_thread(stack.start)
+            stack_start_s = round(time.monotonic() - started, 1)
+            tables = sorted(inspect(stack.engine()).get_table_names())
+            own = Context(stack, profile, seed=ctx.rng.randint(0, 10**6))
+            async with Api(stack, tally) as api:
+                started = time.monotonic()
+                case_ids, refused, parked = await _park(own, api, "r9p", profile.r9p_cases)
+                park_s = round(time.monotonic() - started, 1)
+                token = own.token(LEAD_A)
+                before = case_ids[: max(1, len(case_ids) // 3)]
+                during = case_ids[len(before) :]
+                first_wave = asyncio.create_task(
+                    decide_all(api, token, before, profile.concurrency, "r9p")
+                )
+                refunded_first = await wait_for(
+                    lambda: _any_refund(stack, before), "a first refund", timeout=300
+                )
+                refunds_before, decided_before = per_case_counts(stack.engine(), case_ids)
+                stack.engine().dispose()  # the battery's own connections: none left open
+                await asyncio.to_thread(cluster.stop, "fast")
+                down_at = time.monotonic()
+                refused_while_down = await asyncio.to_thread(_refuses_connections, url)
+                second_wave = asyncio.create_task(
+                    decide_all(api, token, during, profile.concurrency, "r9p")
+                )
+                await asyncio.sleep(max(0.0, profile.r9p_outage_s - (time.monotonic() - down_at)))
+                answered_while_down = second_wave.done()
+                cluster.spawn()  # from the event loop's thread again (see above)
+                await asyncio.to_thread(cluster.wait_ready)
+                up_at = time.monotonic()
+                outage_s = round(up_at - down_at, 1)
+                final = {**await first_wave, **await second_wave}
+                decisions_answered_s = round(time.monotonic() - up_at, 1)
+                check = await check_cases(stack, case_ids)
+                checked_s = round(time.monotonic() - up_at, 1)
+                client = await stack.client()
+                wanted = set(case_ids)
+                failed = [
+                    wf.id
+                    async for wf in client.list_workflows(
+                        'ExecutionStatus = "Failed" OR ExecutionStatus = "TimedOut" '
+                        'OR ExecutionStatus = "Terminated"'
+                    )
+                    if wf.id in wanted
+                ]
+                retries = await _activity_retries(client, case_ids)
+            logs = stack.all_logs()
+        finally:
+            await asyncio.to_thread(stack.close)
+    figures = {
+        "tried": len(case_ids) + len(refused),
+        "fault": "systems-of-record PostgreSQL server stopped (pg_ctl stop -m fast), kept down, "
+        "started again on the same port",
+        "postgres": str(cluster.bin_dir),
+        "tables_created_by_podium_up": len(tables),
+        "refunds_table_created": "refunds" in tables,
+        "stack_start_s": stack_start_s,
+        "open_and_park_s": park_s,
+        "outage_s": outage_s,
+        "outage_planned_s": profile.r9p_outage_s,
+        "server_refused_connections_while_down": refused_while_down,
+        "decided_before_the_outage": len(before),
+        "first_refund_seen_before_the_stop": refunded_first,
+        "refund_rows_at_the_stop": sum(refunds_before.values()),
+        "decisions_audited_at_the_stop": sum(decided_before.values()),
+        "decisions_sent_during_the_outage": len(during),
+        "decisions_all_answered_while_down": answered_while_down,
+        "restart_to_every_decision_answered_s": decisions_answered_s,
+        "restart_to_every_case_completed_and_replayed_s": checked_s,
+        "not_parked": len(set(case_ids) - parked),
+        "decision_answers": dict(Counter(str(s) for s in final.values())),
+        **retries,
+        "database_errors_logged": sum(logs.count(marker) for marker in R9P_DB_ERRORS),
+        "failed_cases_after_recovery": len(failed),
+        "failed_examples": failed[:10],
+        **check.summary(),
+        "lost": len(set(check.lost) | set(failed)) + len(refused),
+        "duplicated": len(check.duplicated),
+        **tally.summary(),
+    }
+    failures = []
+    if not refused_while_down:
+        failures.append("the server still took connections while it was to be down")
+    if not retries["activities_retried"]:
+        failures.append("no activity was retried: the outage touched no case")
+    if failures:
+        figures["failures"] = failures
+    return _verdict(figures)
+
+
+async def _any_refund(stack: ChaosStack, case_ids: list[str]) -> bool:
+    refunds, _ = per_case_counts(stack.engine(), case_ids)
+    return sum(refunds.values()) > 0
+
+
+def _refuses_connections(url: str) -> bool:
+    """Whether the server of `url` refuses a connection now (it is down)."""
+    libpq = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    try:
+        with psycopg.connect(libpq, connect_timeout=2):
+            return False
+    except psycopg.OperationalError:
+        return True
+
+
+def _failure_kind(failure: Any) -> str:
+    """The error type of an activity failure (messages are encrypted, and the server may have
+    wrapped an oversized failure in one of its own, the original as its cause)."""
+    while failure is not None:
+        kind = str(failure.application_failure_info.type)
+        if kind:
+            return kind
+        failure = failure.cause if failure.HasField("cause") else None
+    return "unknown"
+
+
+async def _activity_retries(client: Client, case_ids: list[str]) -> dict[str, Any]:
+    """From every case's history: the activities that took more than one attempt (their
+    started event carries the attempt that succeeded), the most attempts, and by activity."""
+    retried: Counter[str] = Counter()
+    most = 0
+    failures: Counter[str] = Counter()
+    gate = asyncio.Semaphore(8)
+
+    async def one(case_id: str) -> None:
+        nonlocal most
+        async with gate:
+            history = await client.get_workflow_handle(case_id).fetch_history()
+        names: dict[int, str] = {}
+        for event in history.events:
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                attributes = event.activity_task_scheduled_event_attributes
+                names[event.event_id] = attributes.activity_type.name
+            elif event.HasField("activity_task_started_event_attributes"):
+                started = event.activity_task_started_event_attributes
+                if started.attempt > 1:
+                    retried[names.get(started.scheduled_event_id, "?")] += 1
+                    most = max(most, started.attempt)
+                    if started.HasField("last_failure"):
+                        failures[_failure_kind(started.last_failure)] += 1
+
+    await asyncio.gather(*(one(c) for c in case_ids))
+    return {
+        "activities_retried": sum(retried.values()),
+        "activities_retried_by_name": dict(retried),
+        "most_attempts_of_an_activity": most,
+        "errors_of_the_failed_attempts": dict(failures.most_common(5)),
+    }
+
+
 SCENARIOS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
     "R4": r4_decision_races,
     "R1": r1_server_kills,
@@ -1261,4 +1467,5 @@ SCENARIOS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
     "R7": r7_canary_pii,
     "R9": r9_database_locked,
     "R9M": r9_model_faults,
+    "R9P": r9p_postgres_outage,
 }

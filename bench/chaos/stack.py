@@ -141,6 +141,8 @@ class ChaosStack:
         return Settings(
             _env_file=None,
             data_dir=self.data_dir,
+            # A stack given a database of its own (PostgreSQL, say) reads and writes that one.
+            database_url=self.env.get("PODIUM_DATABASE_URL"),
             temporal_port=self.temporal_port,
             encryption_keys=SecretStr(self.key_entry),
             encryption_key_id="chaos-1",
@@ -159,7 +161,8 @@ class ChaosStack:
         )
 
     def engine(self) -> Engine:
-        """The systems-of-record database `podium up` created (SQLite in the data folder)."""
+        """The systems-of-record database `podium up` uses (SQLite in the data folder unless
+        the stack was given `PODIUM_DATABASE_URL`)."""
         if self._engine is None:
             self._engine = make_engine(self.settings.resolved_database_url)
         return self._engine
