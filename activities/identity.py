@@ -36,7 +36,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import UniqueConstraint
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, func, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -55,6 +55,8 @@ from activities.types import (
 from core.db import Message
 
 __all__ = [
+    "MAX_STORED_ATTEMPTS",
+    "AttemptsExhausted",
     "IdentityActivities",
     "PasswordResetRecord",
     "ScimDirectory",
@@ -62,6 +64,7 @@ __all__ = [
     "UnknownVerification",
     "VerificationAttempt",
     "VerificationCode",
+    "create_identity_tables",
     "mask_email",
     "record_code_attempt",
 ]
@@ -72,6 +75,9 @@ ENTERPRISE_USER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 SCIM_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 CODE_DIGITS = 6
+# Attempts an entry point may store for one case. The case locks after its policy's wrong codes
+# (at most 10); this bounds what callers can write even while the case is not listening.
+MAX_STORED_ATTEMPTS = 20
 PASSWORD_LENGTH = 16
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits + "-_.!@#"
 
@@ -326,6 +332,16 @@ class UnknownVerification(LookupError):
     """No code was sent for this case (or it is not waiting for one)."""
 
 
+class AttemptsExhausted(LookupError):
+    """The case already has `MAX_STORED_ATTEMPTS` stored attempts: no more are taken."""
+
+
+def create_identity_tables(engine: Engine) -> None:
+    """The verification store's tables (an entry point may store an attempt before a worker
+    that creates them has run against this database)."""
+    SQLModel.metadata.create_all(engine, tables=_TABLES)
+
+
 def _digest(salt: str, code: str) -> str:
     return hmac.new(bytes.fromhex(salt), code.strip().encode(), hashlib.sha256).hexdigest()
 
@@ -337,6 +353,15 @@ def record_code_attempt(engine: Engine, case_id: str, code: str) -> str:
         issued = session.get(VerificationCode, case_id)
         if issued is None:
             raise UnknownVerification(f"no verification code was sent for case {case_id}")
+        stored = session.exec(
+            select(func.count())
+            .select_from(VerificationAttempt)
+            .where(VerificationAttempt.case_id == case_id)
+        ).one()
+        if stored >= MAX_STORED_ATTEMPTS:
+            raise AttemptsExhausted(
+                f"case {case_id} already has {stored} code attempts; no more are taken"
+            )
         attempt = VerificationAttempt(
             attempt_id=f"A-{secrets.token_hex(12)}",
             case_id=case_id,
@@ -354,7 +379,7 @@ class IdentityActivities:
     def __init__(self, directory: ScimDirectory, engine: Engine) -> None:
         self._directory = directory
         self._engine = engine
-        SQLModel.metadata.create_all(engine, tables=_TABLES)
+        create_identity_tables(engine)
 
     @classmethod
     def from_env(cls, engine: Engine) -> IdentityActivities:

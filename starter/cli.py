@@ -13,6 +13,8 @@
     podium inbox --role finance [--approver bob] [--process refund]
     podium approval CASE
 
+    podium verify CASE [--code 123456]                 an employee enters their reset's code
+
     podium audit verify | podium audit show CASE
 
 Every command except `up`, `eval` and `audit` (which read the database directly) talks to the
@@ -544,6 +546,22 @@ def _show_approval(view: dict[str, Any]) -> None:
 # --- commands -----------------------------------------------------------------------------------
 
 
+def _show_code_entry(answer: dict[str, Any]) -> None:
+    outcome = answer.get("outcome")
+    if outcome == "verified":
+        typer.secho(f"Verified: case {answer['case_id']} goes on", fg=typer.colors.GREEN)
+    elif outcome == "wrong_code":
+        left = answer.get("attempts_left")
+        typer.secho(f"Wrong code: {left} more wrong code(s) lock the case", fg=typer.colors.RED)
+    elif outcome == "locked":
+        typer.secho(
+            "Wrong code: the case is now locked; the IT service desk will verify you another way",
+            fg=typer.colors.RED,
+        )
+    else:
+        typer.secho("The code has expired: ask for a new password reset", fg=typer.colors.RED)
+
+
 def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     """Build the `podium` command; `transport` routes its HTTP calls (tests)."""
     cli = typer.Typer(
@@ -849,6 +867,35 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
             _print_json(view)
         else:
             _show_approval(view)
+
+    @cli.command()
+    def verify(
+        ctx: typer.Context,
+        case_id: Annotated[str, typer.Argument(metavar="CASE")],
+        code: Annotated[
+            str | None,
+            typer.Option(
+                help="The 6-digit code from the email (default: asked for, not echoed, so it "
+                "stays out of the shell's history).",
+                show_default=False,
+            ),
+        ] = None,
+        json_output: JsonOption = False,
+    ) -> None:
+        """Enter the one-time code of your password reset (signed in as yourself: --token)."""
+        if code is None:
+            code = typer.prompt("Verification code", hide_input=True)
+        answer = ctx.obj.call(
+            "POST",
+            f"/cases/{quote(case_id, safe='')}/verification-code",
+            json={"code": code.strip()},
+        )
+        if json_output:
+            _print_json(answer)
+            return
+        _show_code_entry(answer)
+        if not answer.get("verified"):
+            raise typer.Exit(EXIT_REFUSED)
 
     @cli.command()
     def token(

@@ -13,6 +13,10 @@ errors into Podium's own exception tree:
     ├── CaseClosed            the case has finished; it takes no more decisions
     ├── IdempotencyConflict   the idempotency key was used for a different request
     ├── DecisionRefused       the case refused the decision (carries its reason)
+    ├── CodeNotAwaited        the case is not waiting for a verification code
+    │   └── VerificationLocked    ... because wrong codes locked it
+    ├── NotTheEmployee        only the employee whose password it is enters its code
+    ├── TooManyAttempts       the case takes no more stored code attempts
     ├── InvalidRequest        the request is malformed (carries the fields)
     └── TemporalUnavailable   Temporal or the worker did not answer in time
 
@@ -30,6 +34,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from functools import cached_property
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -57,10 +62,13 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.identity import AttemptsExhausted, UnknownVerification
+from activities.types import EmployeeInfo
 from core.decision_tokens import DecisionKey
 from core.settings import Settings
 from core.temporal import connect
 from starter.documents import DocumentRef, DocumentUploads
+from starter.verification import CodeAttempts
 from workflows.contracts import search_attributes as sa
 from workflows.contracts.approval import (
     ApprovalAction,
@@ -72,6 +80,12 @@ from workflows.contracts.approval import (
 )
 from workflows.contracts.case import AiView, CaseContext, CaseState, Fact
 from workflows.contracts.documents import AttachmentUpload
+from workflows.password_reset.rules import is_the_employee
+from workflows.password_reset.types import (
+    CodeAttemptInput,
+    CodeAttemptResult,
+    PasswordResetStatus,
+)
 from workflows.registry import PROCESSES, Process, Registry, UnknownProcess
 
 __all__ = [
@@ -81,17 +95,23 @@ __all__ = [
     "CaseNotFound",
     "CaseRef",
     "CaseView",
+    "CodeEntryResult",
+    "CodeNotAwaited",
+    "CodeOutcome",
     "DecisionRefused",
     "IdempotencyConflict",
     "Inbox",
     "InboxItem",
     "InvalidRequest",
+    "NotTheEmployee",
     "PendingApproval",
     "PodiumClient",
     "PodiumError",
     "ProcessInfo",
     "ProcessNotFound",
     "TemporalUnavailable",
+    "TooManyAttempts",
+    "VerificationLocked",
     "case_id_for_key",
     "request_sha256",
     "validate_idempotency_key",
@@ -165,6 +185,44 @@ class DecisionRefused(PodiumError):
 
     def __init__(self, case_id: str, reason: str) -> None:
         super().__init__(reason)
+        self.case_id = case_id
+
+
+class CodeNotAwaited(PodiumError):
+    """The case takes no verification code now (not a process that asks for one, not sent
+    yet, already verified, expired); nothing was checked and nothing counts."""
+
+    def __init__(self, case_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.case_id = case_id
+
+
+class VerificationLocked(CodeNotAwaited):
+    """Too many wrong codes locked the case: a person of the IT service desk takes it over."""
+
+    def __init__(self, case_id: str) -> None:
+        super().__init__(
+            case_id,
+            f"case '{case_id}' is locked after too many wrong codes and takes no more; the IT "
+            "service desk verifies the employee another way",
+        )
+
+
+class NotTheEmployee(PodiumError):
+    """Only the employee whose password the case resets may enter its code, signed in as
+    themselves (`workflows.password_reset.rules.is_the_employee`)."""
+
+    def __init__(self, case_id: str, caller: str) -> None:
+        super().__init__(
+            f"'{caller}' may not enter the code of case '{case_id}': only the employee whose "
+            "password it resets may, signed in as themselves"
+        )
+        self.case_id = case_id
+
+
+class TooManyAttempts(PodiumError):
+    def __init__(self, case_id: str) -> None:
+        super().__init__(f"case '{case_id}' has taken all the code attempts it accepts")
         self.case_id = case_id
 
 
@@ -258,6 +316,24 @@ class CaseView(BaseModel):
         default=None, description="The process's result, once completed (when no worker answered)"
     )
     ui_url: str
+
+
+class CodeOutcome(StrEnum):
+    VERIFIED = "verified"  # the right code: the case goes on
+    WRONG_CODE = "wrong_code"  # counts towards the lock; `attempts_left` more may be tried
+    EXPIRED = "expired"  # the code's lifetime had passed: no wrong code counted
+    LOCKED = "locked"  # this wrong code was the last one allowed: the case is locked
+
+
+class CodeEntryResult(BaseModel):
+    """What the case answered to a code an employee entered."""
+
+    case_id: str
+    outcome: CodeOutcome
+    verified: bool
+    attempts: int = Field(description="Wrong codes so far")
+    attempts_left: int = Field(description="Wrong codes the case still takes before it locks")
+    status: str = Field(description="The case's status after the check")
 
 
 class PendingApproval(BaseModel):
@@ -405,8 +481,16 @@ RECORD_DECISION = "record_decision"
 
 def _acknowledges_on_record(spec: Process) -> bool:
     """Whether the process's workflow has the `record_decision` update."""
+    return _has_update(spec, RECORD_DECISION)
+
+
+# The update of a process that verifies people by a one-time code (an attempt id, never a code).
+ENTER_CODE = "enter_code"
+
+
+def _has_update(spec: Process, name: str) -> bool:
     definition = getattr(spec.workflow, "__temporal_workflow_definition", None)
-    return definition is not None and RECORD_DECISION in definition.updates
+    return definition is not None and name in definition.updates
 
 
 async def _bounded(awaitable: Awaitable[_T], timeout: timedelta) -> _T:
@@ -426,6 +510,7 @@ class PodiumClient:
         self._settings = settings
         self._processes = processes
         self._documents = DocumentUploads(settings)  # its database engine: on first upload
+        self._codes = CodeAttempts(settings)  # likewise, on the first code entered
 
     @classmethod
     async def connect(cls, settings: Settings, processes: Registry = PROCESSES) -> PodiumClient:
@@ -607,8 +692,9 @@ class PodiumClient:
         return document
 
     def close(self) -> None:
-        """Release the document store's database connections."""
+        """Release the document and verification stores' database connections."""
         self._documents.close()
+        self._codes.close()
 
     # --- reading a case -----------------------------------------------------------------------
 
@@ -929,6 +1015,84 @@ class PodiumClient:
         )
         return result
 
+    # --- verifying an employee -----------------------------------------------------------------
+
+    async def enter_code(self, case_id: str, code: str, *, employee: str) -> CodeEntryResult:
+        """Check a one-time code the employee entered for their password reset.
+
+        `employee` is the verified caller (a person's credential subject): only the employee
+        whose password the case resets may enter its code (`NotTheEmployee` otherwise). The code
+        is stored as its salted HMAC and the case receives the attempt's id; the answer says
+        whether it was right, how many wrong codes the case still takes, or that this one
+        locked it. A case not waiting for a code refuses before anything is stored
+        (`CodeNotAwaited`, `VerificationLocked`); a case checks one code at a time and counts
+        each wrong one, so the bound on guesses is the case's own (its policy's
+        `max_attempts`), plus `TooManyAttempts` on what may be stored for one case.
+        """
+        description, spec = await self._describe_case(case_id)
+        if not _has_update(spec, ENTER_CODE):
+            raise CodeNotAwaited(
+                case_id, f"case '{case_id}' is a {spec.name} case: it takes no verification code"
+            )
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            raise CaseClosed(case_id, _status_name(description.status))
+        handle = self._handle(case_id, description.run_id, spec)
+        state = await self._query_state(handle, spec)
+        holder = getattr(state, "employee", None)
+        if not isinstance(holder, EmployeeInfo):
+            raise CodeNotAwaited(case_id, f"case '{case_id}' has sent no verification code yet")
+        if not is_the_employee(employee, holder):
+            log.info("verification_code_refused", case_id=case_id, reason="not_the_employee")
+            raise NotTheEmployee(case_id, employee)
+        _refuse_unless_awaiting(case_id, state)
+        try:
+            attempt_id = await self._codes.record(case_id, code)
+        except UnknownVerification:
+            raise CodeNotAwaited(
+                case_id, f"no verification code was sent for '{case_id}'"
+            ) from None
+        except AttemptsExhausted:
+            raise TooManyAttempts(case_id) from None
+        try:
+            checked: CodeAttemptResult = await _bounded(
+                handle.execute_update(
+                    ENTER_CODE,
+                    CodeAttemptInput(attempt_id=attempt_id),
+                    result_type=CodeAttemptResult,
+                ),
+                UPDATE_TIMEOUT,
+            )
+        except WorkflowUpdateFailedError:
+            # Refused before history by the validator: the case stopped waiting in between.
+            _refuse_unless_awaiting(case_id, await self._query_state(handle, spec))
+            raise CodeNotAwaited(case_id, f"case '{case_id}' is not waiting for a code") from None
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise CaseClosed(case_id, "completed") from None
+            raise self._translate(err, case_id) from err
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            raise TemporalUnavailable(
+                f"case '{case_id}' did not check the code within "
+                f"{int(UPDATE_TIMEOUT.total_seconds())}s; it may still be checked (and count): "
+                "look at the case before entering it again"
+            ) from None
+        outcome = _code_outcome(case_id, checked)
+        log.info(
+            "verification_code_entered",
+            case_id=case_id,
+            attempt_id=attempt_id,
+            outcome=outcome.value,
+            attempts=checked.attempts,
+        )
+        return CodeEntryResult(
+            case_id=case_id,
+            outcome=outcome,
+            verified=checked.verified,
+            attempts=checked.attempts,
+            attempts_left=checked.attempts_left,
+            status=str(checked.status),
+        )
+
     async def _earlier_result(
         self, handle: WorkflowHandle[Any, Any], spec: Process, decision_id: str
     ) -> ApprovalDecisionResult | None:
@@ -1033,6 +1197,34 @@ class PodiumClient:
             return InvalidRequest(err.message)
         # Anything else is a bug or an outage nobody planned for: let it surface as is.
         raise err
+
+
+def _refuse_unless_awaiting(case_id: str, state: CaseState) -> None:
+    verified = bool(getattr(state, "verified", False))
+    # Locked, or already with the service desk: an unverified case asks a person only then.
+    if state.status == PasswordResetStatus.LOCKED or (
+        state.status == PasswordResetStatus.AWAITING_APPROVAL and not verified
+    ):
+        raise VerificationLocked(case_id)
+    if state.status != PasswordResetStatus.AWAITING_CODE or verified:
+        raise CodeNotAwaited(
+            case_id, f"case '{case_id}' is not waiting for a code (status {state.status})"
+        )
+
+
+def _code_outcome(case_id: str, checked: CodeAttemptResult) -> CodeOutcome:
+    if checked.verified:
+        return CodeOutcome.VERIFIED
+    if checked.reason == "not_waiting":
+        # Accepted as the case stopped waiting (locked by another attempt, or just expired).
+        if checked.status == PasswordResetStatus.LOCKED:
+            raise VerificationLocked(case_id)
+        raise CodeNotAwaited(case_id, f"case '{case_id}' stopped waiting for a code")
+    if checked.reason == "expired":
+        return CodeOutcome.EXPIRED
+    if checked.status == PasswordResetStatus.LOCKED:
+        return CodeOutcome.LOCKED
+    return CodeOutcome.WRONG_CODE
 
 
 def _inbox_item(execution: WorkflowExecution, now: datetime) -> InboxItem:

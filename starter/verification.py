@@ -1,12 +1,19 @@
-"""The employee's side of a password reset: enter the one-time code of a case.
+"""The employee's side of a password reset: the one-time code they enter, and the demo mailbox.
 
-    python -m starter.verification CASE_ID --code 123456
-    python -m starter.verification CASE_ID --from-outbox     # demo: the code the outbox holds
+An employee enters the code through the API, signed in as themselves:
 
-`submit_code` is what a verification page does: store what the person typed as an attempt (the
-code's salted HMAC, `activities.identity.record_code_attempt`) and send the case only the
-attempt's id by the `enter_code` update, so the code never reaches Temporal history. The demo
-mode reads the code from the outbox (where `podium up` keeps the email it would have sent).
+    POST /cases/{case_id}/verification-code   {"code": "123456"}      (starter.api.verification)
+    podium verify CASE_ID                                              (prompts for the code)
+    PodiumClient.enter_code(case_id, code, employee=...)
+
+`CodeAttempts` is the entry point's part: it stores what the person typed as an attempt (the
+code's salted HMAC, `activities.identity.record_code_attempt`) so that the case receives only
+the attempt's id by its `enter_code` update: the code never reaches Temporal history, a log
+line or the audit trail.
+
+The demo has no mail server: `podium up` keeps the email it would have sent in the outbox.
+
+    python -m starter.verification CASE_ID     # demo: the code the outbox holds for the case
 """
 
 from __future__ import annotations
@@ -15,69 +22,86 @@ import argparse
 import asyncio
 import re
 import sys
+import threading
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
-from temporalio.client import Client
 
-from activities.identity import record_code_attempt
+from activities.identity import create_identity_tables, record_code_attempt
 from core.db import Message, make_engine
 from core.settings import Settings
-from core.temporal import connect
-from starter.codec_server import dev_secrets
-from workflows.password_reset.types import CodeAttemptInput, CodeAttemptResult
 
-__all__ = ["code_from_outbox", "submit_code"]
+__all__ = ["CodeAttempts", "code_from_outbox"]
 
 _CODE = re.compile(r"code is (\d{6})\.")
+CODE_MESSAGE_KIND = "identity_verification_code"
 
 
-async def submit_code(client: Client, engine: Engine, case_id: str, code: str) -> CodeAttemptResult:
-    """Check `code` for the case: the case's answer (verified, wrong, locked, ...)."""
-    attempt_id = await asyncio.to_thread(record_code_attempt, engine, case_id, code)
-    result: CodeAttemptResult = await client.get_workflow_handle(case_id).execute_update(
-        "enter_code", CodeAttemptInput(attempt_id=attempt_id), result_type=CodeAttemptResult
-    )
-    return result
+class CodeAttempts:
+    """The API's access to the verification store, on an engine built on first use (the
+    settings' database); the blocking work runs in a thread. Safe to share across tasks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._url = settings.resolved_database_url
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+
+    def _ready(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                engine = make_engine(self._url)
+                create_identity_tables(engine)
+                self._engine = engine
+            return self._engine
+
+    async def record(self, case_id: str, code: str) -> str:
+        """Store `code` as an attempt of the case (its salted HMAC): the attempt's id. Raises
+        `UnknownVerification` when no code was sent for the case, `AttemptsExhausted` when the
+        case has taken all the attempts it stores."""
+        return await asyncio.to_thread(lambda: record_code_attempt(self._ready(), case_id, code))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+            self._engine = None
 
 
-def code_from_outbox(engine: Engine, case_id: str) -> str | None:
-    """Demo only: the code in the verification email the outbox holds for the case."""
+def code_from_outbox(engine: Engine, case_id: str) -> tuple[str, str] | None:
+    """Demo only: the code of the case's verification email the outbox holds, and the address
+    it went to; None when there is none (never sent, or purged once used or expired)."""
     with Session(engine) as session:
         message = session.exec(
             select(Message)
-            .where(Message.case_id == case_id, Message.kind == "identity_verification_code")
+            .where(Message.case_id == case_id, Message.kind == CODE_MESSAGE_KIND)
             .order_by(col(Message.id).desc())
         ).first()
     found = _CODE.search(message.body) if message else None
-    return found.group(1) if found else None
+    return (found.group(1), message.recipient) if found and message else None
 
 
-async def _main(case_id: str, code: str | None) -> int:
-    # The keys `podium up` made under the data folder, when none are configured.
-    settings, _ = dev_secrets(Settings())
+def _main(case_id: str) -> int:
+    settings = Settings()
     engine = make_engine(settings.resolved_database_url)
     try:
-        code = code or code_from_outbox(engine, case_id)
-        if code is None:
-            print(f"no verification code was sent for {case_id}", file=sys.stderr)
-            return 1
-        client = await connect(settings)
-        result = await submit_code(client, engine, case_id, code)
+        found = code_from_outbox(engine, case_id)
     finally:
         engine.dispose()
-    print(result.model_dump_json(indent=2))
-    return 0 if result.verified else 2
+    if found is None:
+        print(f"the outbox holds no verification code for {case_id}", file=sys.stderr)
+        return 1
+    code, address = found
+    print(f"{address}: {code}")
+    return 0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Enter the one-time code of a password reset.")
+    parser = argparse.ArgumentParser(
+        description="Demo mailbox: the one-time code the outbox holds for a password reset."
+    )
     parser.add_argument("case_id")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--code", help="the 6-digit code from the email")
-    source.add_argument("--from-outbox", action="store_true", help="demo: read it from the outbox")
     args = parser.parse_args()
-    raise SystemExit(asyncio.run(_main(args.case_id, args.code)))
+    raise SystemExit(_main(args.case_id))
 
 
 if __name__ == "__main__":

@@ -332,6 +332,7 @@ async def test_openapi_describes_the_routes(idle_api: httpx.AsyncClient) -> None
         "/cases/{case_id}/reject",
         "/cases/{case_id}/request-changes",
         "/cases/{case_id}/delegate",
+        "/cases/{case_id}/verification-code",
         "/approvals/pending",
         "/approvals",
         "/approvals/{case_id}",

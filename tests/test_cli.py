@@ -381,6 +381,44 @@ def test_delegate_needs_to_and_reason() -> None:
     assert [] == api.requests
 
 
+# --- entering a verification code ---------------------------------------------------------------
+
+
+def test_verify_asks_for_the_code_without_echoing_it_and_says_what_the_case_answered() -> None:
+    answers = iter(
+        [
+            {"case_id": "password_reset-k1", "outcome": "wrong_code", "verified": False,
+             "attempts": 1, "attempts_left": 2, "status": "awaiting_code"},
+            {"case_id": "password_reset-k1", "outcome": "verified", "verified": True,
+             "attempts": 1, "attempts_left": 2, "status": "awaiting_code"},
+        ]
+    )  # fmt: skip
+    api = RecordingApi(lambda request: httpx.Response(200, json=next(answers)))
+    wrong = CliRunner().invoke(
+        create_cli(api.transport), ["verify", "password_reset-k1"], input="654321\n"
+    )
+    assert 1 == wrong.exit_code, wrong.output
+    assert "654321" not in wrong.output  # the prompt does not echo it
+    assert "Wrong code: 2 more wrong code(s) lock the case" in wrong.stdout
+    right = api.run("verify", "password_reset-k1", "--code", " 123456 ")
+    assert 0 == right.exit_code, right.output
+    assert "Verified: case password_reset-k1 goes on" in right.stdout
+    sent = [(r.method, r.url.path, json.loads(r.content)) for r in api.requests]
+    assert [
+        ("POST", "/cases/password_reset-k1/verification-code", {"code": "654321"}),
+        ("POST", "/cases/password_reset-k1/verification-code", {"code": "123456"}),
+    ] == sent
+
+
+def test_verify_prints_the_problem_of_a_locked_case() -> None:
+    api = RecordingApi(
+        lambda request: problem(409, "Verification locked", "case 'x' is locked after too many")
+    )
+    result = api.run("verify", "password_reset-k1", "--code", "123456")
+    assert 1 == result.exit_code
+    assert "error: Verification locked: case 'x' is locked after too many\n" == result.stderr
+
+
 # --- errors -------------------------------------------------------------------------------------
 
 

@@ -2,9 +2,9 @@
 wiring (`build_activities`, which reaches the directory through `PODIUM_SCIM_URL` and
 `PODIUM_SCIM_TOKEN`) and the embedded SCIM service on a loopback port.
 
-The employee's code goes in the way the verification page would send it (store the attempt,
-`enter_code` with its id); everything else goes through the API: opening the case, reading it,
-the approvals inbox and the approval of a privileged reset.
+Everything goes through the API: opening the case, the employee entering the code from the
+email (signed in as themselves), reading the case, the approvals inbox and the approval of a
+privileged reset.
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ import httpx
 import pytest
 from sqlmodel import Session, select
 
-from activities.identity import record_code_attempt
 from activities.intelligence import EmbeddedModels
-from core.db import Message
+from core.db import AuditEvent, Message
 from starter.scim_server import serving
 from tests.approvals_stack import ApprovalsStack, approvals_stack, eventually
 from tests.auth_helpers import AsCaller
-from workflows.password_reset.types import CodeAttemptInput, CodeAttemptResult
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -78,7 +76,8 @@ async def _open(http: httpx.AsyncClient, stack: ApprovalsStack, user_name: str) 
     return case_id
 
 
-async def _enter_code(stack: ApprovalsStack, case_id: str) -> CodeAttemptResult:
+def _code_sent(stack: ApprovalsStack, case_id: str) -> str:
+    """The code in the email the outbox holds (the employee's mailbox)."""
     with Session(stack.engine) as session:
         message = session.exec(
             select(Message).where(
@@ -87,11 +86,26 @@ async def _enter_code(stack: ApprovalsStack, case_id: str) -> CodeAttemptResult:
         ).one()
     found = re.search(r"code is (\d{6})\.", message.body)
     assert found is not None
-    attempt = record_code_attempt(stack.engine, case_id, found.group(1))
-    result: CodeAttemptResult = await stack.client.get_workflow_handle(case_id).execute_update(
-        "enter_code", CodeAttemptInput(attempt_id=attempt), result_type=CodeAttemptResult
-    )
-    return result
+    return found.group(1)
+
+
+def _wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+async def _post_code(
+    stack: ApprovalsStack, case_id: str, code: str, caller: AsCaller
+) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, auth=caller) as http:
+        return await http.post(f"/cases/{case_id}/verification-code", json={"code": code})
+
+
+async def _enter_code(stack: ApprovalsStack, case_id: str, user_name: str) -> dict[str, Any]:
+    """The employee types the code from the email, signed in as themselves."""
+    employee = AsCaller(f"{user_name}@example.com", roles=())
+    entered = await _post_code(stack, case_id, _code_sent(stack, case_id), employee)
+    assert 200 == entered.status_code, entered.text
+    return dict(entered.json())
 
 
 async def test_a_reset_runs_through_the_api_against_the_scim_directory(
@@ -110,7 +124,7 @@ async def test_a_reset_runs_through_the_api_against_the_scim_directory(
         assert 422 == refused.status_code
 
         case_id = await _open(http, stack, "ana.lima")
-        assert (await _enter_code(stack, case_id)).verified
+        assert (await _enter_code(stack, case_id, "ana.lima"))["verified"]
         case = await eventually(
             lambda: http.get(f"/cases/{case_id}"),
             lambda response: response.json()["workflow_status"] == "completed",
@@ -128,7 +142,7 @@ async def test_a_privileged_reset_is_approved_in_the_inbox(
     before = await _user(scim, "carla.diaz")
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, auth=PORTAL) as http:
         case_id = await _open(http, stack, "carla.diaz")
-        assert (await _enter_code(stack, case_id)).verified
+        assert (await _enter_code(stack, case_id, "carla.diaz"))["verified"]
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, auth=SECURITY) as http:
         inbox = await eventually(
             lambda: http.get(
@@ -153,3 +167,83 @@ async def test_a_privileged_reset_is_approved_in_the_inbox(
         )
     after = await _user(scim, "carla.diaz")
     assert before["meta"]["version"] != after["meta"]["version"]
+
+
+async def test_only_the_employee_enters_the_code_and_it_stays_out_of_history(
+    stack: ApprovalsStack,
+) -> None:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, auth=PORTAL) as http:
+        case_id = await _open(http, stack, "ana.lima")
+    code = _code_sent(stack, case_id)
+    employee = AsCaller("ana.lima@example.com", roles=())
+
+    # Nobody but the employee: not a colleague, not the service that opened the case, not an
+    # admin, not someone whose address merely starts like the employee's.
+    for other in (
+        AsCaller("ben.okafor@example.com", roles=()),
+        PORTAL,
+        AsCaller("root@example.com", roles=("admin",)),
+        AsCaller("ana.lima@elsewhere.test", roles=()),
+    ):
+        refused = await _post_code(stack, case_id, code, other)
+        assert (403, "urn:podium:problem:not-the-employee") == (
+            refused.status_code,
+            refused.json()["type"],
+        ), refused.text
+        assert "application/problem+json" == refused.headers["content-type"]
+
+    # A malformed code is a 422 that does not quote it.
+    malformed = await _post_code(stack, case_id, "12ab56", employee)
+    assert 422 == malformed.status_code
+    assert "12ab56" not in malformed.text
+
+    wrong = await _post_code(stack, case_id, _wrong(code), employee)
+    assert 200 == wrong.status_code, wrong.text
+    assert ("wrong_code", False, 1, 2) == (
+        wrong.json()["outcome"],
+        wrong.json()["verified"],
+        wrong.json()["attempts"],
+        wrong.json()["attempts_left"],
+    )
+    # The user name alone is the employee too.
+    right = await _post_code(stack, case_id, code, AsCaller("ana.lima", roles=()))
+    assert ("verified", True) == (right.json()["outcome"], right.json()["verified"]), right.text
+
+    again = await _post_code(stack, case_id, code, employee)
+    assert (409, "urn:podium:problem:code-not-awaited") == (
+        again.status_code,
+        again.json()["type"],
+    ), again.text
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, auth=PORTAL) as http:
+        done = await eventually(
+            lambda: http.get(f"/cases/{case_id}"),
+            lambda response: response.json()["workflow_status"] == "completed",
+        )
+    assert "reset" == done.json()["outcome"], done.text
+
+    # Neither the code nor a wrong one is in the case's history or its audit trail.
+    history = await stack.client.get_workflow_handle(case_id).fetch_history()
+    text = history.to_json()
+    for entered in (code, _wrong(code)):
+        assert f'"{entered}"' not in text and f"code is {entered}" not in text
+    with Session(stack.engine) as session:
+        trail = session.exec(select(AuditEvent).where(AuditEvent.case_id == case_id)).all()
+    checked = [event for event in trail if event.action == "verification_code_checked"]
+    assert ["wrong_code", "matched"] == [event.detail["result"] for event in checked]
+    assert all(code not in str(event.detail) for event in trail)
+
+
+async def test_wrong_codes_lock_the_case_through_the_api(stack: ApprovalsStack) -> None:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, auth=PORTAL) as http:
+        case_id = await _open(http, stack, "ana.lima")
+    employee = AsCaller("ana.lima", roles=())
+    wrong = _wrong(_code_sent(stack, case_id))
+    answers = [(await _post_code(stack, case_id, wrong, employee)).json() for _ in range(3)]
+    assert [("wrong_code", 2), ("wrong_code", 1), ("locked", 0)] == [
+        (answer["outcome"], answer["attempts_left"]) for answer in answers
+    ]
+    locked = await _post_code(stack, case_id, _code_sent(stack, case_id), employee)
+    assert (409, "urn:podium:problem:verification-locked") == (
+        locked.status_code,
+        locked.json()["type"],
+    ), locked.text

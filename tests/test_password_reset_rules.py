@@ -7,7 +7,12 @@ from pydantic import ValidationError
 
 from activities.types import EmployeeInfo
 from workflows.contracts.case import CaseContext
-from workflows.password_reset.rules import is_privileged, privileged_groups_of, why_not_eligible
+from workflows.password_reset.rules import (
+    is_privileged,
+    is_the_employee,
+    privileged_groups_of,
+    why_not_eligible,
+)
 from workflows.password_reset.starting import PasswordResetRequest, describe, prepare
 
 PRIVILEGED = ["admins", "finance"]
@@ -36,6 +41,16 @@ def test_who_may_not_be_reset() -> None:
     assert "no employee 'x'" in (why_not_eligible(None, "x") or "")
     assert "not active" in (why_not_eligible(employee(active=False), "ana.lima") or "")
     assert "no email address" in (why_not_eligible(employee(email_masked=None), "ana.lima") or "")
+
+
+def test_only_the_employee_is_the_employee() -> None:
+    ana = employee()
+    for subject in ("ana.lima", " Ana.Lima ", "ana.lima@example.com", "ANA.LIMA@EXAMPLE.COM"):
+        assert is_the_employee(subject, ana), subject
+    for subject in ("", "ana", "ben.okafor", "ana.lima@elsewhere.test", "x.ana.lima@example.com"):
+        assert not is_the_employee(subject, ana), subject
+    # No address on file: the user name alone.
+    assert not is_the_employee("ana.lima@example.com", employee(email_masked=None))
 
 
 def test_the_request_names_an_account_and_nothing_to_send_to() -> None:

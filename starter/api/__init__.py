@@ -4,6 +4,8 @@
   process), `GET /cases/{case_id}`, `POST /documents`;
 - `starter.api.approvals`: the decisions (`/cases/{case_id}/approve|reject|request-changes|
   delegate`), `GET /approvals/pending`, `GET /approvals`, `GET /approvals/{case_id}`;
+- `starter.api.verification`: `POST /cases/{case_id}/verification-code`, the one-time code an
+  employee enters for their password reset (only that employee, signed in as themselves);
 - here: `GET /inbox` (the approvers' web page, static, no build step) and `GET /healthz`.
 
 Every route but /healthz, /inbox, /static and the docs needs a credential (`starter.auth`): an
@@ -33,7 +35,7 @@ from temporalio.client import Client
 from core.logging import configure_logging
 from core.settings import Settings
 from core.temporal import connect
-from starter.api import approvals, cases
+from starter.api import approvals, cases, verification
 from starter.api.approvals import DecisionBody, DelegateBody, RejectBody, RequestChangesBody
 from starter.api.deps import Podium
 from starter.api.guard import ApiLimits, RequestGuard
@@ -124,6 +126,7 @@ def create_app(
     install(app)
     app.include_router(cases.router(processes))
     app.include_router(approvals.router())
+    app.include_router(verification.router())
 
     @app.get("/inbox", include_in_schema=False)
     async def inbox_page() -> FileResponse:

@@ -18,15 +18,20 @@ from starter.client import (
     ApprovalNotFound,
     CaseClosed,
     CaseNotFound,
+    CodeNotAwaited,
     DecisionRefused,
     IdempotencyConflict,
     InvalidRequest,
+    NotTheEmployee,
     PodiumError,
     ProcessNotFound,
     TemporalUnavailable,
+    TooManyAttempts,
+    VerificationLocked,
 )
 
 __all__ = [
+    "LIMITED_PROBLEM_RESPONSES",
     "PROBLEM_MEDIA_TYPE",
     "PROBLEM_RESPONSES",
     "FieldError",
@@ -72,6 +77,11 @@ _PROBLEMS: dict[type[PodiumError], tuple[int, str, str]] = {
     CaseClosed: (409, "case-closed", "Case closed"),
     IdempotencyConflict: (409, "idempotency-conflict", "Idempotency key reused"),
     DecisionRefused: (409, "decision-refused", "Decision refused"),
+    # Subclass first: the first class an error is an instance of decides.
+    VerificationLocked: (409, "verification-locked", "Verification locked"),
+    CodeNotAwaited: (409, "code-not-awaited", "No code awaited"),
+    NotTheEmployee: (403, "not-the-employee", "Not the employee"),
+    TooManyAttempts: (429, "too-many-attempts", "Too many attempts"),
     InvalidRequest: (422, "invalid-request", "Invalid request"),
     TemporalUnavailable: (503, "temporal-unavailable", "Temporal unavailable"),
 }
@@ -82,6 +92,11 @@ _AUTH_PROBLEMS = {401: "unauthorized", 403: "forbidden"}
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}
     for status in (401, 403, 404, 409, 413, 422, 503)
+}
+# Routes that bound what a caller may try also answer 429.
+LIMITED_PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **PROBLEM_RESPONSES,
+    429: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}},
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from activities.types import EmployeeInfo
 
-__all__ = ["is_privileged", "privileged_groups_of", "why_not_eligible"]
+__all__ = ["is_privileged", "is_the_employee", "privileged_groups_of", "why_not_eligible"]
 
 
 def privileged_groups_of(employee: EmployeeInfo, privileged: list[str]) -> list[str]:
@@ -29,3 +29,20 @@ def why_not_eligible(employee: EmployeeInfo | None, user_name: str) -> str | Non
     if not employee.email_masked:
         return f"'{employee.user_name}' has no email address on file to send a code to"
     return None
+
+
+def is_the_employee(subject: str, employee: EmployeeInfo) -> bool:
+    """Whether a verified caller (a person's credential subject) is the employee whose password
+    is reset: the directory's user name, or that name at the domain of the address on file
+    (`ana.lima` or `ana.lima@example.com`), compared case-insensitively. Anyone else (a
+    colleague, the service desk, an admin, a service key) is not: a code proves only the
+    possession of the employee's mailbox when the employee enters it."""
+    who = subject.strip().casefold()
+    name = employee.user_name.strip().casefold()
+    if not who or not name:
+        return False
+    if who == name:
+        return True
+    masked = employee.email_masked or ""
+    domain = masked.partition("@")[2].strip().casefold()
+    return bool(domain) and who == f"{name}@{domain}"
