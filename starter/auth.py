@@ -64,8 +64,9 @@ def decide_permission(approver_role: str) -> str:
     return DECIDE_PREFIX + approver_role
 
 
-# Role -> permissions. Approval roles configured in the settings (levels, backups) that are not
-# listed here may read cases and decide as themselves (`Authenticator.permissions_for`).
+# Role -> permissions. Approval roles the processes' policies name, and those configured in the
+# settings (levels, backups), that are not listed here may read cases and decide as themselves
+# (`Authenticator.permissions_for`).
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "service": frozenset({CASE_START, CASE_READ}),
     "agent": frozenset({CASE_READ}),
@@ -155,6 +156,9 @@ class Authenticator:
     """Turns a request's credential into a `Principal` (or a 401)."""
 
     settings: Settings
+    # The approval roles the registered processes' policies name (`starter.api.roles`); the
+    # settings' approval roles are added to them.
+    process_roles: frozenset[str] = frozenset()
     _keys: list[_ApiKey] = field(init=False)
     _jwks: jwt.PyJWKClient | None = field(init=False, default=None)
     _role_permissions: dict[str, frozenset[str]] = field(init=False)
@@ -177,7 +181,12 @@ class Authenticator:
     def approval_roles(self) -> list[str]:
         s = self.settings
         return sorted(
-            {*s.approval_team_lead_roles, *s.approval_finance_roles, *s.approval_backup_roles}
+            {
+                *self.process_roles,
+                *s.approval_team_lead_roles,
+                *s.approval_finance_roles,
+                *s.approval_backup_roles,
+            }
         )
 
     def permissions_for(self, roles: Iterable[str]) -> frozenset[str]:

@@ -29,6 +29,8 @@ pytestmark = pytest.mark.timeout(180)
 TOKEN = "e2e-scim-token"
 PORTAL = AsCaller("portal@example.com", roles=("service",))
 SECURITY = AsCaller("grace.kim@example.com", roles=("it_security",))
+# A role only the password reset's policy names (its review of a locked case).
+DESK = AsCaller("desk.agent@example.com", roles=("it_service_desk",))
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +43,8 @@ async def scim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
     async with serving(TOKEN) as (url, _):
         monkeypatch.setenv("PODIUM_SCIM_URL", url)
         monkeypatch.setenv("PODIUM_SCIM_TOKEN", TOKEN)
-        # The API knows the approval roles of its settings only (refund's by default): the IT
-        # roles of this process are configured like any other approval role.
-        monkeypatch.setenv(
-            "PODIUM_APPROVAL_BACKUP_ROLES", '["ops_manager", "it_security", "it_service_desk"]'
-        )
+        # Nothing configures the IT approval roles: the API learns them from the process's policy.
+        monkeypatch.delenv("PODIUM_APPROVAL_BACKUP_ROLES", raising=False)
         yield url
 
 
@@ -247,3 +246,32 @@ async def test_wrong_codes_lock_the_case_through_the_api(stack: ApprovalsStack) 
         locked.status_code,
         locked.json()["type"],
     ), locked.text
+
+
+async def test_the_service_desk_role_only_the_policy_names_decides_a_locked_case(
+    stack: ApprovalsStack, scim: str
+) -> None:
+    before = await _user(scim, "ana.lima")
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, auth=PORTAL) as http:
+        case_id = await _open(http, stack, "ana.lima")
+    wrong = _wrong(_code_sent(stack, case_id))
+    for _ in range(3):
+        await _post_code(stack, case_id, wrong, AsCaller("ana.lima", roles=()))
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, auth=DESK) as http:
+        # Its own inbox, with no role named: the credential's approval role.
+        inbox = await eventually(
+            lambda: http.get("/approvals", params={"process": "password_reset"}),
+            lambda response: case_id in [item["case_id"] for item in response.json()["items"]],
+        )
+        assert "it_service_desk" == inbox.json()["role"], inbox.text
+        assert case_id in [item["case_id"] for item in inbox.json()["items"]], inbox.text
+        card = await http.get(f"/approvals/{case_id}")
+        assert 200 == card.status_code, card.text
+        assert ["it_service_desk"] == card.json()["waiting_for"]
+        decided = await http.post(
+            f"/cases/{case_id}/approve", json={"comment": "called back on the desk phone"}
+        )
+        assert 200 == decided.status_code, decided.text
+        assert "reset_after_review" == decided.json()["outcome"]
+    after = await _user(scim, "ana.lima")
+    assert before["meta"]["version"] != after["meta"]["version"]

@@ -10,9 +10,11 @@
 
 Every route but /healthz, /inbox, /static and the docs needs a credential (`starter.auth`): an
 API key for services, a bearer JWT for people; 401 without one, 403 without the permission. The
-credential is checked before the body is read, bodies are limited in size and JSON is parsed
-strictly (`starter.api.guard`). A new case is `requested_by` the caller. Every error is an RFC
-9457 `application/problem+json` body (`starter.api.problems`); callers never see a stack trace.
+approval roles are those the registered processes' policies name (`starter.api.roles`), plus
+the settings' own. The credential is checked before the body is read, bodies are limited in
+size and JSON is parsed strictly (`starter.api.guard`). A new case is `requested_by` the
+caller. Every error is an RFC 9457 `application/problem+json` body (`starter.api.problems`);
+callers never see a stack trace.
 
 `app` is the API's entry (`uvicorn starter.api:app`): at start-up it configures logging for
 the process (`core.logging`: JSON lines when `PODIUM_LOG_JSON` asks or stderr is not a terminal,
@@ -40,6 +42,7 @@ from starter.api.approvals import DecisionBody, DelegateBody, RejectBody, Reques
 from starter.api.deps import Podium
 from starter.api.guard import ApiLimits, RequestGuard
 from starter.api.problems import FieldError, Problem, install
+from starter.api.roles import approver_roles
 from starter.auth import Authenticator, authenticate
 from starter.client import PodiumClient
 from workflows.registry import PROCESSES, Registry
@@ -107,7 +110,8 @@ def create_app(
             configure_logging(resolved.log_level, resolved.log_json)
         temporal = await factory(resolved)
         app.state.podium = PodiumClient(temporal, resolved, processes)
-        app.state.authenticator = Authenticator(resolved)
+        # Who may decide: every approval role a registered process's policy names.
+        app.state.authenticator = Authenticator(resolved, approver_roles(processes, resolved))
         log.info("api_started", namespace=temporal.namespace, task_queue=resolved.task_queue)
         yield
         app.state.podium.close()
