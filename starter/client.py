@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import cached_property
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -113,6 +114,8 @@ __all__ = [
     "TooManyAttempts",
     "VerificationLocked",
     "case_id_for_key",
+    "load_process_policy",
+    "parse_policy_as",
     "request_sha256",
     "validate_idempotency_key",
 ]
@@ -493,6 +496,51 @@ def _has_update(spec: Process, name: str) -> bool:
     return definition is not None and name in definition.updates
 
 
+def load_process_policy(spec: Process, settings: Settings) -> dict[str, Any] | None:
+    """The policy file of `spec` (`<policies_dir>/<spec.policy>.yaml`), validated and with its
+    digest (the short sha256 of its bytes): as the process's `policy_model` when it has one,
+    else as the autonomy policy (`PolicyDocument`, whose rule engine is imported only here).
+    None when the process has no policy file or policy as code is off; `PolicyError` naming
+    the file and the fields when it does not load."""
+    if spec.policy is None or not settings.policy_as_code:
+        return None
+    from core.policy import load_policy, policy_path
+
+    path = policy_path(settings.policies_dir, spec.policy)
+    if spec.policy_model is None:
+        return load_policy(path).model_dump(mode="json")
+    return parse_policy_as(path, spec.policy_model)
+
+
+def parse_policy_as(path: Path, model: type[BaseModel]) -> dict[str, Any]:
+    """A policy file read as `model`, with `digest` set from its bytes (never by the file)."""
+    import yaml
+
+    from core.policy import PolicyError, policy_digest
+
+    try:
+        content = path.read_bytes()
+        raw = yaml.safe_load(content)
+    except OSError as err:
+        raise PolicyError([f"{path}: cannot read: {err.strerror or err}"]) from None
+    except yaml.YAMLError as err:
+        raise PolicyError([f"{path}: not valid YAML: {err}"]) from None
+    if not isinstance(raw, dict):
+        raise PolicyError([f"{path}: the file must be a mapping"])
+    raw.pop("digest", None)
+    try:
+        document = model.model_validate({**raw, "digest": policy_digest(content)})
+    except ValidationError as err:
+        raise PolicyError(
+            [
+                f"{path}: {'.'.join(str(part) for part in error['loc']) or '(top level)'}: "
+                + ("unknown field" if error["type"] == "extra_forbidden" else error["msg"])
+                for error in err.errors()
+            ]
+        ) from None
+    return document.model_dump(mode="json")
+
+
 async def _bounded(awaitable: Awaitable[_T], timeout: timedelta) -> _T:
     async with asyncio.timeout(timeout.total_seconds()):
         return await awaitable
@@ -671,13 +719,8 @@ class PodiumClient:
 
     def _policy_document(self, spec: Process) -> dict[str, Any] | None:
         """The process's policy file, validated, for a new case (None without one, or with
-        PODIUM_POLICY_AS_CODE=false). The rule engine is imported only here."""
-        if spec.policy is None or not self._settings.policy_as_code:
-            return None
-        from core.policy import load_policy, policy_path
-
-        document = load_policy(policy_path(self._settings.policies_dir, spec.policy))
-        return document.model_dump(mode="json")
+        PODIUM_POLICY_AS_CODE=false)."""
+        return load_process_policy(spec, self._settings)
 
     async def upload_document(self, upload: AttachmentUpload) -> DocumentRef:
         """Store a receipt image; a case refers to it by the returned id."""

@@ -41,22 +41,33 @@ def add_policy_command(cli: typer.Typer) -> None:
             typer.Argument(help="Policy files (default: every file of the policies folder)."),
         ] = None,
     ) -> None:
-        """Validate policy files: exit 0 with each version, 1 listing the errors."""
+        """Validate policy files: exit 0 with each version, 1 listing the errors. A file named
+        after a process whose registry entry has its own policy model is read as that model
+        (`policies/password_reset.yaml`); any other as the autonomy policy."""
         from core.policy import DEFAULT_POLICIES_DIR, PolicyError, load_policy
         from core.settings import Settings
+        from starter.client import parse_policy_as
+        from workflows.registry import PROCESSES
 
+        models = {p.policy: p.policy_model for p in PROCESSES if p.policy and p.policy_model}
         settings = Settings()
         paths = files or sorted((settings.policies_dir or DEFAULT_POLICIES_DIR).glob("*.yaml"))
         failed = False
         for path in paths:
             try:
-                document = load_policy(path)
+                model = models.get(path.stem)
+                if model is not None:
+                    read = parse_policy_as(path, model)
+                    digest, version = read["digest"], read["version"]
+                else:
+                    document = load_policy(path)
+                    digest, version = document.digest, document.version
             except PolicyError as err:
                 failed = True
                 for line in err.errors:
                     typer.echo(line, err=True)
                 continue
-            typer.echo(f"{path}: ok, version {document.digest} ({document.version})")
+            typer.echo(f"{path}: ok, version {digest} ({version})")
         if failed:
             raise typer.Exit(1)
 

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,13 @@ from temporalio.worker import Replayer, Worker
 from activities.identity import IdentityActivities, ScimDirectory, record_code_attempt
 from activities.types import CheckVerificationCodeInput
 from core.db import AuditEvent, Message
+from core.policy import DEFAULT_POLICIES_DIR, policy_digest
+from core.settings import Settings
+from starter.client import PodiumClient
 from starter.scim_server import serving
 from tests.helpers import make_worker, real_system_activities, seeded_engine, signed
 from worker import workflow_runner
+from workflows.contracts import search_attributes as sa
 from workflows.contracts.approval import ApprovalDecisionInput, ApprovalDecisionResult
 from workflows.password_reset.types import (
     CodeAttemptInput,
@@ -572,3 +577,69 @@ async def test_unknown_and_terminated_employees_get_no_code(
         engine, handle.id
     )
     await replays(handle, path)
+
+
+async def test_the_policy_file_decides_a_new_cases_wrong_codes_and_code_lifetime(
+    time_env: WorkflowEnvironment, worker: Worker, engine: Engine, tmp_path: Path
+) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    shipped = (DEFAULT_POLICIES_DIR / "password_reset.yaml").read_text()
+    edited = shipped.replace("max_attempts: 3", "max_attempts: 1")
+    edited = edited.replace("code_ttl: PT10M", "code_ttl: PT2M")
+    assert edited.count("max_attempts: 1") == 1 and "code_ttl: PT2M" in edited
+    (policies / "password_reset.yaml").write_text(edited)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        task_queue=worker.task_queue,
+        policies_dir=policies,
+        data_dir=tmp_path,
+    )
+    podium = PodiumClient(time_env.client, settings)
+    try:
+        ref = await podium.start(
+            "password_reset", {"user_name": "ana.lima"}, requested_by="portal@example.com"
+        )
+    finally:
+        podium.close()
+    handle: Handle = time_env.client.get_workflow_handle(
+        ref.case_id, result_type=PasswordResetResult
+    )
+    _STARTED.append(handle)
+    await wait_for(handle, PasswordResetStatus.AWAITING_CODE)
+
+    # The case carries the edited file, by its digest.
+    (started,) = [event async for event in handle.fetch_history_events(page_size=1)][:1]
+    payloads = started.workflow_execution_started_event_attributes.input.payloads
+    (case_input,) = await time_env.client.data_converter.decode(
+        list(payloads), [PasswordResetInput]
+    )
+    digest = policy_digest(edited.encode())
+    assert digest != policy_digest(shipped.encode())
+    assert (1, timedelta(minutes=2), digest) == (
+        case_input.policy.max_attempts,
+        case_input.policy.code_ttl,
+        case_input.policy.digest,
+    )
+    described = await handle.describe()
+    assert digest == described.typed_search_attributes.get(sa.POLICY_VERSION)
+
+    # One wrong code locks it (the shipped file allows three).
+    locked = await enter(handle, engine, wrong(code_sent(engine, handle.id)))
+    assert (False, 1, 0, PasswordResetStatus.LOCKED) == (
+        locked.verified,
+        locked.attempts,
+        locked.attempts_left,
+        locked.status,
+    )
+    await wait_for(handle, PasswordResetStatus.AWAITING_APPROVAL)  # the service desk's review
+    assert "verification_locked" in audit_actions(engine, handle.id)
+    requested = next(
+        event for event in _audit_events(engine, handle.id) if event.action == "reset_requested"
+    )
+    assert digest == requested.detail["policy_version"]
+
+
+def _audit_events(engine: Engine, case_id: str) -> list[AuditEvent]:
+    with Session(engine) as session:
+        return list(session.exec(select(AuditEvent).where(AuditEvent.case_id == case_id)))

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
 from activities.types import EmployeeInfo
+from core.policy import DEFAULT_POLICIES_DIR, PolicyError, policy_digest
+from core.settings import Settings
+from starter.cli import create_cli
+from starter.client import load_process_policy
 from workflows.contracts.case import CaseContext
 from workflows.password_reset.rules import (
     is_privileged,
@@ -14,6 +21,8 @@ from workflows.password_reset.rules import (
     why_not_eligible,
 )
 from workflows.password_reset.starting import PasswordResetRequest, describe, prepare
+from workflows.password_reset.types import PasswordResetPolicy
+from workflows.registry import PROCESSES
 
 PRIVILEGED = ["admins", "finance"]
 
@@ -65,3 +74,35 @@ def test_the_request_names_an_account_and_nothing_to_send_to() -> None:
             PasswordResetRequest.model_validate({"user_name": "ana.lima", **extra})
     with pytest.raises(ValidationError):
         PasswordResetRequest(user_name="ana lima; drop")
+
+
+def test_the_policy_file_holds_the_typed_defaults_and_is_versioned_by_its_bytes(
+    tmp_path: Path,
+) -> None:
+    process = PROCESSES.get("password_reset")
+    document = load_process_policy(process, Settings(_env_file=None))  # type: ignore[call-arg]
+    assert document is not None
+    shipped = (DEFAULT_POLICIES_DIR / "password_reset.yaml").read_bytes()
+    assert policy_digest(shipped) == document["digest"]
+    request = PasswordResetRequest(user_name="ana.lima")
+    context = CaseContext(case_id="password_reset-1", requested_by="desk@x.test")
+    case = prepare(request, context.model_copy(update={"policy_document": document}))
+    defaults = PasswordResetPolicy().model_dump(exclude={"version", "digest"})
+    assert defaults == case.policy.model_dump(exclude={"version", "digest"})
+    assert (document["digest"], document["version"]) == (case.policy.digest, case.policy.version)
+    # Policy as code off: the typed defaults, with no version.
+    off = Settings(_env_file=None, policy_as_code=False)  # type: ignore[call-arg]
+    assert load_process_policy(process, off) is None
+
+    # A field the policy does not know is an error naming it, not a silent default.
+    typo = tmp_path / "password_reset.yaml"
+    typo.write_bytes(shipped.replace(b"max_attempts:", b"max_attempt:"))
+    with pytest.raises(PolicyError, match="max_attempt: unknown field"):
+        load_process_policy(process, Settings(_env_file=None, policies_dir=tmp_path))  # type: ignore[call-arg]
+    checked = CliRunner().invoke(create_cli(), ["policy", "check", str(typo)])
+    assert 1 == checked.exit_code
+    ok = CliRunner().invoke(
+        create_cli(), ["policy", "check", str(DEFAULT_POLICIES_DIR / "password_reset.yaml")]
+    )
+    assert 0 == ok.exit_code, ok.output
+    assert f"version {document['digest']} (2026-12-password-reset-1)" in ok.output

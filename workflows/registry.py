@@ -16,7 +16,9 @@ Each entry says:
 - `describe(request) -> CaseText`: the Temporal UI's summary and details of a new case;
 - `approval_card(input, state) -> ApprovalCard`: how a pending approval reads in the inbox;
 - `case_id_prefix`, `policy` (the stem of `policies/<policy>.yaml`, or None), `activities`
-  (the activity names its workflow calls).
+  (the activity names its workflow calls);
+- `policy_model`: the model its policy file is read as, when that is not the autonomy policy
+  (`workflows.contracts.policy.PolicyDocument`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from workflows.contracts.case import ApprovalCard, CaseContext, CaseState, CaseT
 from workflows.password_reset import starting as password_reset
 from workflows.password_reset.types import (
     PasswordResetInput,
+    PasswordResetPolicyFile,
     PasswordResetResult,
     PasswordResetState,
 )
@@ -64,6 +67,7 @@ class Process:
     activities: tuple[str, ...]
     case_id_prefix: str = ""
     policy: str | None = None
+    policy_model: type[BaseModel] | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_RE.fullmatch(self.name):
@@ -187,6 +191,8 @@ PROCESSES = Registry(
             prepare=password_reset.prepare,
             describe=password_reset.describe,
             approval_card=password_reset.approval_card,
+            policy="password_reset",
+            policy_model=PasswordResetPolicyFile,
             activities=(
                 "lookup_employee",
                 "send_verification_code",

@@ -42,12 +42,16 @@ class PasswordResetRequest(BaseModel):
 
 
 def prepare(request: PasswordResetRequest, context: CaseContext) -> PasswordResetInput:
+    """The case input: the request, the verified caller, and the policy file the platform read
+    (`policies/password_reset.yaml`, with its digest); the typed defaults without one."""
+    document = context.policy_document
+    policy = PasswordResetPolicy.model_validate(document) if document else PasswordResetPolicy()
     return PasswordResetInput(
         user_name=request.user_name,
         reason=request.reason,
         channel=request.channel,
         requested_by=context.requested_by,
-        policy=PasswordResetPolicy(),
+        policy=policy,
     )
 
 

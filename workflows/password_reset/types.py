@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from activities.types import EmployeeInfo
 from workflows.contracts.approval import ApprovalLevel, ApprovalPolicy, BreachAction
@@ -21,6 +21,7 @@ __all__ = [
     "PasswordResetInput",
     "PasswordResetOutcome",
     "PasswordResetPolicy",
+    "PasswordResetPolicyFile",
     "PasswordResetResult",
     "PasswordResetState",
     "PasswordResetStatus",
@@ -59,7 +60,13 @@ def _service_desk_review() -> ApprovalPolicy:
 
 class PasswordResetPolicy(BaseModel):
     """How much a reset proves before it acts, and who decides when code alone is not enough.
-    Fixed on the case when it starts (history keeps it)."""
+    Fixed on the case when it starts (history keeps it): read from `policies/password_reset.yaml`
+    (`PasswordResetPolicyFile`), these defaults when policy as code is off."""
+
+    version: str | None = Field(default=None, description="The policy file's human label")
+    digest: str | None = Field(
+        default=None, description="Short sha256 of the policy file the case started with"
+    )
 
     code_ttl: timedelta = Field(default=timedelta(minutes=10), gt=timedelta(0))
     max_attempts: int = Field(default=3, ge=1, le=10)
@@ -72,6 +79,17 @@ class PasswordResetPolicy(BaseModel):
         default_factory=_service_desk_review,
         description="Who takes over a case locked after too many wrong codes",
     )
+
+
+class PasswordResetPolicyFile(PasswordResetPolicy):
+    """`policies/password_reset.yaml` as the registry reads it: the policy, with a `version`
+    label, and no field it does not know (a typo is an error, not a default). `digest` is set by
+    the loader from the file's bytes, never by the file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(min_length=1, max_length=64)
+    digest: str = Field(default="", max_length=64)
 
 
 class PasswordResetInput(BaseModel):

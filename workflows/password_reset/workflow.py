@@ -30,10 +30,14 @@ A directory that stays unreachable past the retries (or refuses a call) ends the
 `directory_unavailable`, escalated for a person, with the step audited (its error type only:
 a directory's detail could echo what was sent).
 
+The policy (code lifetime, wrong codes allowed, privileged groups, who approves) is the one the
+case started with: `policies/password_reset.yaml` as the platform read it, its digest audited
+with the request and set as PodiumPolicyVersion (patch `password-reset-policy-file`).
+
 Timers: the code's lifetime (`policy.code_ttl`); the gate's reminders, SLA and deadline.
 Search attributes: PodiumProcess, PodiumStatus, PodiumOutcome, PodiumCustomerId (the user name,
-or its pseudonym when it is personal data), PodiumEscalated (locked), and the gate's
-PodiumAwaitingApproval / PodiumAwaitingRoles / PodiumSlaDueAt while a person is asked.
+or its pseudonym when it is personal data), PodiumEscalated (locked), PodiumPolicyVersion, and
+the gate's PodiumAwaitingApproval / PodiumAwaitingRoles / PodiumSlaDueAt while a person is asked.
 """
 
 from __future__ import annotations
@@ -107,6 +111,9 @@ CODE_CHECK_RETRY = RetryPolicy(
     maximum_attempts=5,
 )
 WRONG = {"wrong_code", "unknown_attempt", "used"}
+# Cases whose policy came from `policies/password_reset.yaml` show its digest as
+# PodiumPolicyVersion (earlier cases never set it).
+PATCH_POLICY_FILE = "password-reset-policy-file"
 _R = TypeVar("_R", bound="BaseModel")
 _APPROVED = {GateStatus.APPROVED}
 
@@ -254,6 +261,9 @@ class PasswordResetWorkflow:
                 sa.AWAITING_APPROVAL.value_set(False),
             ]
         )
+        digest = input.policy.digest
+        if digest and workflow.patched(PATCH_POLICY_FILE):
+            workflow.upsert_search_attributes([sa.POLICY_VERSION.value_set(digest)])
         self._publish()
         await self._audit(
             "reset_requested",
@@ -261,6 +271,7 @@ class PasswordResetWorkflow:
             user_name=input.user_name,
             channel=input.channel,
             reason=input.reason,
+            policy_version=digest,
         )
         found = await self._directory(
             "lookup_employee",
