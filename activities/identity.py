@@ -15,6 +15,10 @@ transaction with its outbox message; an entry point stores what a person typed a
 temporary password is drawn, written to the directory and sent in the same way. Neither travels
 in an activity's input or result, a log line or an audit record.
 
+A code's text stays in the outbox only while the case waits for it: once the right code is
+entered, the code expires or wrong codes lock the case, the email's body is replaced by a
+notice that says so (`retire_verification_code`; the row stays, as a record of what was sent).
+
 Every write is idempotent: a code is sent once per idempotency key, and a reset is done once per
 idempotency key (`identity_password_resets` keeps the key, never the password).
 """
@@ -49,6 +53,8 @@ from activities.types import (
     LookupEmployeeResult,
     ResetPasswordInput,
     ResetPasswordResult,
+    RetireVerificationCodeInput,
+    RetireVerificationCodeResult,
     SendVerificationCodeInput,
     SendVerificationCodeResult,
 )
@@ -342,6 +348,29 @@ def create_identity_tables(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine, tables=_TABLES)
 
 
+# What stays of a verification email in the outbox once its code is used, expired or locked out:
+# that it was sent (when, to whom), never the code.
+RETIRED_CODE_BODY = (
+    "Your Podium verification code was sent here; it has been removed ({reason}). If you did "
+    "not ask for a password reset, tell the IT service desk."
+)
+_RETIRED_PREFIX = RETIRED_CODE_BODY.split("{", 1)[0]
+CODE_MESSAGE_KIND = "identity_verification_code"
+
+
+def _retire_code_text(session: Session, issued: VerificationCode, reason: str) -> bool:
+    """Replace the case's verification email in the outbox by `RETIRED_CODE_BODY` (in the
+    caller's transaction): True when it still held the code."""
+    message = session.get(Message, issued.message_id) if issued.message_id is not None else None
+    if message is None or message.kind != CODE_MESSAGE_KIND:
+        return False
+    if message.body.startswith(_RETIRED_PREFIX):
+        return False
+    message.body = RETIRED_CODE_BODY.format(reason=reason)
+    session.add(message)
+    return True
+
+
 def _digest(salt: str, code: str) -> str:
     return hmac.new(bytes.fromhex(salt), code.strip().encode(), hashlib.sha256).hexdigest()
 
@@ -397,6 +426,7 @@ class IdentityActivities:
             self.lookup_employee,
             self.send_verification_code,
             self.check_verification_code,
+            self.retire_verification_code,
             self.reset_password,
         ]
 
@@ -474,7 +504,7 @@ class IdentityActivities:
             message = Message(
                 idempotency_key=input.idempotency_key,
                 case_id=input.case_id,
-                kind="identity_verification_code",
+                kind=CODE_MESSAGE_KIND,
                 channel="email",
                 recipient=address,
                 body=(
@@ -542,12 +572,30 @@ class IdentityActivities:
                 result = "matched"
                 issued.used_at = _utcnow()
                 session.add(issued)
+                # Used: its text leaves the outbox with it.
+                _retire_code_text(session, issued, "used")
             else:
                 result = "wrong_code"
             attempt.result = result
             session.add(attempt)
             session.commit()
         return CheckVerificationCodeResult(valid=result == "matched", reason=result)
+
+    @activity.defn(name="retire_verification_code")
+    def retire_verification_code(
+        self, input: RetireVerificationCodeInput
+    ) -> RetireVerificationCodeResult:
+        """The case takes no more codes (verified, expired or locked): the code's text leaves
+        the outbox, where the demo keeps the email it would send. Idempotent."""
+        with Session(self._engine) as session:
+            issued = session.get(VerificationCode, input.case_id)
+            if issued is None:
+                return RetireVerificationCodeResult(redacted=False)
+            redacted = _retire_code_text(session, issued, input.reason)
+            session.commit()
+        if redacted:
+            log.info("verification_code_retired", case_id=input.case_id, reason=input.reason)
+        return RetireVerificationCodeResult(redacted=redacted)
 
     @activity.defn(name="reset_password")
     async def reset_password(self, input: ResetPasswordInput) -> ResetPasswordResult:

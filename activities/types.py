@@ -411,6 +411,8 @@ __all__ += [
     "LookupEmployeeResult",
     "ResetPasswordInput",
     "ResetPasswordResult",
+    "RetireVerificationCodeInput",
+    "RetireVerificationCodeResult",
     "SendVerificationCodeInput",
     "SendVerificationCodeResult",
 ]
@@ -462,6 +464,17 @@ class CheckVerificationCodeInput(BaseModel):
 class CheckVerificationCodeResult(BaseModel):
     valid: bool
     reason: str = Field(description="matched | wrong_code | expired | unknown_attempt | used")
+
+
+class RetireVerificationCodeInput(BaseModel):
+    """The case no longer takes its code: take the code's text out of the outbox."""
+
+    case_id: str
+    reason: str = Field(description="verified | expired | locked")
+
+
+class RetireVerificationCodeResult(BaseModel):
+    redacted: bool = Field(description="False when the outbox held no code text any more")
 
 
 class ResetPasswordInput(BaseModel):

@@ -44,6 +44,7 @@ from core.policy import DEFAULT_POLICIES_DIR, policy_digest
 from core.settings import Settings
 from starter.client import PodiumClient
 from starter.scim_server import serving
+from starter.verification import code_from_outbox
 from tests.helpers import make_worker, real_system_activities, seeded_engine, signed
 from worker import workflow_runner
 from workflows.contracts import search_attributes as sa
@@ -577,6 +578,41 @@ async def test_unknown_and_terminated_employees_get_no_code(
         engine, handle.id
     )
     await replays(handle, path)
+
+
+async def test_the_code_leaves_the_outbox_once_used_expired_or_locked_out(
+    time_env: WorkflowEnvironment, worker: Worker, engine: Engine, directory: Directory
+) -> None:
+    used = await start(time_env, worker, "ana.lima")
+    await wait_for(used, PasswordResetStatus.AWAITING_CODE)
+    used_code = code_sent(engine, used.id)
+    assert (used_code, "ana.lima@example.com") == code_from_outbox(engine, used.id)  # waiting
+    await enter(used, engine, used_code)
+    assert PasswordResetOutcome.RESET == (await used.result()).outcome
+
+    expired = await start(time_env, worker, "ben.okafor")
+    await wait_for(expired, PasswordResetStatus.AWAITING_CODE)
+    expired_code = code_sent(engine, expired.id)
+    assert PasswordResetOutcome.CODE_EXPIRED == (await expired.result()).outcome
+
+    locked = await start(time_env, worker, "lee.wong")
+    await wait_for(locked, PasswordResetStatus.AWAITING_CODE)
+    locked_code = code_sent(engine, locked.id)
+    for _ in range(3):
+        await enter(locked, engine, wrong(locked_code))
+    await wait_for(locked, PasswordResetStatus.AWAITING_APPROVAL)  # with the service desk
+
+    for handle, code, reason in (
+        (used, used_code, "used"),
+        (expired, expired_code, "expired"),
+        (locked, locked_code, "locked"),
+    ):
+        (message,) = outbox(engine, handle.id, "identity_verification_code")
+        assert code not in message.body, reason
+        assert f"it has been removed ({reason})" in message.body
+        assert code_from_outbox(engine, handle.id) is None
+    # The temporary password's email of the reset case is still there to be read.
+    assert outbox(engine, used.id, "identity_temporary_password")
 
 
 async def test_the_policy_file_decides_a_new_cases_wrong_codes_and_code_lifetime(

@@ -236,12 +236,12 @@ async def test_wrong_codes_lock_the_case_through_the_api(stack: ApprovalsStack) 
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, auth=PORTAL) as http:
         case_id = await _open(http, stack, "ana.lima")
     employee = AsCaller("ana.lima", roles=())
-    wrong = _wrong(_code_sent(stack, case_id))
-    answers = [(await _post_code(stack, case_id, wrong, employee)).json() for _ in range(3)]
+    code = _code_sent(stack, case_id)
+    answers = [(await _post_code(stack, case_id, _wrong(code), employee)).json() for _ in range(3)]
     assert [("wrong_code", 2), ("wrong_code", 1), ("locked", 0)] == [
         (answer["outcome"], answer["attempts_left"]) for answer in answers
     ]
-    locked = await _post_code(stack, case_id, _code_sent(stack, case_id), employee)
+    locked = await _post_code(stack, case_id, code, employee)
     assert (409, "urn:podium:problem:verification-locked") == (
         locked.status_code,
         locked.json()["type"],

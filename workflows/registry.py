@@ -197,6 +197,7 @@ PROCESSES = Registry(
                 "lookup_employee",
                 "send_verification_code",
                 "check_verification_code",
+                "retire_verification_code",
                 "reset_password",
                 *_GATE_AND_AUDIT,
             ),

@@ -4,7 +4,8 @@ they are; a low-risk reset runs end to end with no person, a sensitive one waits
 Steps: look the employee up in the directory (SCIM: active? which groups?) -> refuse unknown and
 inactive accounts (nothing is sent) -> send a one-time code to the address on file (never an
 address from the request) -> wait for the right code, at most `policy.max_attempts` wrong ones
-and `policy.code_ttl` (10 minutes) -> members of a privileged group (`admins`, `finance`) wait
+and `policy.code_ttl` (10 minutes); then the code's text leaves the outbox (patch
+`password-reset-retire-code`) -> members of a privileged group (`admins`, `finance`) wait
 for an `it_security` approval through the approval gate; a case locked by wrong codes goes to
 the IT service desk through the gate (a person verifies the employee another way and approves,
 or refuses) -> reset in the directory (a temporary password sent to the address on file) ->
@@ -71,6 +72,8 @@ with workflow.unsafe.imports_passed_through():
         LookupEmployeeResult,
         ResetPasswordInput,
         ResetPasswordResult,
+        RetireVerificationCodeInput,
+        RetireVerificationCodeResult,
         SendVerificationCodeInput,
         SendVerificationCodeResult,
     )
@@ -114,6 +117,8 @@ WRONG = {"wrong_code", "unknown_attempt", "used"}
 # Cases whose policy came from `policies/password_reset.yaml` show its digest as
 # PodiumPolicyVersion (earlier cases never set it).
 PATCH_POLICY_FILE = "password-reset-policy-file"
+# Cases that take the code's text out of the outbox once it is used, expired or locked out.
+PATCH_RETIRE_CODE = "password-reset-retire-code"
 _R = TypeVar("_R", bound="BaseModel")
 _APPROVED = {GateStatus.APPROVED}
 
@@ -356,9 +361,34 @@ class PasswordResetWorkflow:
             # A check already under way finishes first: its answer stands.
             await workflow.wait_condition(lambda: not self._checks.locked())
         self._accepting_codes = False
+        if workflow.patched(PATCH_RETIRE_CODE):
+            await self._retire_code()
         if state.verified:
             await self._audit("identity_verified", method="one_time_code")
         return state.verified
+
+    async def _retire_code(self) -> None:
+        """The case takes no more codes: the code's text leaves the outbox. Housekeeping that
+        never fails the case: the code is spent or expired either way."""
+        state = self._state
+        reason = (
+            "verified"
+            if state.verified
+            else "locked"
+            if state.status == PasswordResetStatus.LOCKED
+            else "expired"
+        )
+        try:
+            await workflow.execute_activity(
+                "retire_verification_code",
+                RetireVerificationCodeInput(case_id=self._case_id, reason=reason),
+                result_type=RetireVerificationCodeResult,
+                start_to_close_timeout=CODE_CHECK_TIMEOUT,
+                retry_policy=CODE_CHECK_RETRY,
+                summary="Take the code's text out of the outbox",
+            )
+        except ActivityError:
+            workflow.logger.warning("verification code not retired", extra={"reason": reason})
 
     async def _privileged_approval(
         self, employee: EmployeeInfo, privileged: list[str]
