@@ -20,7 +20,9 @@ entered, the code expires or wrong codes lock the case, the email's body is repl
 notice that says so (`retire_verification_code`; the row stays, as a record of what was sent).
 
 Every write is idempotent: a code is sent once per idempotency key, and a reset is done once per
-idempotency key (`identity_password_resets` keeps the key, never the password).
+idempotency key (`identity_password_resets` keeps the key, never the password), with one password
+change in the directory even when a retry follows a write whose answer was lost
+(`identity_password_writes` holds the write's password only until the reset is recorded).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ __all__ = [
     "AttemptsExhausted",
     "IdentityActivities",
     "PasswordResetRecord",
+    "PendingPasswordWrite",
     "ScimDirectory",
     "ScimSettings",
     "UnknownVerification",
@@ -265,6 +268,13 @@ def mask_email(address: str | None) -> str | None:
     return f"{local[:1]}***@{domain}"
 
 
+def _version_of(user: dict[str, Any]) -> str | None:
+    """The user's version (`meta.version`, its ETag), when the directory keeps one."""
+    meta = user.get("meta")
+    version = meta.get("version") if isinstance(meta, dict) else None
+    return str(version) if version else None
+
+
 def _primary_email(user: dict[str, Any]) -> str | None:
     emails = [e for e in user.get("emails") or [] if isinstance(e, dict) and e.get("value")]
     primary = next((e for e in emails if e.get("primary")), None)
@@ -328,9 +338,25 @@ class PasswordResetRecord(SQLModel, table=True):
     scim_version: str | None = Field(default=None, max_length=128)
 
 
+class PendingPasswordWrite(SQLModel, table=True):
+    """A password write begun and not yet recorded: the user's version in the directory before
+    it, and the temporary password it writes. A retry whose first answer was lost finds the
+    user changed since, and records this password instead of writing a second one. The row
+    lives only until the reset is recorded (its email then holds the password)."""
+
+    __tablename__ = "identity_password_writes"
+
+    idempotency_key: str = Field(primary_key=True, max_length=200)
+    case_id: str = Field(index=True, max_length=200)
+    user_id: str = Field(max_length=200)
+    version_before: str | None = Field(default=None, max_length=128)
+    password: str = Field(max_length=128)
+    created_at: datetime = Field(default_factory=_utcnow)
+
+
 _TABLES = [
     SQLModel.metadata.tables[str(model.__tablename__)]
-    for model in (VerificationCode, VerificationAttempt, PasswordResetRecord)
+    for model in (VerificationCode, VerificationAttempt, PasswordResetRecord, PendingPasswordWrite)
 ]
 
 
@@ -601,20 +627,76 @@ class IdentityActivities:
     async def reset_password(self, input: ResetPasswordInput) -> ResetPasswordResult:
         """Set a temporary password in the directory and send it to the address on file.
 
-        Once per idempotency key. A retry after the directory took the password but before the
-        record was written sets a fresh one: only the last password is ever sent."""
+        Once per idempotency key, and one password change in the directory whatever the
+        retries: the write is noted first (`PendingPasswordWrite`: the user's version before it,
+        and the password); a retry whose earlier write reached the directory but whose answer
+        was lost sees the user's version moved on, and records that write instead of writing
+        again; a retry whose write never got there writes the same password. (A directory that
+        keeps no version cannot tell: it is written again.)"""
         done = await asyncio.to_thread(self._reset_done, input.idempotency_key)
         if done is not None:
             return done
-        address = await self._address_on_file(input.user_id)
-        password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
-        version = await self._directory.set_password(input.user_id, password)
-        text = (
-            f"Your password was reset. Your temporary password is {password} ; sign in and "
-            "choose a new one. If you did not ask for this, tell the IT service desk at once."
-        )
-        del password
-        return await asyncio.to_thread(self._record_reset, input, address, version, text)
+        user = await self._directory.get_user(input.user_id)
+        address = _primary_email(user) if user else None
+        if user is None or address is None:
+            raise ApplicationError(
+                f"user {input.user_id} has no email address on file",
+                type="NoAddressOnFile",
+                non_retryable=True,
+            )
+        version = _version_of(user)
+        pending = await asyncio.to_thread(self._begin_write, input, version)
+        if pending.version_before is not None and version != pending.version_before:
+            # An earlier attempt wrote this password and its answer was lost (the user changed
+            # since that attempt began): writing again would change the password twice.
+            log.info("password_write_found", case_id=input.case_id)
+        else:
+            try:
+                version = await self._directory.set_password(input.user_id, pending.password)
+            except ApplicationError as err:
+                if err.non_retryable:
+                    # Refused: nothing was written and no retry will use this password.
+                    await asyncio.to_thread(self._drop_write, input.idempotency_key)
+                raise
+        return await asyncio.to_thread(self._record_reset, input, address, version)
+
+    def _begin_write(self, input: ResetPasswordInput, version: str | None) -> PendingPasswordWrite:
+        """The write of this reset: the one an earlier attempt began, else a new one with a
+        fresh temporary password and the user's version before it."""
+        key = input.idempotency_key
+        with Session(self._engine) as session:
+            found = session.get(PendingPasswordWrite, key)
+            if found is not None:
+                session.expunge(found)
+                return found
+            pending = PendingPasswordWrite(
+                idempotency_key=key,
+                case_id=input.case_id,
+                user_id=input.user_id,
+                version_before=version,
+                password="".join(
+                    secrets.choice(_PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH)
+                ),
+            )
+            session.add(pending)
+            try:
+                session.commit()
+            except IntegrityError:  # another attempt began it in between
+                session.rollback()
+                again = session.get(PendingPasswordWrite, key)
+                assert again is not None
+                session.expunge(again)
+                return again
+            session.refresh(pending)
+            session.expunge(pending)
+            return pending
+
+    def _drop_write(self, key: str) -> None:
+        with Session(self._engine) as session:
+            found = session.get(PendingPasswordWrite, key)
+            if found is not None:
+                session.delete(found)
+                session.commit()
 
     def _reset_done(self, key: str) -> ResetPasswordResult | None:
         with Session(self._engine) as session:
@@ -629,8 +711,10 @@ class IdentityActivities:
             )
 
     def _record_reset(
-        self, input: ResetPasswordInput, address: str, version: str | None, text: str
+        self, input: ResetPasswordInput, address: str, version: str | None
     ) -> ResetPasswordResult:
+        """Record the reset and its email (the temporary password's one copy from now on) and
+        forget the pending write, in one transaction."""
         masked = mask_email(address) or "-"
         record = PasswordResetRecord(
             idempotency_key=input.idempotency_key,
@@ -640,6 +724,14 @@ class IdentityActivities:
             scim_version=version,
         )
         with Session(self._engine) as session:
+            pending = session.get(PendingPasswordWrite, input.idempotency_key)
+            if pending is None:  # another attempt recorded it in between
+                found = self._reset_done(input.idempotency_key)
+                if found is None:
+                    raise ApplicationError(
+                        f"the password write of case {input.case_id} is gone", type="ResetLost"
+                    )
+                return found
             session.add(record)
             session.add(
                 Message(
@@ -648,9 +740,14 @@ class IdentityActivities:
                     kind="identity_temporary_password",
                     channel="email",
                     recipient=address,
-                    body=text,
+                    body=(
+                        f"Your password was reset. Your temporary password is "
+                        f"{pending.password} ; sign in and choose a new one. If you did not "
+                        "ask for this, tell the IT service desk at once."
+                    ),
                 )
             )
+            session.delete(pending)
             try:
                 session.commit()
             except IntegrityError:

@@ -37,13 +37,18 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from activities.identity import IdentityActivities, ScimDirectory, record_code_attempt
+from activities.identity import (
+    IdentityActivities,
+    PendingPasswordWrite,
+    ScimDirectory,
+    record_code_attempt,
+)
 from activities.types import CheckVerificationCodeInput
 from core.db import AuditEvent, Message
 from core.policy import DEFAULT_POLICIES_DIR, policy_digest
 from core.settings import Settings
 from starter.client import PodiumClient
-from starter.scim_server import serving
+from starter.scim_server import ScimApplication, serving
 from starter.verification import code_from_outbox
 from tests.helpers import make_worker, real_system_activities, seeded_engine, signed
 from worker import workflow_runner
@@ -77,6 +82,7 @@ TIMESTAMP_RE = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?Z?")
 class Directory:
     url: str
     identity: IdentityActivities
+    app: ScimApplication | None = None
 
     @property
     def writes(self) -> int:
@@ -129,9 +135,9 @@ def flaky() -> httpx.AsyncBaseTransport | None:
 async def directory(
     engine: Engine, flaky: httpx.AsyncBaseTransport | None
 ) -> AsyncIterator[Directory]:
-    async with serving(TOKEN) as (url, _):
+    async with serving(TOKEN) as (url, app):
         scim = ScimDirectory(url, TOKEN, transport=flaky)
-        yield Directory(url, IdentityActivities(scim, engine))
+        yield Directory(url, IdentityActivities(scim, engine), app)
         await scim.aclose()
 
 
@@ -334,6 +340,68 @@ async def test_a_rate_limited_and_failing_directory_is_retried_and_written_once(
         if event.HasField("activity_task_started_event_attributes")
     ]
     assert max(failures) >= 2  # Temporal retried, the connector did not
+
+
+class LostAnswerTransport(httpx.AsyncBaseTransport):
+    """Loopback HTTP to the directory where the answer to the first password change is lost:
+    the directory takes the change, then the connection drops before its answer arrives."""
+
+    def __init__(self) -> None:
+        self._http = httpx.AsyncHTTPTransport(retries=0)
+        self.patches_taken = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._http.handle_async_request(request)
+        if request.method == "PATCH":
+            self.patches_taken += 1
+            if self.patches_taken == 1:
+                await response.aclose()
+                raise httpx.ReadError("connection reset before the answer", request=request)
+        return response
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+@pytest.mark.parametrize("flaky", [LostAnswerTransport()], ids=["lost_answer"])
+async def test_a_password_change_whose_answer_was_lost_is_not_made_twice(
+    time_env: WorkflowEnvironment,
+    worker: Worker,
+    engine: Engine,
+    directory: Directory,
+    flaky: LostAnswerTransport,
+) -> None:
+    before = await directory.user("ana.lima")
+    handle = await start(time_env, worker, "ana.lima")
+    await wait_for(handle, PasswordResetStatus.AWAITING_CODE)
+    assert (await enter(handle, engine, code_sent(engine, handle.id))).verified
+    result = await handle.result()
+    assert PasswordResetOutcome.RESET == result.outcome
+    # The activity failed once (the lost answer) and Temporal retried it...
+    history = await handle.fetch_history()
+    reset_attempts = [
+        event.activity_task_started_event_attributes.attempt
+        for event in history.events
+        if event.HasField("activity_task_started_event_attributes")
+    ]
+    assert max(reset_attempts) >= 2
+    # ... and the directory took exactly one password change: the one the employee was sent.
+    assert 1 == flaky.patches_taken
+    after = await directory.user("ana.lima")
+    assert before["meta"]["version"] != after["meta"]["version"]
+    (delivered,) = outbox(engine, handle.id, "identity_temporary_password")
+    sent = PASSWORD_RE.search(delivered.body)
+    assert sent is not None
+    assert directory.app is not None
+    (stored,) = [
+        user
+        for user in directory.app.storage.resources
+        if getattr(user, "user_name", None) == "ana.lima"
+    ]
+    assert sent.group(1) == stored.password  # type: ignore[attr-defined]
+    # Nothing of the write is kept once the reset is recorded.
+    with Session(engine) as session:
+        assert [] == list(session.exec(select(PendingPasswordWrite)))
 
 
 class DownTransport(httpx.AsyncBaseTransport):
