@@ -31,7 +31,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -402,6 +402,30 @@ async def test_a_password_change_whose_answer_was_lost_is_not_made_twice(
     # Nothing of the write is kept once the reset is recorded.
     with Session(engine) as session:
         assert [] == list(session.exec(select(PendingPasswordWrite)))
+    await replays(handle, "lost_password_answer")
+
+
+@pytest.mark.parametrize(
+    ("patch", "path"),
+    [
+        ("password-reset-policy-file", "policy_file_locked_rejected"),
+        ("password-reset-retire-code", "policy_file_locked_rejected"),
+        ("password-reset-retire-code", "code_retired_reset"),
+        ("password-reset-retire-code", "code_retired_expired"),
+        ("password-reset-retire-code", "lost_password_answer"),
+    ],
+)
+def test_cases_of_the_new_patches_have_committed_histories(patch: str, path: str) -> None:
+    """`test_replay.py` replays them, next to the cases from before the patches."""
+    history = WorkflowHistory.from_json(
+        path, (HISTORIES / f"password_reset-{path}.json").read_text()
+    )
+    markers = [
+        event.marker_recorded_event_attributes.SerializeToString()
+        for event in history.events
+        if event.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert any(patch.encode() in marker for marker in markers)
 
 
 class DownTransport(httpx.AsyncBaseTransport):
@@ -681,6 +705,8 @@ async def test_the_code_leaves_the_outbox_once_used_expired_or_locked_out(
         assert code_from_outbox(engine, handle.id) is None
     # The temporary password's email of the reset case is still there to be read.
     assert outbox(engine, used.id, "identity_temporary_password")
+    await replays(used, "code_retired_reset")
+    await replays(expired, "code_retired_expired")
 
 
 async def test_the_policy_file_decides_a_new_cases_wrong_codes_and_code_lifetime(
@@ -738,6 +764,12 @@ async def test_the_policy_file_decides_a_new_cases_wrong_codes_and_code_lifetime
     )
     await wait_for(handle, PasswordResetStatus.AWAITING_APPROVAL)  # the service desk's review
     assert "verification_locked" in audit_actions(engine, handle.id)
+    await handle.execute_update(
+        "decide",
+        signed(handle.id, decision("review-1", "reject", DESK, reason="caller failed callback")),
+    )
+    assert PasswordResetOutcome.LOCKED == (await handle.result()).outcome
+    await replays(handle, "policy_file_locked_rejected")
     requested = next(
         event for event in _audit_events(engine, handle.id) if event.action == "reset_requested"
     )
