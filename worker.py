@@ -25,6 +25,7 @@ from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.worker import Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.access import AccessActivities
 from activities.agent import AgentActivities
 from activities.agent_tools import CustomerServiceTools
 from activities.ai import IntelligenceActivities
@@ -167,6 +168,7 @@ def build_activities(
     intelligence = IntelligenceActivities(
         models, gateway, documents=DocumentStore(engine), reader=reader
     )
+    identity = IdentityActivities.from_env(engine)
     return [
         *systems.activities(),
         notifications.send_reply,
@@ -180,8 +182,10 @@ def build_activities(
         intelligence.read_document,
         intelligence.extract_fields,
         evaluate_policy,
-        # The SCIM directory `PODIUM_SCIM_URL` names (default: the embedded one of `podium up`).
-        *IdentityActivities.from_env(engine).activities(),
+        # The SCIM directory `PODIUM_SCIM_URL` names (default: the embedded one of `podium up`),
+        # shared by the identity and access activities (one pooled client).
+        *identity.activities(),
+        *AccessActivities.from_env(identity.directory, engine).activities(),
     ]
 
 

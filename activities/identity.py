@@ -75,6 +75,7 @@ __all__ = [
     "VerificationCode",
     "create_identity_tables",
     "mask_email",
+    "primary_email",
     "record_code_attempt",
 ]
 
@@ -238,6 +239,46 @@ class ScimDirectory:
         )
         return True
 
+    # --- group membership by name (the access_request process) ------------------------------
+
+    async def group_id(self, display_name: str) -> str | None:
+        """The id of the group whose `displayName` is `display_name`, if there is one."""
+        response = await self._call(
+            "GET",
+            "/Groups",
+            params={"filter": f"displayName eq {_quoted(display_name)}", "attributes": "id"},
+        )
+        assert response is not None
+        found = response.json().get("Resources") or []
+        return str(found[0]["id"]) if found else None
+
+    async def is_member(self, group_id: str, user_id: str) -> bool:
+        response = await self._call(
+            "GET",
+            "/Groups",
+            params={
+                "filter": f"id eq {_quoted(group_id)} and members.value eq {_quoted(user_id)}",
+                "attributes": "id",
+            },
+        )
+        assert response is not None
+        return bool(response.json().get("totalResults", 0))
+
+    async def remove_member(self, group_id: str, user_id: str) -> bool:
+        """Remove the user from the group if they are in it (checked first, so a retry never
+        writes twice): True when this call removed them."""
+        if not await self.is_member(group_id, user_id):
+            return False
+        await self._call(
+            "PATCH",
+            f"/Groups/{_segment(group_id)}",
+            json={
+                "schemas": [PATCH_OP],
+                "Operations": [{"op": "remove", "path": f"members[value eq {_quoted(user_id)}]"}],
+            },
+        )
+        return True
+
 
 def _quoted(value: str) -> str:
     """A SCIM filter string literal (RFC 7644 §3.4.2.2: JSON string rules)."""
@@ -266,6 +307,11 @@ def mask_email(address: str | None) -> str | None:
         return None
     local, _, domain = address.partition("@")
     return f"{local[:1]}***@{domain}"
+
+
+def primary_email(user: dict[str, Any]) -> str | None:
+    """The address on file: the primary email, else the work one, else the first."""
+    return _primary_email(user)
 
 
 def _version_of(user: dict[str, Any]) -> str | None:

@@ -7,7 +7,8 @@ The protocol is `scim2-server`'s (RFC 7643/7644: Users with the enterprise exten
 filters, PATCH, ETags) on its in-memory storage, served by uvicorn on loopback only. Each start
 seeds the same demo employees (`DEMO_EMPLOYEES`: role as `title`, department, manager and
 employee number in the enterprise extension, `active` false for people who left) and groups
-(`DEMO_GROUPS`; `admins` and `finance` make an account privileged). Writes live in memory and
+(`DEMO_GROUPS`; `admins` and `finance` make an account privileged) and the application access
+groups of the entitlement catalogue (`APP_GROUPS`, empty). Writes live in memory and
 are gone at the next start: a demo directory, not a store. Point Podium at a real directory
 (Okta, Entra ID, ...) with `PODIUM_SCIM_URL` and `PODIUM_SCIM_TOKEN` instead.
 
@@ -43,6 +44,7 @@ from scim2_server.utils import (
 )
 
 __all__ = [
+    "APP_GROUPS",
     "DEFAULT_PORT",
     "DEMO_EMPLOYEES",
     "DEMO_GROUPS",
@@ -77,6 +79,18 @@ class DemoEmployee:
 # App groups and the privileged ones (`admins`, `finance`): a reset of their members' accounts
 # always waits for a person's approval.
 DEMO_GROUPS = ("employees", "engineering", "sales", "support", "finance", "admins", "it_security")
+# Application access groups of the entitlement catalogue (`catalogues/access.yaml`): the
+# `access_request` process adds and removes members; nobody is seeded in them.
+APP_GROUPS = (
+    "app-github-read",
+    "app-github-write",
+    "app-github-admin",
+    "app-salesforce-user",
+    "app-salesforce-admin",
+    "app-zendesk-agent",
+    "app-zendesk-reports",
+    "app-payroll-viewer",
+)
 
 DEMO_EMPLOYEES = (
     DemoEmployee("maria.chen", "Maria Chen", "Engineering Manager", "Engineering", None,
@@ -176,7 +190,7 @@ async def seed(client: httpx.AsyncClient) -> dict[str, str]:
             response.raise_for_status()
             ids[employee.user_name] = response.json()["id"]
             pending.remove(employee)
-    for group in DEMO_GROUPS:
+    for group in (*DEMO_GROUPS, *APP_GROUPS):
         members = [
             {"value": ids[e.user_name], "type": "User"} for e in DEMO_EMPLOYEES if group in e.groups
         ]

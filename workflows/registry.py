@@ -30,6 +30,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from workflows.access_request import starting as access_request
+from workflows.access_request.types import (
+    AccessRequestInput,
+    AccessRequestResult,
+    AccessRequestState,
+)
+from workflows.access_request.workflow import AccessRequestWorkflow
 from workflows.agent_assist import starting as agent_assist
 from workflows.agent_assist.types import AgentAssistInput, AgentAssistResult, AgentAssistState
 from workflows.agent_assist.workflow import AgentAssistWorkflow
@@ -199,6 +206,30 @@ PROCESSES = Registry(
                 "check_verification_code",
                 "retire_verification_code",
                 "reset_password",
+                *_GATE_AND_AUDIT,
+            ),
+        ),
+        Process(
+            name="access_request",
+            title="Access request: an employee gets access to an application, approved by name",
+            workflow=AccessRequestWorkflow,
+            request=access_request.AccessRequestRequest,
+            input=AccessRequestInput,
+            state=AccessRequestState,
+            result=AccessRequestResult,
+            prepare=access_request.prepare,
+            describe=access_request.describe,
+            approval_card=access_request.approval_card,
+            policy="access_request",
+            activities=(
+                "open_ticket",
+                "lookup_employee",
+                "lookup_entitlement",
+                "evaluate_policy",
+                "grant_access",
+                "update_ticket",
+                "notify_employee",
+                "revoke_access",
                 *_GATE_AND_AUDIT,
             ),
         ),

@@ -1,0 +1,149 @@
+"""Payload types of the access activities (`activities/access.py`): the entitlement catalogue's
+entries and the grants of group membership in the directory.
+
+Pure pydantic that imports nothing of Podium's: safe under the sandbox's passthrough, read by
+the activities, the `access_request` process, the starter and tests.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "AccessApproval",
+    "Application",
+    "Catalogue",
+    "Entitlement",
+    "GrantAccessInput",
+    "GrantAccessResult",
+    "LookupEntitlementInput",
+    "LookupEntitlementResult",
+    "NotifyEmployeeInput",
+    "NotifyEmployeeResult",
+    "PreApproved",
+    "RevokeAccessInput",
+    "RevokeAccessResult",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccessApproval(StrEnum):
+    """Who must agree before an entitlement is granted (the catalogue says, per level)."""
+
+    MANAGER = "manager"  # the employee's manager, unless pre-approved for them
+    SENSITIVE = "sensitive"  # the manager, then the app owner (or security); never pre-approved
+
+
+class PreApproved(_Strict):
+    """Whom an entitlement is pre-approved for: a directory department or role (title)."""
+
+    departments: list[str] = Field(default_factory=list)
+    titles: list[str] = Field(default_factory=list)
+
+
+class Entitlement(_Strict):
+    """One access level of an application: the directory group that grants it."""
+
+    level: str = Field(min_length=1, max_length=64)
+    group: str = Field(min_length=1, max_length=128, description="SCIM group displayName")
+    approval: AccessApproval = AccessApproval.MANAGER
+    pre_approved: PreApproved = Field(default_factory=PreApproved)
+    max_days: int | None = Field(
+        default=None, ge=1, le=3650, description="Access is time-bound, at most this long"
+    )
+
+    @model_validator(mode="after")
+    def _sensitive_is_never_pre_approved(self) -> Self:
+        if self.approval == AccessApproval.SENSITIVE and (
+            self.pre_approved.departments or self.pre_approved.titles
+        ):
+            raise ValueError(f"level '{self.level}': sensitive access is never pre-approved")
+        return self
+
+
+class Application(_Strict):
+    title: str = Field(min_length=1, max_length=128)
+    owner: str = Field(min_length=1, max_length=128, description="The app owner's user name")
+    levels: dict[str, Entitlement] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _levels_know_their_names(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("levels"), dict):
+            data = {
+                **data,
+                "levels": {
+                    name: {"level": name, **spec} if isinstance(spec, dict) else spec
+                    for name, spec in data["levels"].items()
+                },
+            }
+        return data
+
+
+class Catalogue(_Strict):
+    """The entitlement catalogue (`catalogues/access.yaml`). `digest` is the short sha256 of
+    the file's bytes, stamped on every case looked up in it (set by the loader)."""
+
+    version: str = Field(min_length=1, max_length=64)
+    digest: str = Field(default="", max_length=64)
+    applications: dict[str, Application] = Field(min_length=1)
+
+
+class LookupEntitlementInput(BaseModel):
+    application: str = Field(min_length=1, max_length=64)
+    level: str = Field(min_length=1, max_length=64)
+
+
+class LookupEntitlementResult(BaseModel):
+    application_title: str | None = None
+    owner: str | None = None
+    entitlement: Entitlement | None = Field(default=None, description="None: not catalogued")
+    catalogue_version: str
+    catalogue_digest: str
+    reason: str = ""
+
+
+class GrantAccessInput(BaseModel):
+    idempotency_key: str = Field(description="One grant per key, also under retries")
+    case_id: str
+    user_id: str
+    group: str
+
+
+class GrantAccessResult(BaseModel):
+    group_id: str
+    granted: bool = Field(description="This case added the membership (it revokes only that)")
+    already_member: bool
+    granted_at: datetime
+
+
+class RevokeAccessInput(BaseModel):
+    grant_key: str = Field(description="The idempotency key of the grant to revoke")
+    case_id: str
+    reason: str = Field(max_length=200)
+
+
+class RevokeAccessResult(BaseModel):
+    revoked: bool = Field(description="This call removed the membership the grant added")
+    revoked_at: datetime | None = None
+
+
+class NotifyEmployeeInput(BaseModel):
+    idempotency_key: str
+    case_id: str
+    user_id: str
+    kind: str = Field(pattern=r"^access_[a-z_]{1,40}$", examples=["access_granted"])
+    text: str = Field(max_length=2_000)
+
+
+class NotifyEmployeeResult(BaseModel):
+    message_id: str
+    sent_to: str = Field(description="The masked address on file")
+    created: bool
