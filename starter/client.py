@@ -933,7 +933,11 @@ class PodiumClient:
             request=request,
             levels=[level.name for level in request.policy.levels],
             waiting_for=(
-                [*request.awaiting_roles, *(USER_PREFIX + name for name in request.delegates)]
+                [
+                    *request.awaiting_roles,
+                    *(USER_PREFIX + name for name in request.awaiting_people),
+                    *(USER_PREFIX + name for name in request.delegates),
+                ]
                 if pending
                 else []
             ),

@@ -126,6 +126,7 @@ async def test_the_manager_approves_by_name_in_the_inbox(stack: ApprovalsStack, 
             facts["Sensitive"],
         )
         assert ["sofia.rossi"] == card["request"]["awaiting_people"]
+        assert ["user:sofia.rossi"] == card["waiting_for"]
         assert [] == await _members(scim, "app-github-read")
     # A role is not the manager.
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, auth=LEAD) as http:
