@@ -337,6 +337,7 @@ def _show_case(view: dict[str, Any]) -> None:
                 )
             )
             waiting = [*approval.get("awaiting_roles", [])]
+            waiting += [f"user:{name}" for name in approval.get("awaiting_people") or []]
             waiting += [f"user:{name}" for name in approval.get("delegates") or []]
             if waiting:
                 fields.append(("Waiting for", ", ".join(waiting)))
