@@ -3,11 +3,14 @@
 The idempotency key is the case id plus the process's own audit sequence number, so a retried
 call records once and a continued-as-new run carries its counter on.
 
-Patch `audit-local-activity`: a case started after it writes its audit events as local
-activities (run by the case's own worker, recorded as a marker in the same workflow task: no
-extra round trip through the server per event, and the same idempotency key). Cases started
-before it replay with the activities they scheduled: `workflow.patched` is asked at the first
-audit event and its answer holds for the rest of the run.
+Patch `audit-local-activity`: cases started after it wrote their audit events as local
+activities (run by the case's own worker, recorded as a marker: no extra round trip through the
+server per event). Patch `audit-activity` ends that for new cases: a local activity's result
+is replayed at the marker, which under load is not where it resolved the first time, so a case
+that also took updates (decisions) in that workflow task could no longer be replayed. New cases
+write audit events as activities again, ordered in history like everything else. Each case
+keeps the way it started with: `workflow.patched` is asked at the first audit event and its
+answers hold for the rest of the run.
 """
 
 from __future__ import annotations
@@ -21,9 +24,16 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.types import AuditEventInput, AuditEventResult
 
-__all__ = ["AUDIT_RETRY", "AUDIT_TIMEOUT", "PATCH_AUDIT_LOCAL", "record_audit"]
+__all__ = [
+    "AUDIT_RETRY",
+    "AUDIT_TIMEOUT",
+    "PATCH_AUDIT_ACTIVITY",
+    "PATCH_AUDIT_LOCAL",
+    "record_audit",
+]
 
 PATCH_AUDIT_LOCAL = "audit-local-activity"
+PATCH_AUDIT_ACTIVITY = "audit-activity"
 AUDIT_TIMEOUT = timedelta(seconds=30)
 AUDIT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -45,7 +55,7 @@ async def record_audit(
         detail=detail,
         occurred_at=workflow.now(),
     )
-    if workflow.patched(PATCH_AUDIT_LOCAL):
+    if not workflow.patched(PATCH_AUDIT_ACTIVITY) and workflow.patched(PATCH_AUDIT_LOCAL):
         await workflow.execute_local_activity(
             "record_audit_event",
             event,

@@ -293,7 +293,9 @@ class RefundWorkflow:
         decision_id = decision.decision_id or f"signal-{workflow.uuid4()}"
         try:
             if self._signed_decisions:
-                decision = await self._gate.authenticate(decision, encrypted=encrypted)
+                decision = await self._gate.authenticate(
+                    decision, encrypted=encrypted, local=not self._checked_on_acceptance
+                )
             self._gate.accept(decision, now=workflow.now(), decision_id=decision_id, via="signal")
         except ValueError as err:
             workflow.logger.warning("approval signal refused: %s", err)
