@@ -184,3 +184,19 @@ def signed(case_id: str, decision: ApprovalDecisionInput) -> ApprovalDecisionInp
         digest=decision_digest(case_id, decision),
     )
     return decision.model_copy(update={"credential": token})
+
+
+def history_recording(variable: str) -> Callable[[str], str | None]:
+    """Which recorded path a test writes to `tests/histories/`, and under which name.
+
+    `<variable>=1` re-records every path under its own name (a deliberate, versioned change);
+    `<variable>=automated=automated-audit_activity,...` records only the paths named, each under
+    a new name, next to the histories of the cases started before the change. Unset: none.
+    """
+    import os
+
+    value = os.environ.get(variable, "")
+    if value == "1":
+        return lambda path: path
+    chosen = dict(pair.split("=", 1) for pair in value.split(",") if "=" in pair)
+    return chosen.get

@@ -208,6 +208,31 @@ async def _racing_decisions(
     )
 
 
+async def _signals_checked(
+    env: WorkflowEnvironment, handle: WorkflowHandle[object, object]
+) -> None:
+    """Patch `audit-activity`: audit events and signed decision signals checked by activities.
+    High risk: a forged signal (refused and audited), the team lead's signed one, then
+    finance's by update."""
+    await _approval_pending(handle)
+    await handle.signal(
+        "approval_decision", _decision(decision_id="d-x", approver="mallory", approver_roles=LEAD)
+    )
+    await handle.signal(
+        "approval_decision",
+        signed(handle.id, _decision(decision_id="d-1", approver="lead", approver_roles=LEAD)),
+    )
+    for _ in range(500):  # the signal's token is checked by an activity first
+        state = await _approval_pending(handle)
+        if state.approval is not None and state.approval.level == 2:
+            break
+        await asyncio.sleep(0.02)
+    await handle.execute_update(
+        "decide",
+        signed(handle.id, _decision(decision_id="d-2", approver="cfo", approver_roles=["finance"])),
+    )
+
+
 _PANEL = ApprovalPolicy(
     levels=[ApprovalLevel(name="panel", approver_roles=LEAD, quorum=2, reminders=[0.5])]
 )
@@ -245,6 +270,9 @@ SCENARIOS: dict[str, tuple[str, str | None, str, Scenario, RefundPolicy | None]]
     "policy_rules": ("C-1001", "O-5001", "refund O-5001 please", _nothing, None),
     # Patch `decisions-checked-on-acceptance`: racing signed decisions by update.
     "racing_decisions": ("C-1002", "O-5004", "refund O-5004", _racing_decisions, None),
+    # Patch `audit-activity`.
+    "audited_racing_decisions": ("C-1002", "O-5004", "refund O-5004", _racing_decisions, None),
+    "signals_checked": ("C-1002", "O-5004", "refund O-5004", _signals_checked, None),
 }
 # Scenarios started with the shipped policy file (policies/refund.yaml) on the case.
 POLICY_FILE_SCENARIOS = {"policy_rules"}
@@ -275,6 +303,8 @@ OUTCOMES = {
     "low_confidence": RefundOutcome.APPROVED,
     "policy_rules": RefundOutcome.AUTO_RESOLVED,
     "racing_decisions": RefundOutcome.APPROVED,
+    "audited_racing_decisions": RefundOutcome.APPROVED,
+    "signals_checked": RefundOutcome.APPROVED,
 }
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +41,13 @@ from activities.intelligence.ledger import ModelLedger
 from core.db import AgentTranscript, AuditEvent, Credit, ModelCall, Ticket
 from core.policy import DEFAULT_POLICY_FILE, load_policy
 from tests.fake_openai import FakeOpenAI, RecordedRequest, Scripted, chat_completion, tool_calls
-from tests.helpers import make_worker, real_system_activities, seeded_engine, signed
+from tests.helpers import (
+    history_recording,
+    make_worker,
+    real_system_activities,
+    seeded_engine,
+    signed,
+)
 from worker import agent_activities, workflow_runner
 from workflows.agent_assist.types import (
     AgentAssistInput,
@@ -69,7 +74,7 @@ HISTORIES = Path(__file__).parent / "histories"
 # `PODIUM_RECORD_AGENT_HISTORIES=1 pytest tests/test_agent.py` (re)writes the committed
 # `tests/histories/agent_assist-*.json` that `test_replay.py` replays: only for a deliberate,
 # versioned change of the workflow.
-RECORD = os.environ.get("PODIUM_RECORD_AGENT_HISTORIES") == "1"
+RECORD = history_recording("PODIUM_RECORD_AGENT_HISTORIES")
 
 
 # --- Fixtures -----------------------------------------------------------------------------------
@@ -246,8 +251,8 @@ async def replays(handle: Handle, path: str, run_id: str | None = None) -> None:
         workflow_runner=workflow_runner(),
     )
     await replayer.replay_workflow(history)
-    if RECORD:
-        (HISTORIES / f"agent_assist-{path}.json").write_text(history.to_json())
+    if name := RECORD(path):
+        (HISTORIES / f"agent_assist-{name}.json").write_text(history.to_json())
 
 
 # --- (a) an allowed tool ------------------------------------------------------------------------

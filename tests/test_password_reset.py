@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import uuid
 from collections import Counter
@@ -50,7 +49,13 @@ from core.settings import Settings
 from starter.client import PodiumClient
 from starter.scim_server import ScimApplication, serving
 from starter.verification import code_from_outbox
-from tests.helpers import make_worker, real_system_activities, seeded_engine, signed
+from tests.helpers import (
+    history_recording,
+    make_worker,
+    real_system_activities,
+    seeded_engine,
+    signed,
+)
 from worker import workflow_runner
 from workflows.contracts import search_attributes as sa
 from workflows.contracts.approval import ApprovalDecisionInput, ApprovalDecisionResult
@@ -70,7 +75,7 @@ pytestmark = pytest.mark.timeout(120)
 Handle = WorkflowHandle[Any, PasswordResetResult]
 TOKEN = "test-scim-token"
 HISTORIES = Path(__file__).parent / "histories"
-RECORD = os.environ.get("PODIUM_RECORD_PASSWORD_RESET_HISTORIES") == "1"
+RECORD = history_recording("PODIUM_RECORD_PASSWORD_RESET_HISTORIES")
 SECURITY = {"approver": "grace.kim@example.com", "approver_roles": ["it_security"]}
 DESK = {"approver": "desk.agent@example.com", "approver_roles": ["it_service_desk"]}
 CODE_RE = re.compile(r"code is (\d{6})\.")
@@ -245,8 +250,8 @@ async def replays(handle: Handle, path: str) -> None:
         workflow_runner=workflow_runner(),
     )
     await replayer.replay_workflow(history)
-    if RECORD:
-        (HISTORIES / f"password_reset-{path}.json").write_text(history.to_json())
+    if name := RECORD(path):
+        (HISTORIES / f"password_reset-{name}.json").write_text(history.to_json())
 
 
 def decision(request_id: str, action: str, who: dict[str, Any], **extra: Any) -> Any:

@@ -38,6 +38,9 @@ EXPECTED_PATHS = {
     "racing_decisions",
     # Patch `refund-triage-handoff`.
     "triage_unavailable",
+    # Patch `audit-activity`.
+    "audited_racing_decisions",
+    "signals_checked",
 }
 PATCHED_PATHS = {
     "receipt_ocr",
@@ -46,6 +49,8 @@ PATCHED_PATHS = {
     "policy_rules",
     "racing_decisions",
     "triage_unavailable",
+    "audited_racing_decisions",
+    "signals_checked",
 }
 
 
@@ -107,6 +112,20 @@ def test_decisions_checked_on_acceptance_are_recorded_for_every_deciding_process
     checked = [p for p in mine if _has_patch(p, "decisions-checked-on-acceptance")]
     assert checked, f"no {process} history with patch decisions-checked-on-acceptance"
     assert len(checked) < len(mine)
+
+
+# Processes released after patch `audit-activity`: they never wrote audit events locally.
+AUDITED_BY_ACTIVITY_FROM_THE_START = {"access_request", "access_review"}
+
+
+@pytest.mark.parametrize("process", PROCESSES.names)
+def test_cases_auditing_by_activity_are_recorded_for_every_process(process: str) -> None:
+    """Every process has histories of cases started under patch `audit-activity` (audit events
+    as activities); those that wrote them as local activities before keep theirs too."""
+    mine = [p for p in HISTORIES if p.stem.startswith(f"{process}-")]
+    assert any(_has_patch(p, "audit-activity") for p in mine), process
+    if process not in AUDITED_BY_ACTIVITY_FROM_THE_START:
+        assert any(_has_patch(p, "audit-local-activity") for p in mine), process
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
