@@ -12,6 +12,12 @@ anything is written, membership is checked again before it is added, and a retry
 record. So a grant writes to the directory exactly once (one PATCH), a retry after a lost
 answer writes nothing, and a revocation removes only what a grant added (never a membership
 the employee had before the case).
+
+Access reviews (the `access_review` process) list the members of the reviewed levels' groups
+with their managers (`list_access_reviews`) and remove a membership a reviewer revoked
+(`revoke_membership`): recorded first under its idempotency key with whether the person was a
+member, so a removal is at most one SCIM write (one PATCH), a retry after a lost answer writes
+nothing, and a membership already gone is written to not at all.
 """
 
 from __future__ import annotations
@@ -33,24 +39,30 @@ from sqlmodel import Field, Session, SQLModel, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.identity import ScimDirectory, mask_email, primary_email
+from activities.identity import ENTERPRISE_USER, ScimDirectory, mask_email, primary_email
 from core.db import Message
 from workflows.contracts.access import (
     Catalogue,
     GrantAccessInput,
     GrantAccessResult,
+    ListAccessReviewsInput,
+    ListAccessReviewsResult,
     LookupEntitlementInput,
     LookupEntitlementResult,
     NotifyEmployeeInput,
     NotifyEmployeeResult,
+    ReviewItem,
     RevokeAccessInput,
     RevokeAccessResult,
+    RevokeMembershipInput,
+    RevokeMembershipResult,
 )
 
 __all__ = [
     "DEFAULT_CATALOGUE",
     "AccessActivities",
     "AccessGrant",
+    "AccessRevocation",
     "AccessSettings",
     "CatalogueError",
     "load_catalogue",
@@ -102,6 +114,14 @@ def load_catalogue(path: Path) -> Catalogue:
     return parse_catalogue(content, source=str(path))
 
 
+def _manager_id(user: dict[str, Any]) -> str | None:
+    """The SCIM id of the user's manager (enterprise extension), if the directory has one."""
+    enterprise = user.get(ENTERPRISE_USER) or {}
+    manager = enterprise.get("manager") or {}
+    value = manager.get("value") if isinstance(manager, dict) else None
+    return str(value) if value else None
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -128,7 +148,27 @@ class AccessGrant(SQLModel, table=True):
     revoked_at: datetime | None = None
 
 
-_TABLES = [SQLModel.metadata.tables[str(AccessGrant.__tablename__)]]
+class AccessRevocation(SQLModel, table=True):
+    """A membership an access review removes, under its idempotency key: recorded before the
+    directory is written, with whether the person was a member then (if not, nothing is
+    written)."""
+
+    __tablename__ = "access_review_revocations"
+
+    idempotency_key: str = Field(primary_key=True, max_length=200)
+    case_id: str = Field(index=True, max_length=200)
+    user_id: str = Field(max_length=200)
+    group_id: str = Field(max_length=200)
+    group_name: str = Field(max_length=128)
+    was_member: bool
+    status: str = Field(default="pending", max_length=16)  # pending | revoked
+    revoked_at: datetime | None = None
+
+
+_TABLES = [
+    SQLModel.metadata.tables[str(AccessGrant.__tablename__)],
+    SQLModel.metadata.tables[str(AccessRevocation.__tablename__)],
+]
 
 
 class AccessActivities:
@@ -152,6 +192,8 @@ class AccessActivities:
             self.grant_access,
             self.revoke_access,
             self.notify_employee,
+            self.list_access_reviews,
+            self.revoke_membership,
         ]
 
     @activity.defn(name="lookup_entitlement")
@@ -241,6 +283,88 @@ class AccessActivities:
             )
         return await asyncio.to_thread(self._send, input, address)
 
+    @activity.defn(name="list_access_reviews")
+    async def list_access_reviews(self, input: ListAccessReviewsInput) -> ListAccessReviewsResult:
+        """Who holds the reviewed access levels (per the catalogue's `approval`), read from the
+        directory's groups, each with their manager; and every manager in the directory."""
+        try:
+            catalogue = load_catalogue(self._catalogue_path)
+        except CatalogueError as err:
+            raise ApplicationError(str(err), type="InvalidCatalogue", non_retryable=True) from None
+        directory = self._directory
+        users = {str(user["id"]): user for user in await directory.users()}
+        manager_ids = {uid: _manager_id(user) for uid, user in users.items()}
+        managers = sorted(
+            {str(users[m]["userName"]) for m in manager_ids.values() if m and m in users}
+        )
+        reviewed = set(input.approvals)
+        items: list[ReviewItem] = []
+        groups: list[str] = []
+        missing: list[str] = []
+        for app_name, app in sorted(catalogue.applications.items()):
+            for level_name, entitlement in sorted(app.levels.items()):
+                if entitlement.approval not in reviewed:
+                    continue
+                groups.append(entitlement.group)
+                group_id = await directory.group_id(entitlement.group)
+                if group_id is None:
+                    missing.append(entitlement.group)
+                    continue
+                for user_id in await directory.group_members(group_id):
+                    user = users.get(user_id) or await directory.get_user(user_id)
+                    if user is None:
+                        continue
+                    manager_id = _manager_id(user)
+                    manager = users.get(manager_id or "") if manager_id else None
+                    enterprise = user.get(ENTERPRISE_USER) or {}
+                    items.append(
+                        ReviewItem(
+                            user_id=user_id,
+                            user_name=str(user["userName"]),
+                            title=user.get("title"),
+                            department=enterprise.get("department"),
+                            manager=str(manager["userName"]) if manager else None,
+                            application=app_name,
+                            application_title=app.title,
+                            access_level=level_name,
+                            group=entitlement.group,
+                            group_id=group_id,
+                            owner=app.owner,
+                        )
+                    )
+        items.sort(key=lambda i: (i.manager or i.owner, i.user_name, i.group))
+        log.info("access_reviews_listed", groups=len(groups), items=len(items))
+        return ListAccessReviewsResult(
+            catalogue_version=catalogue.version,
+            catalogue_digest=catalogue.digest,
+            groups=groups,
+            items=items,
+            managers=managers,
+            missing_groups=missing,
+        )
+
+    @activity.defn(name="revoke_membership")
+    async def revoke_membership(self, input: RevokeMembershipInput) -> RevokeMembershipResult:
+        """Remove a reviewed membership: once per idempotency key, at most one SCIM write."""
+        row = await asyncio.to_thread(self._revocation, input.idempotency_key)
+        if row is None:
+            member = await self._directory.is_member(input.group_id, input.user_id)
+            row = await asyncio.to_thread(self._record_revocation, input, member)
+        if row.status == "pending":
+            if row.was_member:
+                # Checked again inside: after a lost answer the retry finds it gone.
+                await self._directory.remove_member(row.group_id, row.user_id)
+            row = await asyncio.to_thread(self._revoked, input.idempotency_key)
+        log.info(
+            "membership_revoked",
+            case_id=input.case_id,
+            group=row.group_name,
+            removed=row.was_member,
+        )
+        return RevokeMembershipResult(
+            removed=row.was_member, revoked_at=_aware(row.revoked_at or _utcnow())
+        )
+
     # --- helpers --------------------------------------------------------------------------------
 
     async def _group(self, name: str) -> str:
@@ -287,6 +411,43 @@ class AccessActivities:
                 row.granted_at = _utcnow()
             else:
                 row.revoked_at = _utcnow()
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+            return row
+
+    def _revocation(self, key: str) -> AccessRevocation | None:
+        with Session(self._engine) as session:
+            return session.get(AccessRevocation, key)
+
+    def _record_revocation(self, input: RevokeMembershipInput, member: bool) -> AccessRevocation:
+        with Session(self._engine) as session:
+            row = AccessRevocation(
+                idempotency_key=input.idempotency_key,
+                case_id=input.case_id,
+                user_id=input.user_id,
+                group_id=input.group_id,
+                group_name=input.group,
+                was_member=member,
+            )
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                found = session.get(AccessRevocation, input.idempotency_key)
+                if found is None:
+                    raise
+                return found
+            session.refresh(row)
+            return row
+
+    def _revoked(self, key: str) -> AccessRevocation:
+        with Session(self._engine) as session:
+            row = session.get(AccessRevocation, key)
+            assert row is not None
+            row.status = "revoked"
+            row.revoked_at = _utcnow()
             session.add(row)
             session.commit()
             session.refresh(row)

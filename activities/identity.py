@@ -279,6 +279,32 @@ class ScimDirectory:
         )
         return True
 
+    # --- listing (the access_review process) -------------------------------------------------
+
+    async def group_members(self, group_id: str) -> list[str]:
+        """The SCIM ids of the group's members (none when the group is gone)."""
+        response = await self._call("GET", f"/Groups/{_segment(group_id)}", missing_ok=True)
+        if response is None:
+            return []
+        members = response.json().get("members") or []
+        return [str(m["value"]) for m in members if isinstance(m, dict) and m.get("value")]
+
+    async def users(self, *, page: int = 100) -> list[dict[str, Any]]:
+        """Every user of the directory, page by page (RFC 7644 §3.4.2.4)."""
+        found: list[dict[str, Any]] = []
+        start = 1
+        while True:
+            response = await self._call(
+                "GET", "/Users", params={"startIndex": start, "count": page}
+            )
+            assert response is not None
+            body = response.json()
+            resources = body.get("Resources") or []
+            found.extend(resources)
+            if not resources or len(found) >= int(body.get("totalResults", len(found))):
+                return found
+            start += len(resources)
+
 
 def _quoted(value: str) -> str:
     """A SCIM filter string literal (RFC 7644 §3.4.2.2: JSON string rules)."""

@@ -42,6 +42,15 @@ EXPECTED_PATHS = {
     "audited_racing_decisions",
     "signals_checked",
 }
+# The access review: a cycle, and a review of each way it ends (tests/test_access_review.py).
+ACCESS_REVIEW_PATHS = {
+    "cycle",
+    "nothing_to_review",
+    "confirmed",
+    "revoked",
+    "revoked_at_deadline",
+    "kept_at_deadline",
+}
 PATCHED_PATHS = {
     "receipt_ocr",
     "receipt_mismatch",
@@ -75,6 +84,12 @@ def test_every_history_belongs_to_a_registered_process() -> None:
 def test_every_refund_path_has_a_committed_history() -> None:
     recorded = {p.stem.removeprefix("refund-") for p in HISTORIES if p.stem.startswith("refund-")}
     assert EXPECTED_PATHS <= recorded
+
+
+def test_every_access_review_path_has_a_committed_history() -> None:
+    prefix = "access_review-"
+    recorded = {p.stem.removeprefix(prefix) for p in HISTORIES if p.stem.startswith(prefix)}
+    assert ACCESS_REVIEW_PATHS <= recorded
 
 
 def test_both_sides_of_the_receipt_ocr_patch_are_recorded() -> None:

@@ -37,6 +37,14 @@ from workflows.access_request.types import (
     AccessRequestState,
 )
 from workflows.access_request.workflow import AccessRequestWorkflow
+from workflows.access_review import starting as access_review
+from workflows.access_review.types import (
+    AccessReviewInput,
+    AccessReviewPolicyFile,
+    AccessReviewResult,
+    AccessReviewState,
+)
+from workflows.access_review.workflow import AccessReviewWorkflow
 from workflows.agent_assist import starting as agent_assist
 from workflows.agent_assist.types import AgentAssistInput, AgentAssistResult, AgentAssistState
 from workflows.agent_assist.workflow import AgentAssistWorkflow
@@ -230,6 +238,26 @@ PROCESSES = Registry(
                 "update_ticket",
                 "notify_employee",
                 "revoke_access",
+                *_GATE_AND_AUDIT,
+            ),
+        ),
+        Process(
+            name="access_review",
+            title="Access review: managers confirm or revoke the sensitive access of their reports",
+            workflow=AccessReviewWorkflow,
+            request=access_review.AccessReviewRequest,
+            input=AccessReviewInput,
+            state=AccessReviewState,
+            result=AccessReviewResult,
+            prepare=access_review.prepare,
+            describe=access_review.describe,
+            approval_card=access_review.approval_card,
+            policy="access_review",
+            policy_model=AccessReviewPolicyFile,
+            activities=(
+                "list_access_reviews",
+                "revoke_membership",
+                "notify_employee",
                 *_GATE_AND_AUDIT,
             ),
         ),

@@ -20,13 +20,18 @@ __all__ = [
     "Entitlement",
     "GrantAccessInput",
     "GrantAccessResult",
+    "ListAccessReviewsInput",
+    "ListAccessReviewsResult",
     "LookupEntitlementInput",
     "LookupEntitlementResult",
     "NotifyEmployeeInput",
     "NotifyEmployeeResult",
     "PreApproved",
+    "ReviewItem",
     "RevokeAccessInput",
     "RevokeAccessResult",
+    "RevokeMembershipInput",
+    "RevokeMembershipResult",
 ]
 
 
@@ -147,3 +152,58 @@ class NotifyEmployeeResult(BaseModel):
     message_id: str
     sent_to: str = Field(description="The masked address on file")
     created: bool
+
+
+# --- access reviews (the `access_review` process) ------------------------------------------------
+
+
+class ListAccessReviewsInput(BaseModel):
+    """Which catalogue levels are reviewed: those whose `approval` is one of these."""
+
+    approvals: list[AccessApproval] = Field(
+        default_factory=lambda: [AccessApproval.SENSITIVE], min_length=1
+    )
+
+
+class ReviewItem(BaseModel):
+    """One membership to review: a person holding a reviewed access level, and who reviews it
+    (their manager by name from the directory; without one, the application's owner)."""
+
+    user_id: str = Field(description="The directory's id of the member (SCIM `id`)")
+    user_name: str
+    title: str | None = None
+    department: str | None = None
+    manager: str | None = Field(default=None, description="The member's manager's user name")
+    application: str
+    application_title: str
+    access_level: str
+    group: str
+    group_id: str
+    owner: str = Field(description="The application's owner (the catalogue's)")
+
+
+class ListAccessReviewsResult(BaseModel):
+    catalogue_version: str
+    catalogue_digest: str
+    groups: list[str] = Field(description="The directory groups reviewed")
+    items: list[ReviewItem] = Field(default_factory=list)
+    managers: list[str] = Field(
+        default_factory=list, description="Every manager in the directory (user names)"
+    )
+    missing_groups: list[str] = Field(
+        default_factory=list, description="Reviewed groups the directory does not have"
+    )
+
+
+class RevokeMembershipInput(BaseModel):
+    idempotency_key: str = Field(description="One removal per key, also under retries")
+    case_id: str
+    user_id: str
+    group_id: str
+    group: str
+    reason: str = Field(max_length=200)
+
+
+class RevokeMembershipResult(BaseModel):
+    removed: bool = Field(description="This call removed the membership (False: already gone)")
+    revoked_at: datetime
