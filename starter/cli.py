@@ -16,8 +16,10 @@
     podium verify CASE [--code 123456]                 an employee enters their reset's code
 
     podium audit verify | podium audit show CASE
+    podium reviews schedule | run-now | show           the access reviews' Temporal Schedule
 
-Every command except `up`, `eval` and `audit` (which read the database directly) talks to the
+Every command except `up`, `eval`, `audit` (which read the database directly) and `reviews`
+(which manages a Temporal Schedule) talks to the
 HTTP API (`--api-url`, env `PODIUM_API_URL`), so it works the same against a laptop and a shared
 deployment. `--json` prints the API's answer as JSON.
 
@@ -944,6 +946,10 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     from starter.policy import add_policy_command  # `podium policy`; reads files and the database
 
     add_policy_command(cli)
+
+    from starter.reviews import add_reviews_command  # `podium reviews`; talks to Temporal
+
+    add_reviews_command(cli)
     return cli
 
 

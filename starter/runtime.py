@@ -7,7 +7,9 @@ It starts, in order, and supervises:
    attributes are registered through the operator API instead;
 2. the systems-of-record database (tables created, demo data seeded on first run);
 3. the worker (`python -m worker`), the starter HTTP API (uvicorn) and the codec server
-   (`python -m starter.codec_server`), which the Temporal UI is pointed at.
+   (`python -m starter.codec_server`), which the Temporal UI is pointed at;
+4. the access reviews' Temporal Schedule (`podium-access-review`, `starter/reviews.py`),
+   created or updated to `policies/access_review.yaml`.
 
 Payloads in Temporal history are encrypted (`core.codec`). Without configured keys, the key and
 the codec server's token are created once under `<data folder>/keys/` (mode 0600) and handed to
@@ -59,11 +61,13 @@ from temporalio.service import RPCError
 
 from core.db import create_tables, make_engine
 from core.logging import configure_logging
+from core.policy import PolicyError
 from core.seed import DEMO_CUSTOMERS, seed_demo_data
 from core.settings import Settings
 from core.temporal import connect, connect_config, uses_external_temporal
 from starter.auth import load_or_create_jwt_secret, mint_token
 from starter.codec_server import codec_banner, codec_url, dev_secrets
+from starter.reviews import SCHEDULE_ID, ensure_schedule
 from starter.scim_server import dev_env as scim_dev_env
 from workflows.contracts import search_attributes
 
@@ -456,6 +460,12 @@ async def _run(settings: Settings) -> int:
                     "start; see the errors above"
                 )
             await asyncio.sleep(0.3)
+        try:
+            # The access reviews' Schedule, in step with policies/access_review.yaml.
+            done = await ensure_schedule(client, settings)
+            log.info("access_review_schedule", schedule_id=SCHEDULE_ID, done=done)
+        except (RPCError, PolicyError) as err:
+            log.warning("access_review_schedule_not_set", error=str(err))
         codec_lines = (
             codec_banner(
                 settings,
