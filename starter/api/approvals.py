@@ -304,12 +304,20 @@ async def _decide(
         state = (await podium.get_case(case_id)).state
         # Only while the approval is still open: a decided one refuses everyone alike (409).
         approval = state.approval if state is not None and state.decision is None else None
+        named = (
+            {name.strip().casefold() for name in approval.awaiting_people} if approval else set()
+        )
         if (
             approval is not None
             and not set(roles) & set(approval.awaiting_roles)
             and caller.subject not in approval.delegates
+            and caller.subject.strip().casefold() not in named
         ):
-            wanted = " or ".join(approval.awaiting_roles) or "a role of this level"
+            # A level that names people (user:<name>) waits for them, not for a role.
+            wanted = (
+                " or ".join([*approval.awaiting_people, *approval.awaiting_roles])
+                or "a role of this level"
+            )
             raise forbidden(
                 f"'{caller.subject}' may not decide at level '{approval.level_name}': "
                 f"it needs {wanted}"
