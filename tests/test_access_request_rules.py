@@ -200,3 +200,30 @@ async def test_an_unknown_level_is_not_in_the_catalogue(access: AccessActivities
         access.lookup_entitlement, LookupEntitlementInput(application="github", level="owner")
     )
     assert missing.entitlement is None and "known: admin, read, write" in missing.reason
+
+
+# --- policy as code off -------------------------------------------------------------------------
+
+
+def test_with_policy_as_code_off_a_case_starts_on_the_typed_defaults_of_the_file() -> None:
+    """PODIUM_POLICY_AS_CODE=false used to make `prepare` raise (a 500 from the API)."""
+    from core.policy import load_policy, policy_path
+    from workflows.access_request.starting import (
+        TYPED_DEFAULTS,
+        AccessRequestRequest,
+        prepare,
+        typed_defaults,
+    )
+    from workflows.contracts.case import CaseContext
+
+    request = AccessRequestRequest(
+        employee="ana.lima", application="github", access_level="read", justification="reviews"
+    )
+    started = prepare(request, CaseContext(case_id="access_request-x", requested_by="portal"))
+    assert typed_defaults() == started.policy_document
+    assert TYPED_DEFAULTS == started.policy_document["digest"]
+    file = load_policy(policy_path(None, "access_request")).model_dump(mode="json")
+    ignored = {"version", "digest"}
+    assert {k: v for k, v in file.items() if k not in ignored} == {
+        k: v for k, v in typed_defaults().items() if k not in ignored
+    }

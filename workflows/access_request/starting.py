@@ -14,9 +14,73 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from workflows.access_request.types import AccessRequestInput, AccessRequestState
 from workflows.contracts.case import AiView, ApprovalCard, CaseContext, CaseText, Fact
+from workflows.contracts.policy import PolicyDocument
 from workflows.contracts.text import VisibleText, text_limits
 
-__all__ = ["AccessRequestRequest", "approval_card", "describe", "prepare"]
+__all__ = [
+    "TYPED_DEFAULTS",
+    "AccessRequestRequest",
+    "approval_card",
+    "describe",
+    "prepare",
+    "typed_defaults",
+]
+
+TYPED_DEFAULTS = "typed-defaults"  # the policy version of a case started without the file
+
+
+def typed_defaults() -> dict[str, object]:
+    """The access policy when policy as code is off (`PODIUM_POLICY_AS_CODE=false`): the same
+    rules and approval chains as `policies/access_request.yaml` (a test keeps them equal)."""
+
+    def level(name: str, who: str, sla: str, reminders: list[float]) -> dict[str, object]:
+        return {"name": name, "approvers": [who], "sla": sla, "reminders": reminders}
+
+    owner = level("app_owner", "$app_owner", "P7D", [0.3, 0.6])
+    owner["approver_roles"] = ["it_security"]
+    return PolicyDocument.model_validate(
+        {
+            "version": TYPED_DEFAULTS,
+            "digest": TYPED_DEFAULTS,
+            "autonomy": [
+                {
+                    "name": "sensitive_access",
+                    "when": 'system_sensitivity == "sensitive"',
+                    "decision": "human",
+                    "approval": "manager_and_owner",
+                    "explain": "sensitive access ({employee_role}): the manager, then the "
+                    "application's owner",
+                },
+                {
+                    "name": "pre_approved_standard",
+                    "when": 'eligible and system_sensitivity == "standard"',
+                    "decision": "auto_approve",
+                    "explain": "standard access pre-approved for the employee's department or "
+                    "role ({employee_role})",
+                },
+                {
+                    "name": "default",
+                    "when": "true",
+                    "decision": "human",
+                    "approval": "manager",
+                    "explain": "not pre-approved for {employee_role}: the manager decides",
+                },
+            ],
+            "approvals": {
+                "manager": {
+                    "levels": [level("manager", "$manager", "P5D", [0.4, 0.8])],
+                    "deadline": "P5D",
+                    "default_action": "deny",
+                },
+                "manager_and_owner": {
+                    "levels": [level("manager", "$manager", "P7D", [0.3, 0.6]), owner],
+                    "deadline": "P7D",
+                    "default_action": "deny",
+                },
+            },
+        }
+    ).model_dump(mode="json")
+
 
 _UserName = Annotated[
     str,
@@ -44,8 +108,6 @@ class AccessRequestRequest(BaseModel):
 
 
 def prepare(request: AccessRequestRequest, context: CaseContext) -> AccessRequestInput:
-    if context.policy_document is None:
-        raise ValueError("the access_request process needs its policy file")
     return AccessRequestInput(
         employee=request.employee,
         application=request.application,
@@ -54,7 +116,8 @@ def prepare(request: AccessRequestRequest, context: CaseContext) -> AccessReques
         duration_days=request.duration_days,
         channel=request.channel,
         requested_by=context.requested_by,
-        policy_document=context.policy_document,
+        # Policy as code off: the typed defaults, the file's rules (never a 500).
+        policy_document=context.policy_document or typed_defaults(),
     )
 
 
