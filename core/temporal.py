@@ -20,6 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.envconfig import ClientConfig
 
+from core.admission import AdmissionInterceptor
 from core.codec import EncryptionCodec, KeyRing, key_ring
 from core.settings import Settings
 
@@ -63,6 +64,8 @@ async def connect(settings: Settings, *, worker: bool = False, **overrides: Any)
         "data_converter": data_converter(settings, mark_decrypted=worker),
         # Headers (interceptors' context) are history too: through the codec as well.
         "header_codec_behavior": HeaderCodecBehavior.CODEC,
+        # Decision updates a busy case defers are sent again (`core.admission`).
+        "interceptors": [AdmissionInterceptor()],
         **connect_config(settings),
     }
     config.update(overrides)

@@ -72,6 +72,7 @@ from starter.documents import DocumentRef, DocumentUploads
 from starter.verification import CodeAttempts
 from workflows.contracts import search_attributes as sa
 from workflows.contracts.approval import (
+    DECISION_RECORDED,
     ApprovalAction,
     ApprovalDecisionInput,
     ApprovalDecisionResult,
@@ -1021,12 +1022,20 @@ class PodiumClient:
         decision = decision.model_copy(update={"credential": credential})
         update = "decide" if wait or not _acknowledges_on_record(spec) else RECORD_DECISION
         try:
+            # The update id is the decision id: a retry attaches to the update the case took
+            # instead of sending another. A busy case's `CaseBusy` is retried by the client's
+            # `AdmissionInterceptor` (`core.admission`).
             result: ApprovalDecisionResult = await _bounded(
-                handle.execute_update(update, decision, result_type=ApprovalDecisionResult),
+                handle.execute_update(
+                    update, decision, id=decision_id, result_type=ApprovalDecisionResult
+                ),
                 UPDATE_TIMEOUT,
             )
         except WorkflowUpdateFailedError as err:
             cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == DECISION_RECORDED:
+                # A retry of a decision the case has answered: its first result.
+                return ApprovalDecisionResult.model_validate(cause.details[0])
             reason = cause.message if isinstance(cause, ApplicationError) else str(cause)
             log.info(
                 "decision_refused", case_id=case_id, request_id=decision.request_id, reason=reason

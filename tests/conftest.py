@@ -21,6 +21,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
+from core.admission import AdmissionInterceptor
 from core.codec import KeyRing
 from core.temporal import data_converter
 from workflows.contracts import search_attributes
@@ -56,6 +57,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """A real Temporal dev server (in memory) with Podium's search attributes registered."""
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
+        interceptors=[AdmissionInterceptor()],
         dev_server_existing_path=str(TEMPORAL_CLI),
         search_attributes=list(search_attributes.ALL),
     )
@@ -73,6 +75,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     more would otherwise stall time skipping for every module after it."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
+        interceptors=[AdmissionInterceptor()],
         test_server_existing_path=str(TEMPORAL_TEST_SERVER),
     )
     await register_search_attributes(env.client)

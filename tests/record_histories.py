@@ -28,6 +28,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from core.admission import AdmissionInterceptor
 from core.policy import DEFAULT_POLICY_FILE, load_policy
 from tests.conftest import TEMPORAL_TEST_SERVER, register_search_attributes
 from tests.fixtures.make_receipts import FIXTURES_DIR
@@ -314,6 +315,7 @@ async def record(names: list[str] | None = None) -> None:
         raise SystemExit(f"unknown scenarios: {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
+        interceptors=[AdmissionInterceptor()],
         test_server_existing_path=str(TEMPORAL_TEST_SERVER),
     )
     await register_search_attributes(env.client)

@@ -1,8 +1,9 @@
 """Instant acknowledgement: `record_decision` answers once the decision is verified and recorded,
 before it is carried out; the outcome follows in the case's result. Exactly once either way: a
 retry with the same decision id, through either update, applies nothing new and issues one
-refund. Audit events are local activities on new cases (patch `audit-local-activity`): the
-history holds markers for them, no `record_audit_event` activity, and the chain holds each once.
+refund. Audit events of new cases are activities (patch `audit-activity`, which ended the local
+activities of `audit-local-activity`): ordered in history with everything else, no local
+activity marker, and the chain holds each once.
 
 The real refund workflow on the real Temporal dev server, with the real systems-of-record,
 audit and decision-check activities (fakes only for the model activities).
@@ -128,8 +129,12 @@ async def test_record_decision_answers_before_the_outcome_and_applies_once(
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
-    assert "record_audit_event" not in scheduled
+    assert "record_audit_event" in scheduled
     assert "issue_refund" in scheduled
+    assert not any(
+        e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        for e in history.events
+    )
 
 
 async def test_decide_after_record_decision_answers_with_the_outcome(

@@ -208,7 +208,7 @@ class AccessRequestWorkflow:
         if not self._deciding:
             raise ValueError(f"case {self._case_id} is not waiting for a decision")
         self._refuse_the_employee(decision.approver)
-        self._gate.validate(decision, _decision_id(decision))
+        self._gate.admit(decision, _decision_id(decision))
 
     def _refuse_the_employee(self, approver: str) -> None:
         """Four-eyes for the access itself: the requester is kept out by the gate; the employee

@@ -159,7 +159,7 @@ class AccessReviewWorkflow:
         if not self._deciding:
             raise ValueError(f"case {self._case_id} is not waiting for a review")
         self._refuse_the_member(decision.approver)
-        self._gate.validate(decision, _decision_id(decision))
+        self._gate.admit(decision, _decision_id(decision))
 
     def _refuse_the_member(self, approver: str) -> None:
         item = self._input.review

@@ -244,14 +244,15 @@ class AgentLoop:
         *,
         encrypted: bool = False,
         check_token: bool = False,
-    ) -> bool:
-        """For the process's update validator: ValueError when the decision cannot apply.
+    ) -> None:
+        """For the process's update validator: ValueError when the decision cannot apply, and
+        the gate's admission (`ApprovalGate.admit`: busy, or already recorded).
         `check_token`: its decision token is checked here (`gate.verify_now`), and `decide`
         is then called with `checked=True`."""
         gate = self._gate_for(decision)
         if check_token:
             decision = gate.verify_now(decision, encrypted=encrypted)
-        return gate.validate(decision, decision_id)
+        gate.admit(decision, decision_id)
 
     async def decide(
         self,

@@ -21,6 +21,18 @@ activity (`authenticate`).
   holding the role.
 Every decision carries a decision id: the same id again returns the first result.
 
+Admission (`admit`, the update validators' check): a decision update is accepted only while the
+case is quiet, its gate parked at `run()`'s wait since an earlier workflow task and no decision
+signal being checked. Otherwise the validator rejects it (nothing enters history) as `CaseBusy`
+and the sender retries a moment later (the Podium client does). The reason is replay: when an
+update is accepted in the same workflow task in which an activity or timer resolved, the SDK
+delivers the two in separate activations while the case runs and in one activation, update
+first, when it replays, so the case's commands come back in another order and the case can no
+longer be replayed (a nondeterminism error at its next worker restart or cache eviction). A
+retry of a decision the gate has answered, sent while the case is busy (as it is once the gate
+has closed and the process carries the decision out), is rejected as `DecisionRecorded`, the
+first result as its detail, so late duplicates never reach history either.
+
 Timers, per level (one `wait_condition` timeout at a time, no polling): a reminder at each
 fraction of the SLA in `reminders`; at the SLA, `escalate` hands the decision to the next level
 (at the last level: escalated, the same roles keep deciding) and `backup` adds the level's backup
@@ -44,13 +56,15 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.contracts import search_attributes as sa
 
 with workflow.unsafe.imports_passed_through():
     from activities.types import ApprovalNoticeKind, NotifyApproversInput, NotifyApproversResult
     from workflows.contracts.approval import (
+        CASE_BUSY,
+        DECISION_RECORDED,
         DECRYPTED_METADATA,
         PERSON_SLOT,
         ApprovalAction,
@@ -217,6 +231,10 @@ class ApprovalGate:
         self._voted_at: dict[int, set[str]] = {}  # level -> identities
         self._closing: ApprovalDecisionRecord | None = None
         self._people: dict[int, list[str]] = {}  # level -> the people it names, slots filled
+        # Admission: the history length of the workflow task in which `run()` last parked (None
+        # while it works) and the decision signals whose tokens are being checked.
+        self._parked_at: int | None = None
+        self._checking = 0
 
     # --- state --------------------------------------------------------------------------------
 
@@ -363,6 +381,40 @@ class ApprovalGate:
             self._check_delegate(decision)
         return False
 
+    def admit(self, decision: ApprovalDecisionInput, decision_id: str | None = None) -> None:
+        """An update validator's check: `validate`, then whether the case may take the update
+        in this workflow task (see the module's Admission). Raises ValueError when the decision
+        cannot apply and `ApplicationError` `CaseBusy` for a moment the sender retries; a retry
+        of a decision the gate has answered is taken (its first result is the answer) when the
+        case is quiet and rejected as `DecisionRecorded`, that result as the detail, when not."""
+        retry = self.validate(decision, decision_id)
+        busy = self.busy()
+        if retry and busy is not None:
+            key = decision_id or decision.decision_id or ""
+            if key in self.results:
+                raise ApplicationError(
+                    f"decision '{key}' was already recorded",
+                    self.results[key],
+                    type=DECISION_RECORDED,
+                    non_retryable=True,
+                )
+            raise ApplicationError(
+                f"decision '{key}' is being carried out: retry to read its result",
+                type=CASE_BUSY,
+            )
+        if busy is not None:
+            raise ApplicationError(busy, type=CASE_BUSY)
+
+    def busy(self) -> str | None:
+        """Why the case cannot take a decision update in this workflow task, if it cannot."""
+        if self._checking:
+            return "the case is checking a decision signal: retry in a moment"
+        if self._parked_at is None:
+            return "the case is carrying out a step: retry in a moment"
+        if self._parked_at >= workflow.info().get_current_history_length():
+            return "the case has just resumed: retry in a moment"
+        return None
+
     def _check_payload(self, decision: ApprovalDecisionInput, action: ApprovalAction) -> None:
         assert self.request is not None
         if action == ApprovalAction.REJECT and not (decision.reason or "").strip():
@@ -469,14 +521,18 @@ class ApprovalGate:
         ordered in history, so racing messages replay as they ran), and as a local activity for
         the cases started before that patch."""
         verify = workflow.execute_local_activity if local else workflow.execute_activity
-        verified: VerifyDecisionResult = await verify(
-            "verify_decision",
-            self._verify_input(decision, encrypted=encrypted),
-            result_type=VerifyDecisionResult,
-            start_to_close_timeout=DECISION_CHECK_TIMEOUT,
-            retry_policy=DECISION_CHECK_RETRY,
-            summary="Verify the decision token",
-        )
+        self._checking += 1  # decision updates wait (Admission)
+        try:
+            verified: VerifyDecisionResult = await verify(
+                "verify_decision",
+                self._verify_input(decision, encrypted=encrypted),
+                result_type=VerifyDecisionResult,
+                start_to_close_timeout=DECISION_CHECK_TIMEOUT,
+                retry_policy=DECISION_CHECK_RETRY,
+                summary="Verify the decision token",
+            )
+        finally:
+            self._checking -= 1
         return _as_verified(decision, verified)
 
     def verify_now(
@@ -558,6 +614,7 @@ class ApprovalGate:
             point = self._next_point()
             wait = point.at - workflow.now()
             if wait > timedelta(0):
+                self._parked_at = workflow.info().get_current_history_length()
                 try:
                     await workflow.wait_condition(
                         self._has_news, timeout=wait, timeout_summary=point.summary
@@ -567,6 +624,8 @@ class ApprovalGate:
                     # A decision in the same activation as the timer wins over the timer.
                     if self._has_news():
                         continue
+                finally:
+                    self._parked_at = None
             await self._on_point(point)
         return self._outcome()
 

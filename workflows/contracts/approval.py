@@ -18,6 +18,8 @@ from typing import Self
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 __all__ = [
+    "CASE_BUSY",
+    "DECISION_RECORDED",
     "DECISION_TOKEN_AUDIENCE",
     "DECRYPTED_METADATA",
     "PERSON_SLOT",
@@ -40,6 +42,11 @@ __all__ = [
 
 # The `aud` of a decision token: a token minted for anything else is refused.
 DECISION_TOKEN_AUDIENCE = "podium-decision"
+# Why a decision update's validator rejected it without refusing the decision: the case could
+# not take it in that workflow task (the sender retries a moment later), or the decision was
+# already recorded and answered (the first result is the error's detail).
+CASE_BUSY = "CaseBusy"
+DECISION_RECORDED = "DecisionRecorded"
 # The worker's codec marks decrypted payloads with this metadata key (`core.codec` spells it too).
 DECRYPTED_METADATA = "podium-decrypted"
 

@@ -228,8 +228,8 @@ class PasswordResetWorkflow:
         decision, encrypted = decision_from(raw)
         if self._checked_on_acceptance:
             decision = self._gate.verify_now(decision, encrypted=encrypted)
-        self._gate.validate(decision, _decision_id(decision))
         self._refuse_the_employee(decision.approver)
+        self._gate.admit(decision, _decision_id(decision))
 
     def _refuse_the_employee(self, approver: str) -> None:
         """Four-eyes for the account itself: whoever asked is kept out by the gate; the person

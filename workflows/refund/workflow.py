@@ -229,7 +229,7 @@ class RefundWorkflow:
         decision, encrypted = decision_from(raw)
         if self._signed_decisions and self._checked_on_acceptance:
             decision = self._gate.verify_now(decision, encrypted=encrypted)
-        self._gate.validate(decision, _decision_id(decision))
+        self._gate.admit(decision, _decision_id(decision))
 
     @workflow.update(name="record_decision")
     async def record_decision(self, raw: RawValue) -> ApprovalDecisionResult:
