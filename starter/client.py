@@ -70,6 +70,7 @@ from core.settings import Settings
 from core.temporal import connect
 from starter.documents import DocumentRef, DocumentUploads
 from starter.verification import CodeAttempts
+from workflows.access_request.types import EmployeeTerminatedInput
 from workflows.contracts import search_attributes as sa
 from workflows.contracts.approval import (
     DECISION_RECORDED,
@@ -112,6 +113,7 @@ __all__ = [
     "ProcessInfo",
     "ProcessNotFound",
     "TemporalUnavailable",
+    "TerminationRef",
     "TooManyAttempts",
     "VerificationLocked",
     "case_id_for_key",
@@ -431,6 +433,14 @@ class ApprovalView(BaseModel):
     ui_url: str
 
 
+class TerminationRef(BaseModel):
+    """A termination: the employee's access termination case, and the running access requests
+    told (signal `employee_terminated`)."""
+
+    case: CaseRef
+    running_cases: list[str] = Field(default_factory=list)
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
 
@@ -612,6 +622,9 @@ class PodiumClient:
         spec = self._process(process)
         body = self._request(spec, request)
         key = idempotency_key if idempotency_key is not None else uuid.uuid4().hex
+        if spec.case_key is not None:
+            # One case per subject (the process says which): a repeat finds the first case.
+            key = spec.case_key(body)
         case_id = case_id_for_key(key, spec)
         if requested_by is not None and "requested_by" in type(body).model_fields:
             body = body.model_copy(update={"requested_by": requested_by})
@@ -653,7 +666,8 @@ class PodiumClient:
         except WorkflowAlreadyStartedError:
             description = await self._describe(case_id)
             existing_hash = await description.memo_value(MEMO_REQUEST_HASH, None)
-            if description.workflow_type != spec.name or existing_hash != request_hash:
+            same_request = existing_hash == request_hash or spec.case_key is not None
+            if description.workflow_type != spec.name or not same_request:
                 raise IdempotencyConflict(case_id) from None
             log.info("case_existing", case_id=case_id, process=spec.name)
             return CaseRef(
@@ -669,6 +683,44 @@ class PodiumClient:
         )
         ref = CaseRef(case_id=case_id, process=spec.name, created=True, ui_url=self.ui_url(case_id))
         return ref
+
+    async def terminate_employee(
+        self, employee: str, reason: str | None = None, *, requested_by: str | None = None
+    ) -> TerminationRef:
+        """The directory says `employee` left: open (or find) the employee's access
+        termination case, which revokes every membership Podium granted them that they still
+        hold, also from finished access requests; and tell every running access request of
+        theirs (signal `employee_terminated`), which withdraws or revokes its own. A repeated
+        termination returns the same case and revokes nothing twice."""
+        fields = {"employee": employee} | ({"reason": reason} if reason else {})
+        spec = self._process("access_termination")  # registry-ok: the termination's own
+        body = self._request(spec, fields)
+        ref = await self.start(spec.name, body, requested_by=requested_by)
+        fields = body.model_dump()
+        name = str(fields["employee"])
+        notice = EmployeeTerminatedInput(user_name=name, reason=str(fields["reason"]))
+        query = (
+            f'{sa.PROCESS.name} = "access_request" AND '  # registry-ok: the cases it tells
+            f'{sa.CUSTOMER_ID.name} = "{sa.customer_id_attribute(name)}" AND '
+            'ExecutionStatus = "Running"'
+        )
+        told: list[str] = []
+        try:
+            async for execution in self._client.list_workflows(
+                query, limit=PENDING_SCAN_LIMIT, rpc_timeout=RPC_TIMEOUT
+            ):
+                handle = self._client.get_workflow_handle(execution.id)
+                try:
+                    await handle.signal("employee_terminated", notice, rpc_timeout=RPC_TIMEOUT)
+                except RPCError as err:
+                    if err.status != RPCStatusCode.NOT_FOUND:  # finished meanwhile: nothing to do
+                        raise
+                    continue
+                told.append(execution.id)
+        except (RPCError, RuntimeError) as err:
+            raise self._translate(err, ref.case_id) from err
+        log.info("employee_terminated", case_id=ref.case_id, running_cases=len(told))
+        return TerminationRef(case=ref, running_cases=told)
 
     async def create_refund_case(
         self, request: BaseModel | Mapping[str, Any], idempotency_key: str | None = None
@@ -1002,6 +1054,15 @@ class PodiumClient:
             raise InvalidRequest(str(err), field="action") from None
         description, spec = await self._describe_case(case_id)
         handle = self._handle(case_id, description.run_id, spec)
+        # A retry: the update this decision id sent before, if the case took it, answers (the
+        # server keeps its outcome, also once the case has closed: no worker, no query).
+        taken = await self._taken_update(handle, case_id, decision_id)
+        settled = taken is not None and (taken.outcome is not None or taken.gate == GateStatus.OPEN)
+        if taken is not None and (settled or not wait):
+            return taken
+        # Taken as an acknowledgement (`record_decision`) and now awaited: its outcome, through
+        # an update of its own (the case answers a retry with the first result, carried out).
+        update_id = decision_id if taken is None else f"{decision_id}:outcome"
         if description.status != WorkflowExecutionStatus.RUNNING:
             earlier = await self._earlier_result(handle, spec, decision_id)
             if earlier is not None:
@@ -1027,7 +1088,7 @@ class PodiumClient:
             # `AdmissionInterceptor` (`core.admission`).
             result: ApprovalDecisionResult = await _bounded(
                 handle.execute_update(
-                    update, decision, id=decision_id, result_type=ApprovalDecisionResult
+                    update, decision, id=update_id, result_type=ApprovalDecisionResult
                 ),
                 UPDATE_TIMEOUT,
             )
@@ -1148,6 +1209,35 @@ class PodiumClient:
             attempts_left=checked.attempts_left,
             status=str(checked.status),
         )
+
+    async def _taken_update(
+        self, handle: WorkflowHandle[Any, Any], case_id: str, decision_id: str
+    ) -> ApprovalDecisionResult | None:
+        """The result of the decision update sent before with this decision id (its update
+        id), waiting for it if it is still running; None when the case never took one.
+        DecisionRefused when the case took it and refused it."""
+        update = handle.get_update_handle(decision_id, result_type=ApprovalDecisionResult)
+        try:
+            result: ApprovalDecisionResult = await _bounded(
+                update.result(rpc_timeout=RPC_TIMEOUT), UPDATE_TIMEOUT
+            )
+            return result
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == DECISION_RECORDED:
+                return ApprovalDecisionResult.model_validate(cause.details[0])
+            reason = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            raise DecisionRefused(case_id, reason) from None
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise self._translate(err, case_id) from err
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            raise TemporalUnavailable(
+                f"case '{case_id}' did not finish decision '{decision_id}' within "
+                f"{int(UPDATE_TIMEOUT.total_seconds())}s; retry with the same decision id",
+                decision_id=decision_id,
+            ) from None
 
     async def _earlier_result(
         self, handle: WorkflowHandle[Any, Any], spec: Process, decision_id: str
