@@ -132,6 +132,9 @@ RECEIVED = "received"
 
 # A query needs a worker; without one the server holds it until the deadline, so keep it short.
 QUERY_TIMEOUT = timedelta(seconds=5)
+# A decision reads which approval the case waits for first: worth waiting longer for than a
+# status read when many decisions arrive at once and the worker is busy with them.
+DECISION_QUERY_TIMEOUT = timedelta(seconds=15)
 # `decide` answers once the decision has been carried out (refund issued, reply sent).
 UPDATE_TIMEOUT = timedelta(seconds=60)
 RPC_TIMEOUT = timedelta(seconds=10)
@@ -1069,7 +1072,7 @@ class PodiumClient:
                 return earlier
             raise CaseClosed(case_id, _status_name(description.status))
         if request_id is None:
-            state = await self._query_state(handle, spec)
+            state = await self._query_state(handle, spec, DECISION_QUERY_TIMEOUT)
             if state.approval is None:
                 raise DecisionRefused(case_id, "no approval is pending for this case")
             decision = decision.model_copy(update={"request_id": state.approval.request_id})
@@ -1307,19 +1310,25 @@ class PodiumClient:
     async def _describe(self, case_id: str) -> WorkflowExecutionDescription:
         return (await self._describe_case(case_id))[0]
 
-    async def _query_state(self, handle: WorkflowHandle[Any, Any], spec: Process) -> CaseState:
-        """The case's `get_state`; TemporalUnavailable when no worker can answer it."""
+    async def _query_state(
+        self,
+        handle: WorkflowHandle[Any, Any],
+        spec: Process,
+        timeout: timedelta = QUERY_TIMEOUT,
+    ) -> CaseState:
+        """The case's `get_state`; TemporalUnavailable when no worker answers within
+        `timeout`."""
         case_id = handle.id
         try:
             return await _bounded(
-                handle.query("get_state", result_type=spec.state, rpc_timeout=QUERY_TIMEOUT),
-                QUERY_TIMEOUT,
+                handle.query("get_state", result_type=spec.state, rpc_timeout=timeout),
+                timeout,
             )
         except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
             raise TemporalUnavailable(f"case '{case_id}' could not answer: {err}") from err
         except TimeoutError:
             raise TemporalUnavailable(
-                f"case '{case_id}' did not answer within {int(QUERY_TIMEOUT.total_seconds())}s;"
+                f"case '{case_id}' did not answer within {int(timeout.total_seconds())}s;"
                 " is the worker running?"
             ) from None
         except RPCError as err:
