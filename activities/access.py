@@ -13,6 +13,13 @@ record. So a grant writes to the directory exactly once (one PATCH), a retry aft
 answer writes nothing, and a revocation removes only what a grant added (never a membership
 the employee had before the case).
 
+A grant is revoked by one case only: its own access request (`revoke_access`: expiry,
+termination) or the termination of the employee (`revoke_grant`, the `access_termination`
+process, which finds the grants with `list_employee_grants`). The first to claim the grant's
+record (`revoked_by`, one conditional UPDATE) removes the membership; the other writes nothing.
+The removal checks membership first, so a membership already gone (an access review, an
+administrator) is never written to either.
+
 Access reviews (the `access_review` process) list the members of the reviewed levels' groups
 with their managers (`list_access_reviews`) and remove a membership a reviewer revoked
 (`revoke_membership`): recorded first under its idempotency key with whether the person was a
@@ -33,20 +40,25 @@ import structlog
 import yaml
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.identity import ENTERPRISE_USER, ScimDirectory, mask_email, primary_email
-from core.db import Message
+from core.db import Message, add_missing_columns
 from workflows.contracts.access import (
     Catalogue,
+    EmployeeGrant,
     GrantAccessInput,
     GrantAccessResult,
+    GrantState,
     ListAccessReviewsInput,
     ListAccessReviewsResult,
+    ListEmployeeGrantsInput,
+    ListEmployeeGrantsResult,
     LookupEntitlementInput,
     LookupEntitlementResult,
     NotifyEmployeeInput,
@@ -54,6 +66,8 @@ from workflows.contracts.access import (
     ReviewItem,
     RevokeAccessInput,
     RevokeAccessResult,
+    RevokeGrantInput,
+    RevokeGrantResult,
     RevokeMembershipInput,
     RevokeMembershipResult,
 )
@@ -143,9 +157,12 @@ class AccessGrant(SQLModel, table=True):
     group_id: str = Field(max_length=200)
     group_name: str = Field(max_length=128)
     was_member: bool
-    status: str = Field(default="pending", max_length=16)  # pending | granted | revoked
+    # pending | granted | revoked | gone (already removed elsewhere when revoked: no write)
+    status: str = Field(default="pending", max_length=16)
     granted_at: datetime | None = None
     revoked_at: datetime | None = None
+    # The case that revokes it (its own, or the employee's termination): claimed before writing.
+    revoked_by: str | None = Field(default=None, max_length=200)
 
 
 class AccessRevocation(SQLModel, table=True):
@@ -165,6 +182,8 @@ class AccessRevocation(SQLModel, table=True):
     revoked_at: datetime | None = None
 
 
+_REVOKED = ("revoked", "gone")
+
 _TABLES = [
     SQLModel.metadata.tables[str(AccessGrant.__tablename__)],
     SQLModel.metadata.tables[str(AccessRevocation.__tablename__)],
@@ -177,6 +196,7 @@ class AccessActivities:
         self._engine = engine
         self._catalogue_path = catalogue
         SQLModel.metadata.create_all(engine, tables=_TABLES)
+        add_missing_columns(engine, _TABLES[0])  # `revoked_by` on a database from before it
 
     @classmethod
     def from_env(cls, directory: ScimDirectory, engine: Engine) -> AccessActivities:
@@ -194,6 +214,8 @@ class AccessActivities:
             self.notify_employee,
             self.list_access_reviews,
             self.revoke_membership,
+            self.list_employee_grants,
+            self.revoke_grant,
         ]
 
     @activity.defn(name="lookup_entitlement")
@@ -260,7 +282,12 @@ class AccessActivities:
         row = await asyncio.to_thread(self._grant, input.grant_key)
         if row is None or row.was_member:
             return RevokeAccessResult(revoked=False)
-        if row.status == "revoked":
+        if row.status in _REVOKED:
+            return RevokeAccessResult(revoked=True, revoked_at=_aware(row.revoked_at or _utcnow()))
+        row = await asyncio.to_thread(self._claim, input.grant_key, input.case_id)
+        if row.revoked_by != input.case_id:
+            # The employee's termination holds it: it removes the membership, not this case.
+            log.info("access_revoked_elsewhere", case_id=input.case_id, by=row.revoked_by)
             return RevokeAccessResult(revoked=True, revoked_at=_aware(row.revoked_at or _utcnow()))
         await self._directory.remove_member(row.group_id, row.user_id)
         row = await asyncio.to_thread(self._mark, input.grant_key, "revoked")
@@ -365,7 +392,92 @@ class AccessActivities:
             removed=row.was_member, revoked_at=_aware(row.revoked_at or _utcnow())
         )
 
+    @activity.defn(name="list_employee_grants")
+    async def list_employee_grants(
+        self, input: ListEmployeeGrantsInput
+    ) -> ListEmployeeGrantsResult:
+        """Every grant Podium recorded for the employee (found by their directory id, also
+        when the directory has deactivated them), oldest first."""
+        user = await self._directory.find_user(input.user_name)
+        if user is None:
+            return ListEmployeeGrantsResult()
+        user_id = str(user["id"])
+        rows = await asyncio.to_thread(self._grants_of, user_id)
+        grants = [
+            EmployeeGrant(
+                grant_key=row.idempotency_key,
+                case_id=row.case_id,
+                group=row.group_name,
+                status=row.status,
+                was_member=row.was_member,
+                revoked_by=row.revoked_by,
+            )
+            for row in rows
+        ]
+        log.info("employee_grants_listed", grants=len(grants), held=sum(g.held for g in grants))
+        return ListEmployeeGrantsResult(user_id=user_id, grants=grants)
+
+    @activity.defn(name="revoke_grant")
+    async def revoke_grant(self, input: RevokeGrantInput) -> RevokeGrantResult:
+        """Revoke one grant for `input.case_id` (a termination): claim its record, then remove
+        the membership if the employee still holds it. At most one SCIM write per grant, also
+        under retries and when the grant's own case revokes it at the same time."""
+        row = await asyncio.to_thread(self._grant, input.grant_key)
+        if row is None:
+            return RevokeGrantResult(state=GrantState.UNKNOWN_GRANT)
+        if row.was_member:
+            return RevokeGrantResult(state=GrantState.HAD_IT_BEFORE)
+        if row.status == "pending":
+            # Not yet confirmed by its case's grant: that case gets the termination signal.
+            raise ApplicationError(
+                f"grant {input.grant_key} is still being written", type="GrantInFlight"
+            )
+        if row.revoked_by is None and row.status not in _REVOKED:
+            row = await asyncio.to_thread(self._claim, input.grant_key, input.case_id)
+        if row.revoked_by != input.case_id:
+            return RevokeGrantResult(
+                state=GrantState.REVOKED_ELSEWHERE,
+                revoked_by=row.revoked_by or row.case_id,
+                revoked_at=_aware(row.revoked_at) if row.revoked_at else None,
+            )
+        if row.status not in _REVOKED:
+            # Checked first inside: a membership already gone is not written to.
+            removed = await self._directory.remove_member(row.group_id, row.user_id)
+            row = await asyncio.to_thread(
+                self._mark, input.grant_key, "revoked" if removed else "gone"
+            )
+        state = GrantState.REMOVED if row.status == "revoked" else GrantState.ALREADY_GONE
+        log.info("grant_revoked", case_id=input.case_id, group=row.group_name, state=state.value)
+        return RevokeGrantResult(
+            state=state, revoked_by=input.case_id, revoked_at=_aware(row.revoked_at or _utcnow())
+        )
+
     # --- helpers --------------------------------------------------------------------------------
+
+    def _grants_of(self, user_id: str) -> list[AccessGrant]:
+        with Session(self._engine) as session:
+            query = (
+                select(AccessGrant)
+                .where(AccessGrant.user_id == user_id)
+                .order_by(col(AccessGrant.granted_at), col(AccessGrant.idempotency_key))
+            )
+            return list(session.exec(query))
+
+    def _claim(self, key: str, holder: str) -> AccessGrant:
+        """Make `holder` the grant's revoker unless another case already is (atomic)."""
+        with Session(self._engine) as session:
+            session.execute(
+                update(AccessGrant)
+                .where(
+                    col(AccessGrant.idempotency_key) == key,
+                    col(AccessGrant.revoked_by).is_(None),
+                )
+                .values(revoked_by=holder)
+            )
+            session.commit()
+            row = session.get(AccessGrant, key)
+            assert row is not None
+            return row
 
     async def _group(self, name: str) -> str:
         group_id = await self._directory.group_id(name)

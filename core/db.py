@@ -30,6 +30,7 @@ __all__ = [
     "Order",
     "Refund",
     "Ticket",
+    "add_missing_columns",
     "create_tables",
     "make_engine",
     "utcnow",
@@ -219,10 +220,10 @@ def make_engine(url: str) -> Engine:
 
 def create_tables(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine)
-    _add_missing_columns(engine, SQLModel.metadata.tables[AuditEvent.__tablename__])
+    add_missing_columns(engine, SQLModel.metadata.tables[AuditEvent.__tablename__])
 
 
-def _add_missing_columns(engine: Engine, table: Table) -> None:
+def add_missing_columns(engine: Engine, table: Table) -> None:
     """Add the nullable columns (and indexes) a table gained since this database was created,
     so an existing database keeps working: `create_all` never alters a table."""
     missing = _missing_columns(engine, table)

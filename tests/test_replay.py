@@ -51,6 +51,9 @@ ACCESS_REVIEW_PATHS = {
     "revoked_at_deadline",
     "kept_at_deadline",
 }
+# Access termination: what an employee who left held, revoked; already gone; unknown
+# (tests/test_access_termination.py).
+ACCESS_TERMINATION_PATHS = {"revoked", "already_gone", "unknown_employee"}
 PATCHED_PATHS = {
     "receipt_ocr",
     "receipt_mismatch",
@@ -92,6 +95,12 @@ def test_every_access_review_path_has_a_committed_history() -> None:
     assert ACCESS_REVIEW_PATHS <= recorded
 
 
+def test_every_access_termination_path_has_a_committed_history() -> None:
+    prefix = "access_termination-"
+    recorded = {p.stem.removeprefix(prefix) for p in HISTORIES if p.stem.startswith(prefix)}
+    assert ACCESS_TERMINATION_PATHS <= recorded
+
+
 def test_both_sides_of_the_receipt_ocr_patch_are_recorded() -> None:
     """Cases from before the patch (no marker) and after it (a marker) both replay below."""
     patched = set()
@@ -130,7 +139,7 @@ def test_decisions_checked_on_acceptance_are_recorded_for_every_deciding_process
 
 
 # Processes released after patch `audit-activity`: they never wrote audit events locally.
-AUDITED_BY_ACTIVITY_FROM_THE_START = {"access_request", "access_review"}
+AUDITED_BY_ACTIVITY_FROM_THE_START = {"access_request", "access_review", "access_termination"}
 
 
 @pytest.mark.parametrize("process", PROCESSES.names)

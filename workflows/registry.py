@@ -18,7 +18,10 @@ Each entry says:
 - `case_id_prefix`, `policy` (the stem of `policies/<policy>.yaml`, or None), `activities`
   (the activity names its workflow calls);
 - `policy_model`: the model its policy file is read as, when that is not the autonomy policy
-  (`workflows.contracts.policy.PolicyDocument`).
+  (`workflows.contracts.policy.PolicyDocument`);
+- `case_key(request) -> str`: when set, the case's id is `case_id_prefix + case_key(request)`
+  whatever idempotency key the caller sends, and a repeated request returns the first case
+  (one case per subject, e.g. per terminated employee).
 """
 
 from __future__ import annotations
@@ -45,6 +48,13 @@ from workflows.access_review.types import (
     AccessReviewState,
 )
 from workflows.access_review.workflow import AccessReviewWorkflow
+from workflows.access_termination import starting as access_termination
+from workflows.access_termination.types import (
+    AccessTerminationInput,
+    AccessTerminationResult,
+    AccessTerminationState,
+)
+from workflows.access_termination.workflow import AccessTerminationWorkflow
 from workflows.agent_assist import starting as agent_assist
 from workflows.agent_assist.types import AgentAssistInput, AgentAssistResult, AgentAssistState
 from workflows.agent_assist.workflow import AgentAssistWorkflow
@@ -83,6 +93,7 @@ class Process:
     case_id_prefix: str = ""
     policy: str | None = None
     policy_model: type[BaseModel] | None = None
+    case_key: Callable[[Any], str] | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_RE.fullmatch(self.name):
@@ -260,6 +271,20 @@ PROCESSES = Registry(
                 "notify_employee",
                 *_GATE_AND_AUDIT,
             ),
+        ),
+        Process(
+            name="access_termination",
+            title="Access termination: an employee who left loses every access Podium granted",
+            workflow=AccessTerminationWorkflow,
+            request=access_termination.AccessTerminationRequest,
+            input=AccessTerminationInput,
+            state=AccessTerminationState,
+            result=AccessTerminationResult,
+            prepare=access_termination.prepare,
+            describe=access_termination.describe,
+            approval_card=access_termination.approval_card,
+            case_key=access_termination.case_key,
+            activities=("list_employee_grants", "revoke_grant", "record_audit_event"),
         ),
     ]
 )

@@ -6,6 +6,8 @@
   delegate`), `GET /approvals/pending`, `GET /approvals`, `GET /approvals/{case_id}`;
 - `starter.api.verification`: `POST /cases/{case_id}/verification-code`, the one-time code an
   employee enters for their password reset (only that employee, signed in as themselves);
+- `starter.api.employees`: `POST /employees/{user_name}/termination`, the directory's notice
+  that an employee left (their access termination case; their running access requests told);
 - here: `GET /inbox` (the approvers' web page, static, no build step) and `GET /healthz`.
 
 Every route but /healthz, /inbox, /static and the docs needs a credential (`starter.auth`): an
@@ -37,7 +39,7 @@ from temporalio.client import Client
 from core.logging import configure_logging
 from core.settings import Settings
 from core.temporal import connect
-from starter.api import approvals, cases, verification
+from starter.api import approvals, cases, employees, verification
 from starter.api.approvals import DecisionBody, DelegateBody, RejectBody, RequestChangesBody
 from starter.api.deps import Podium
 from starter.api.guard import ApiLimits, RequestGuard
@@ -131,6 +133,7 @@ def create_app(
     app.include_router(cases.router(processes))
     app.include_router(approvals.router())
     app.include_router(verification.router())
+    app.include_router(employees.router())
 
     @app.get("/inbox", include_in_schema=False)
     async def inbox_page() -> FileResponse:

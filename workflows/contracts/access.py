@@ -17,11 +17,15 @@ __all__ = [
     "AccessApproval",
     "Application",
     "Catalogue",
+    "EmployeeGrant",
     "Entitlement",
     "GrantAccessInput",
     "GrantAccessResult",
+    "GrantState",
     "ListAccessReviewsInput",
     "ListAccessReviewsResult",
+    "ListEmployeeGrantsInput",
+    "ListEmployeeGrantsResult",
     "LookupEntitlementInput",
     "LookupEntitlementResult",
     "NotifyEmployeeInput",
@@ -30,6 +34,8 @@ __all__ = [
     "ReviewItem",
     "RevokeAccessInput",
     "RevokeAccessResult",
+    "RevokeGrantInput",
+    "RevokeGrantResult",
     "RevokeMembershipInput",
     "RevokeMembershipResult",
 ]
@@ -207,3 +213,53 @@ class RevokeMembershipInput(BaseModel):
 class RevokeMembershipResult(BaseModel):
     removed: bool = Field(description="This call removed the membership (False: already gone)")
     revoked_at: datetime
+
+
+# --- a terminated employee (the `access_termination` process) -----------------------------------
+
+
+class ListEmployeeGrantsInput(BaseModel):
+    user_name: str = Field(min_length=1, max_length=128, description="The directory's user name")
+
+
+class EmployeeGrant(BaseModel):
+    """A grant of group membership Podium recorded for the employee (`grant_access`)."""
+
+    grant_key: str = Field(description="The grant's idempotency key")
+    case_id: str = Field(description="The access request that granted it")
+    group: str
+    status: str = Field(description="pending | granted | revoked | gone")
+    was_member: bool = Field(description="A member before the grant: Podium added nothing")
+    revoked_by: str | None = Field(default=None, description="The case that revokes it")
+
+    @property
+    def held(self) -> bool:
+        """Podium added it and nothing has revoked it (it may still be in the directory)."""
+        return self.status == "granted" and not self.was_member and self.revoked_by is None
+
+
+class ListEmployeeGrantsResult(BaseModel):
+    user_id: str | None = Field(default=None, description="None: not in the directory")
+    grants: list[EmployeeGrant] = Field(default_factory=list)
+
+
+class GrantState(StrEnum):
+    """What a termination's revocation of one grant found."""
+
+    REMOVED = "removed"  # this revocation removed the membership (one SCIM write)
+    ALREADY_GONE = "already_gone"  # no longer a member (removed elsewhere): nothing written
+    REVOKED_ELSEWHERE = "revoked_elsewhere"  # its own case revokes (or revoked) it
+    HAD_IT_BEFORE = "had_it_before"  # Podium added nothing: never revoked
+    UNKNOWN_GRANT = "unknown_grant"
+
+
+class RevokeGrantInput(BaseModel):
+    grant_key: str = Field(description="The idempotency key of the grant to revoke")
+    case_id: str = Field(description="The revoking case: it holds the revocation")
+    reason: str = Field(max_length=200)
+
+
+class RevokeGrantResult(BaseModel):
+    state: GrantState
+    revoked_by: str | None = None
+    revoked_at: datetime | None = None
