@@ -681,9 +681,20 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         ctx: typer.Context,
         case_id: Annotated[str, typer.Argument(metavar="CASE")],
         json_output: JsonOption = False,
+        wait: Annotated[
+            float,
+            typer.Option(
+                "--wait",
+                min=0,
+                max=60,
+                help="Seconds to wait for the case to reach an outcome first (after "
+                "`approve --no-wait`)",
+            ),
+        ] = 0,
     ) -> None:
         """Show a case: where it stands, the pending approval, the decision."""
-        view = ctx.obj.call("GET", f"/cases/{quote(case_id, safe='')}")
+        params = {"wait": wait} if wait else None
+        view = ctx.obj.call("GET", f"/cases/{quote(case_id, safe='')}", params=params)
         if json_output:
             _print_json(view)
         else:

@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -132,6 +133,9 @@ RECEIVED = "received"
 
 # A query needs a worker; without one the server holds it until the deadline, so keep it short.
 QUERY_TIMEOUT = timedelta(seconds=5)
+# `get_case(wait=...)`: the longest a caller may wait for an outcome, and how often it looks.
+MAX_CASE_WAIT = timedelta(seconds=60)
+CASE_WAIT_POLL_S = 0.25
 # A decision reads which approval the case waits for first: worth waiting longer for than a
 # status read when many decisions arrive at once and the worker is busy with them.
 DECISION_QUERY_TIMEOUT = timedelta(seconds=15)
@@ -797,8 +801,15 @@ class PodiumClient:
 
     # --- reading a case -----------------------------------------------------------------------
 
-    async def get_case(self, case_id: str) -> CaseView:
-        """The case as Temporal and the workflow see it; works while running and after close."""
+    async def get_case(self, case_id: str, wait: timedelta | None = None) -> CaseView:
+        """The case as Temporal and the workflow see it; works while running and after close.
+
+        `wait`: first wait up to that long (at most `MAX_CASE_WAIT`) for the case to reach an
+        outcome (its `PodiumOutcome`, or the run closing), reading only what the server holds
+        (no worker, no query) until then: the long-poll of a caller that had its decision
+        acknowledged (`decide(wait=False)`) and now wants what the case did."""
+        if wait is not None and wait > timedelta(0):
+            await self._until_outcome(case_id, min(wait, MAX_CASE_WAIT))
         description, spec = await self._describe_case(case_id)
         handle = self._handle(case_id, description.run_id, spec)
         state: CaseState | None = None
@@ -1291,6 +1302,19 @@ class PodiumClient:
         except (RPCError, RuntimeError, ValueError, TypeError) as err:
             log.info("case_input_unavailable", case_id=handle.id, error=str(err))
         return None
+
+    async def _until_outcome(self, case_id: str, wait: timedelta) -> None:
+        deadline = time.monotonic() + wait.total_seconds()
+        while True:
+            description, _ = await self._describe_case(case_id)
+            if description.status != WorkflowExecutionStatus.RUNNING:
+                return
+            if description.typed_search_attributes.get(sa.OUTCOME):
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(CASE_WAIT_POLL_S, left))
 
     def _handle(self, case_id: str, run_id: str | None, spec: Process) -> WorkflowHandle[Any, Any]:
         return self._client.get_workflow_handle(case_id, run_id=run_id, result_type=spec.result)

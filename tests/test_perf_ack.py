@@ -237,7 +237,8 @@ async def test_api_ack_recorded_answers_before_the_outcome(
     dev_env: WorkflowEnvironment, engine: Engine
 ) -> None:
     """`POST /cases/{id}/approve?ack=recorded` answers with the recorded decision; the case's
-    view then reaches the outcome, with one refund."""
+    view, long-polled with `GET /cases/{id}?wait=60`, then answers with the outcome, with one
+    refund."""
     settings = make_settings(policy_as_code=False)
     with ThreadPoolExecutor(max_workers=4) as executor:
         activities = [*real_system_activities(engine), fake_triage, fake_draft]
@@ -260,12 +261,17 @@ async def test_api_ack_recorded_answers_before_the_outcome(
                     f"/cases/{case_id}/approve?ack=recorded",
                     json={"approver": "lead@example.com", "roles": ["team_lead"]},
                 )
+                too_long = await http.get(f"/cases/{case_id}?wait=61")
+                # The long-poll: answers once the case has its outcome.
+                waited = await http.get(f"/cases/{case_id}?wait=60", timeout=90)
+                view = waited.json()
                 await handle.result()
-                view = (await http.get(f"/cases/{case_id}")).json()
             finally:
                 with contextlib.suppress(Exception):
                     await handle.terminate("test finished")
     assert 200 == answer.status_code, answer.text
     assert ("approved", None) == (answer.json()["gate"], answer.json()["outcome"])
+    assert 422 == too_long.status_code, too_long.text
+    assert 200 == waited.status_code, waited.text
     assert "approved" == view["outcome"]
     assert 1 == len(_rows(engine, Refund, case_id))

@@ -49,3 +49,20 @@ def test_wait_is_the_default_and_sends_no_ack() -> None:
     [request] = api.requests
     assert "ack" not in request.url.params
     assert "approved" == json.loads(result.stdout)["outcome"]
+
+
+def test_status_wait_long_polls_the_case_view() -> None:
+    """`podium status CASE --wait 30` asks the API to answer once the case has an outcome
+    (`GET /cases/{id}?wait=30`); without it, at once."""
+    view = {"case_id": CASE_ID, "status": "completed", "outcome": "approved"}
+    api = RecordingApi(lambda request: httpx.Response(200, json=view))
+    waited = api.run("status", CASE_ID, "--wait", "30", "--json")
+    at_once = api.run("status", CASE_ID, "--json")
+    too_long = api.run("status", CASE_ID, "--wait", "61", "--json")
+    assert 0 == waited.exit_code, waited.output
+    assert 0 == at_once.exit_code, at_once.output
+    assert 0 != too_long.exit_code
+    first, second = api.requests
+    assert (f"/cases/{CASE_ID}", 30.0) == (first.url.path, float(first.url.params["wait"]))
+    assert "wait" not in second.url.params
+    assert "approved" == json.loads(waited.stdout)["outcome"]

@@ -12,9 +12,10 @@ store a document a case will refer to.
 # FastAPI reads their parameter types from real annotations.
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Response
+from fastapi import APIRouter, Body, Header, Query, Response
 from pydantic import BaseModel
 
 from starter.api.deps import CaseId, Podium, Reader, Starter
@@ -118,8 +119,22 @@ def router(processes: Registry) -> APIRouter:
         return document
 
     @routes.get("/cases/{case_id}", response_model=CaseView, responses=PROBLEM_RESPONSES)
-    async def get_case(case_id: CaseId, podium: Podium, _: Reader) -> CaseView:
-        """The case as its workflow sees it (`state`, the process's own model) and Temporal."""
-        return await podium.get_case(case_id)
+    async def get_case(
+        case_id: CaseId,
+        podium: Podium,
+        _: Reader,
+        wait: Annotated[
+            float,
+            Query(
+                ge=0,
+                le=60,
+                description="Seconds to wait for the case to reach an outcome before answering "
+                "(a long-poll after `?ack=recorded`); 0 answers at once",
+            ),
+        ] = 0,
+    ) -> CaseView:
+        """The case as its workflow sees it (`state`, the process's own model) and Temporal.
+        With `wait`, once it has an outcome or that many seconds have passed."""
+        return await podium.get_case(case_id, timedelta(seconds=wait) if wait else None)
 
     return routes
