@@ -337,6 +337,7 @@ async def test_openapi_describes_the_routes(idle_api: httpx.AsyncClient) -> None
         "/approvals",
         "/approvals/{case_id}",
         "/documents",
+        "/employees/{user_name}/termination",
         "/healthz",
     }
     assert expected == set(paths)
