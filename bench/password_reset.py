@@ -49,6 +49,7 @@ from activities.audit import AuditActivities
 from activities.decisions import DecisionVerifier
 from activities.identity import IdentityActivities, ScimDirectory, record_code_attempt
 from activities.notifications import NotificationActivities
+from core.admission import AdmissionInterceptor
 from core.db import Message, create_tables, make_engine
 from core.decision_tokens import DecisionKey
 from core.settings import Settings
@@ -252,6 +253,7 @@ async def run_stream(args: argparse.Namespace) -> Report:
         create_tables(engine)
         env = await WorkflowEnvironment.start_local(
             data_converter=pydantic_data_converter,
+            interceptors=[AdmissionInterceptor()],  # decisions a busy case defers: again
             dev_server_existing_path=str(BIN / "temporal"),
             search_attributes=list(search_attributes.ALL),
         )

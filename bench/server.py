@@ -31,6 +31,8 @@ from temporalio.runtime import (
     TelemetryFilter,
 )
 
+from core.admission import AdmissionInterceptor
+
 __all__ = ["HOST", "DevServer", "dev_server", "search_attribute_args"]
 
 HOST = "127.0.0.1"
@@ -109,6 +111,7 @@ async def _connect(process: asyncio.subprocess.Process, address: str, log: Path)
                 address,
                 namespace="default",
                 data_converter=pydantic_data_converter,
+                interceptors=[AdmissionInterceptor()],  # decisions a busy case defers: again
                 runtime=runtime,
             )
         except RuntimeError as err:

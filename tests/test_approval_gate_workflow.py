@@ -26,6 +26,7 @@ from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from core.admission import AdmissionInterceptor
 from core.db import AuditEvent, Message, Refund, Ticket
 from tests.conftest import TEMPORAL_TEST_SERVER, register_search_attributes
 from tests.helpers import (
@@ -536,6 +537,7 @@ async def test_gate_records_metrics(tmp_path: Path) -> None:
         data_converter=pydantic_data_converter,
         test_server_existing_path=str(TEMPORAL_TEST_SERVER),
         runtime=runtime,
+        interceptors=[AdmissionInterceptor()],
     )
     try:
         await register_search_attributes(env.client)

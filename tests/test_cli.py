@@ -30,6 +30,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from typer.testing import CliRunner
 
+from core.admission import AdmissionInterceptor
 from core.settings import Settings
 from starter.api import create_app
 from starter.cli import create_cli
@@ -518,7 +519,9 @@ async def stack(
 
     async def connect_in_server_loop(_: Settings) -> Client:
         # The server thread runs its own event loop: give it its own client.
-        return await Client.connect(target, data_converter=pydantic_data_converter)
+        return await Client.connect(
+            target, data_converter=pydantic_data_converter, interceptors=[AdmissionInterceptor()]
+        )
 
     # Captured, because CliRunner swaps the process-wide stdout the server would log to.
     with structlog.testing.capture_logs() as logs:
