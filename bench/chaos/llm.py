@@ -43,6 +43,9 @@ class FaultyLLM(SimulatedLLMServer):
         )
         super().__init__({MODEL_ID: model}, api_key=api_key)
         self.failing = False
+        # Seconds every answer is held back while set: a slow provider, so that many model
+        # activities are in flight at once (R2 kills workers while they are).
+        self.hold_s = 0.0
         self.answers: Counter[str] = Counter()
         self._turn = 0
         self._faults_lock = threading.Lock()
@@ -65,13 +68,18 @@ class FaultyLLM(SimulatedLLMServer):
             if fault == "429":
                 return 429, {"error": {"message": "slow down", "type": "rate_limit_exceeded"}}
             return 500, {"error": {"message": "upstream broke", "type": "server_error"}}
+        if self.hold_s > 0:
+            time.sleep(self.hold_s)
         status, payload = super().answer(headers, body)
         self.answers[str(status)] += 1
         return status, payload
 
 
-def models_file(folder: Path, base_url: str, prompts_dir: Path) -> Path:
-    """A models file: intent only from the faulty provider, everything else embedded."""
+def models_file(
+    folder: Path, base_url: str, prompts_dir: Path, timeout_s: float = CLIENT_TIMEOUT_S
+) -> Path:
+    """A models file: intent only from the faulty provider, everything else embedded.
+    `timeout_s`: how long the model client waits for an answer."""
     embedded = "{low: [embedded], medium: [embedded], high: [embedded]}"
     text = f"""version: 1
 breaker:
@@ -86,7 +94,7 @@ models:
     api_key_env: {API_KEY_ENV}
     input_usd_per_1m: 0.15
     output_usd_per_1m: 0.60
-    timeout_seconds: {CLIENT_TIMEOUT_S}
+    timeout_seconds: {timeout_s:g}
     max_output_tokens: 200
     temperature: 0
   embedded:
