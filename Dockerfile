@@ -36,6 +36,7 @@ COPY datasets/ datasets/
 COPY templates/ templates/
 COPY config/ config/
 COPY policies/ policies/
+COPY knowledge/ knowledge/
 
 # PODIUM_DATA_DIR defaults to ./var; the only path the process writes to.
 RUN mkdir var && chown podium:podium var

@@ -37,6 +37,7 @@ from activities.intelligence import EmbeddedModels
 from activities.intelligence.gateway import ModelGateway
 from activities.intelligence.ledger import ModelLedger
 from activities.intelligence.ocr import ReceiptReader
+from activities.knowledge import KnowledgeActivities
 from activities.notifications import ApprovalNotifier, NotificationActivities, approval_notifier
 from activities.policy import evaluate_policy
 from activities.systems import SystemsOfRecordActivities
@@ -155,6 +156,7 @@ def build_activities(
     approvals: ApprovalNotifier | None = None,
     reader: ReceiptReader | None = None,
     decisions: DecisionVerifier | None = None,
+    knowledge: KnowledgeActivities | None = None,
 ) -> list[Callable[..., Any]]:
     """Without a gateway: the repository's `config/models.yaml`, its ledger on `engine`.
     Without a receipt `reader`, the first `read_document` builds the worker's one. Without a
@@ -169,6 +171,8 @@ def build_activities(
         models, gateway, documents=DocumentStore(engine), reader=reader
     )
     identity = IdentityActivities.from_env(engine)
+    # The knowledge base (`knowledge/`), indexed on the first search.
+    knowledge = knowledge or KnowledgeActivities()
     return [
         *systems.activities(),
         notifications.send_reply,
@@ -186,6 +190,7 @@ def build_activities(
         # shared by the identity and access activities (one pooled client).
         *identity.activities(),
         *AccessActivities.from_env(identity.directory, engine).activities(),
+        knowledge.search_knowledge,
     ]
 
 

@@ -54,6 +54,8 @@ ACCESS_REVIEW_PATHS = {
 # Access termination: what an employee who left held, revoked; already gone; unknown
 # (tests/test_access_termination.py).
 ACCESS_TERMINATION_PATHS = {"revoked", "already_gone", "unknown_employee"}
+# Knowledge answer: sure; unsure and approved, rejected, expired (tests/test_knowledge_answer.py).
+KNOWLEDGE_ANSWER_PATHS = {"answered", "reviewed_answered", "review_rejected", "review_expired"}
 PATCHED_PATHS = {
     "receipt_ocr",
     "receipt_mismatch",
@@ -101,6 +103,12 @@ def test_every_access_termination_path_has_a_committed_history() -> None:
     assert ACCESS_TERMINATION_PATHS <= recorded
 
 
+def test_every_knowledge_answer_path_has_a_committed_history() -> None:
+    prefix = "knowledge_answer-"
+    recorded = {p.stem.removeprefix(prefix) for p in HISTORIES if p.stem.startswith(prefix)}
+    assert KNOWLEDGE_ANSWER_PATHS <= recorded
+
+
 def test_both_sides_of_the_receipt_ocr_patch_are_recorded() -> None:
     """Cases from before the patch (no marker) and after it (a marker) both replay below."""
     patched = set()
@@ -139,7 +147,12 @@ def test_decisions_checked_on_acceptance_are_recorded_for_every_deciding_process
 
 
 # Processes released after patch `audit-activity`: they never wrote audit events locally.
-AUDITED_BY_ACTIVITY_FROM_THE_START = {"access_request", "access_review", "access_termination"}
+AUDITED_BY_ACTIVITY_FROM_THE_START = {
+    "access_request",
+    "access_review",
+    "access_termination",
+    "knowledge_answer",
+}
 
 
 @pytest.mark.parametrize("process", PROCESSES.names)

@@ -59,6 +59,14 @@ from workflows.agent_assist import starting as agent_assist
 from workflows.agent_assist.types import AgentAssistInput, AgentAssistResult, AgentAssistState
 from workflows.agent_assist.workflow import AgentAssistWorkflow
 from workflows.contracts.case import ApprovalCard, CaseContext, CaseState, CaseText
+from workflows.knowledge_answer import starting as knowledge_answer
+from workflows.knowledge_answer.types import (
+    KnowledgeAnswerInput,
+    KnowledgeAnswerPolicyFile,
+    KnowledgeAnswerResult,
+    KnowledgeAnswerState,
+)
+from workflows.knowledge_answer.workflow import KnowledgeAnswerWorkflow
 from workflows.password_reset import starting as password_reset
 from workflows.password_reset.types import (
     PasswordResetInput,
@@ -285,6 +293,21 @@ PROCESSES = Registry(
             approval_card=access_termination.approval_card,
             case_key=access_termination.case_key,
             activities=("list_employee_grants", "revoke_grant", "record_audit_event"),
+        ),
+        Process(
+            name="knowledge_answer",
+            title="Knowledge answer: a question answered from the knowledge base, sources cited",
+            workflow=KnowledgeAnswerWorkflow,
+            request=knowledge_answer.KnowledgeAnswerRequest,
+            input=KnowledgeAnswerInput,
+            state=KnowledgeAnswerState,
+            result=KnowledgeAnswerResult,
+            prepare=knowledge_answer.prepare,
+            describe=knowledge_answer.describe,
+            approval_card=knowledge_answer.approval_card,
+            policy="knowledge_answer",
+            policy_model=KnowledgeAnswerPolicyFile,
+            activities=("search_knowledge", "send_reply", *_GATE_AND_AUDIT),
         ),
     ]
 )
