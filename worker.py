@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy.engine import Engine
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.worker import Worker, WorkerDeploymentConfig
@@ -37,7 +38,7 @@ from activities.intelligence import EmbeddedModels
 from activities.intelligence.gateway import ModelGateway
 from activities.intelligence.ledger import ModelLedger
 from activities.intelligence.ocr import ReceiptReader
-from activities.knowledge import KnowledgeActivities
+from activities.knowledge import CaseRouter, KnowledgeActivities, StartCase
 from activities.notifications import ApprovalNotifier, NotificationActivities, approval_notifier
 from activities.policy import evaluate_policy
 from activities.systems import SystemsOfRecordActivities
@@ -47,6 +48,7 @@ from core.logging import configure_logging
 from core.rollout import promote, replay_check
 from core.settings import Settings
 from core.temporal import connect
+from workflows.contracts.knowledge import RouteCaseInput, RouteCaseResult
 from workflows.registry import PROCESSES, Registry
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "build_activities",
     "build_worker",
     "cache_sandbox_bytecode",
+    "case_opener",
     "passthrough_modules",
     "run",
     "strict_workflow_runner",
@@ -157,6 +160,7 @@ def build_activities(
     reader: ReceiptReader | None = None,
     decisions: DecisionVerifier | None = None,
     knowledge: KnowledgeActivities | None = None,
+    router: CaseRouter | None = None,
 ) -> list[Callable[..., Any]]:
     """Without a gateway: the repository's `config/models.yaml`, its ledger on `engine`.
     Without a receipt `reader`, the first `read_document` builds the worker's one. Without a
@@ -173,6 +177,8 @@ def build_activities(
     identity = IdentityActivities.from_env(engine)
     # The knowledge base (`knowledge/`), indexed on the first search.
     knowledge = knowledge or KnowledgeActivities()
+    # A person re-routes a handoff: the case opens as `POST /cases/{process}` would open it.
+    router = router or CaseRouter(case_opener())
     return [
         *systems.activities(),
         notifications.send_reply,
@@ -191,7 +197,39 @@ def build_activities(
         *identity.activities(),
         *AccessActivities.from_env(identity.directory, engine).activities(),
         knowledge.search_knowledge,
+        knowledge.brief_handoff,
+        router.route_case,
     ]
+
+
+def case_opener(settings: Settings | None = None, processes: Registry = PROCESSES) -> StartCase:
+    """How `route_case` opens a case of another process: the starter's own `start` (request
+    validated, policy file read, search attributes set), on the task queue of the activity."""
+
+    async def start(input: RouteCaseInput, task_queue: str) -> RouteCaseResult:
+        from starter.client import (
+            IdempotencyConflict,
+            InvalidRequest,
+            PodiumClient,
+            ProcessNotFound,
+        )
+
+        base = settings or Settings()
+        podium = PodiumClient(
+            activity.client(), base.model_copy(update={"task_queue": task_queue}), processes
+        )
+        try:
+            ref = await podium.start(
+                input.process,
+                input.request,
+                input.idempotency_key,
+                requested_by=input.requested_by,
+            )
+        except (ProcessNotFound, InvalidRequest, IdempotencyConflict) as err:
+            raise ValueError(str(err)) from None
+        return RouteCaseResult(case_id=ref.case_id, created=ref.created)
+
+    return start
 
 
 def activity_name(function: Callable[..., Any]) -> str:

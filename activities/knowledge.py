@@ -25,17 +25,30 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from workflows.contracts.knowledge import KnowledgeHit, SearchKnowledgeInput, SearchKnowledgeResult
+from workflows.contracts.knowledge import (
+    BriefHandoffInput,
+    BriefHandoffResult,
+    KnowledgeHit,
+    RouteCaseInput,
+    RouteCaseResult,
+    SearchKnowledgeInput,
+    SearchKnowledgeResult,
+)
 
 __all__ = [
     "DEFAULT_KNOWLEDGE_DIR",
+    "CaseRouter",
     "KnowledgeActivities",
     "KnowledgeBase",
     "KnowledgeDocument",
+    "StartCase",
+    "brief",
     "load_documents",
 ]
 
@@ -271,3 +284,71 @@ class KnowledgeActivities:
             found.confidence,
         )
         return found
+
+    @activity.defn(name="brief_handoff")
+    def brief_handoff(self, input: BriefHandoffInput) -> BriefHandoffResult:
+        return brief(self.knowledge, input.message)
+
+
+# The suggested reply of a handoff draws on the knowledge base only when it is this sure.
+SUGGESTION_MIN_CONFIDENCE = 0.3
+_ACKNOWLEDGEMENT = (
+    "Thank you for your message. A member of our team has read it and is looking into it; "
+    "we will come back to you shortly."
+)
+
+
+def brief(knowledge: KnowledgeBase, message: str) -> BriefHandoffResult:
+    """What a person taking a case over reads first: a summary and a suggested reply (the
+    knowledge base's answer when it is sure enough, with its source; else an acknowledgement)."""
+    from activities.intelligence.summarize import summarise, summary_model_name
+
+    summary = summarise(message, max_sentences=2).text or message[:300]
+    found = knowledge.search(message, top_k=1)
+    if found.hits and found.confidence >= SUGGESTION_MIN_CONFIDENCE and found.answer:
+        hit = found.hits[0]
+        reply = f"{found.answer}\n\nSource: [{hit.doc_id}] {hit.title}"
+        sources = found.hits
+    else:
+        reply, sources = _ACKNOWLEDGEMENT, []
+    return BriefHandoffResult(
+        summary=summary,
+        suggested_reply=reply,
+        sources=sources,
+        model=f"{summary_model_name()}+{knowledge.model}",
+    )
+
+
+class StartCase(Protocol):
+    """Opens a case of a registered process (the worker supplies it: the starter's `start`)."""
+
+    async def __call__(self, input: RouteCaseInput, task_queue: str) -> RouteCaseResult: ...
+
+
+class CaseRouter:
+    """`route_case`: a person re-routes a case to another process, which opens with its message.
+    The worker hands in how cases open (`StartCase`); without one, routing fails for good."""
+
+    def __init__(self, start: StartCase | None = None) -> None:
+        self._start = start
+
+    @activity.defn(name="route_case")
+    async def route_case(self, input: RouteCaseInput) -> RouteCaseResult:
+        if self._start is None:
+            raise ApplicationError(
+                "this worker cannot open cases", type="RoutingUnavailable", non_retryable=True
+            )
+        try:
+            opened = await self._start(input, activity.info().task_queue)
+        except (ValueError, LookupError) as err:
+            # An unknown process or a request it refuses: retrying changes nothing.
+            raise ApplicationError(
+                f"{type(err).__name__}: {err}", type="RouteRefused", non_retryable=True
+            ) from None
+        activity.logger.info(
+            "case routed (to %s, case %s, created=%s)",
+            input.process,
+            opened.case_id,
+            opened.created,
+        )
+        return opened

@@ -220,7 +220,11 @@ async def test_an_unsure_answer_waits_for_a_person_who_approves_it(
     assert state.hits and state.suggested_answer
     assert state.approval is not None and ["support_agent"] == state.approval.awaiting_roles
     assert [] == replies(engine, handle.id)  # nothing goes out before a person checked it
-    attributes = (await handle.describe()).typed_search_attributes
+    for _ in range(500):  # the gate sets the inbox's attributes once it parks
+        attributes = (await handle.describe()).typed_search_attributes
+        if attributes.get(sa.AWAITING_APPROVAL):
+            break
+        await asyncio.sleep(0.02)
     assert (True, ["support_agent"]) == (
         attributes.get(sa.AWAITING_APPROVAL),
         attributes.get(sa.AWAITING_ROLES),

@@ -56,6 +56,8 @@ ACCESS_REVIEW_PATHS = {
 ACCESS_TERMINATION_PATHS = {"revoked", "already_gone", "unknown_employee"}
 # Knowledge answer: sure; unsure and approved, rejected, expired (tests/test_knowledge_answer.py).
 KNOWLEDGE_ANSWER_PATHS = {"answered", "reviewed_answered", "review_rejected", "review_expired"}
+# Handoff: a person answers, re-routes, closes; nobody takes it (tests/test_handoff.py).
+HANDOFF_PATHS = {"answered", "rerouted", "closed", "expired"}
 PATCHED_PATHS = {
     "receipt_ocr",
     "receipt_mismatch",
@@ -109,6 +111,11 @@ def test_every_knowledge_answer_path_has_a_committed_history() -> None:
     assert KNOWLEDGE_ANSWER_PATHS <= recorded
 
 
+def test_every_handoff_path_has_a_committed_history() -> None:
+    recorded = {p.stem.removeprefix("handoff-") for p in HISTORIES if p.stem.startswith("handoff-")}
+    assert HANDOFF_PATHS <= recorded
+
+
 def test_both_sides_of_the_receipt_ocr_patch_are_recorded() -> None:
     """Cases from before the patch (no marker) and after it (a marker) both replay below."""
     patched = set()
@@ -152,6 +159,7 @@ AUDITED_BY_ACTIVITY_FROM_THE_START = {
     "access_review",
     "access_termination",
     "knowledge_answer",
+    "handoff",
 }
 
 

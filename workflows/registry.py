@@ -59,6 +59,9 @@ from workflows.agent_assist import starting as agent_assist
 from workflows.agent_assist.types import AgentAssistInput, AgentAssistResult, AgentAssistState
 from workflows.agent_assist.workflow import AgentAssistWorkflow
 from workflows.contracts.case import ApprovalCard, CaseContext, CaseState, CaseText
+from workflows.handoff import starting as handoff
+from workflows.handoff.types import HandoffInput, HandoffPolicyFile, HandoffResult, HandoffState
+from workflows.handoff.workflow import HandoffWorkflow
 from workflows.knowledge_answer import starting as knowledge_answer
 from workflows.knowledge_answer.types import (
     KnowledgeAnswerInput,
@@ -308,6 +311,27 @@ PROCESSES = Registry(
             policy="knowledge_answer",
             policy_model=KnowledgeAnswerPolicyFile,
             activities=("search_knowledge", "send_reply", *_GATE_AND_AUDIT),
+        ),
+        Process(
+            name="handoff",
+            title="Handoff: a person answers a case only a person can handle, or re-routes it",
+            workflow=HandoffWorkflow,
+            request=handoff.HandoffRequest,
+            input=HandoffInput,
+            state=HandoffState,
+            result=HandoffResult,
+            prepare=handoff.prepare,
+            describe=handoff.describe,
+            approval_card=handoff.approval_card,
+            policy="handoff",
+            policy_model=HandoffPolicyFile,
+            activities=(
+                "triage_request",
+                "brief_handoff",
+                "send_reply",
+                "route_case",
+                *_GATE_AND_AUDIT,
+            ),
         ),
     ]
 )

@@ -44,3 +44,34 @@ class SearchKnowledgeResult(BaseModel):
     )
     index_version: str = Field(description="Digest of the documents the index was built from")
     model: str = Field(description="The retrieval method and library version")
+
+
+__all__ += ["BriefHandoffInput", "BriefHandoffResult", "RouteCaseInput", "RouteCaseResult"]
+
+
+class BriefHandoffInput(BaseModel):
+    case_id: str
+    message: str = Field(min_length=1, max_length=10_000)
+
+
+class BriefHandoffResult(BaseModel):
+    summary: str = Field(description="The message's most informative sentences, its own words")
+    suggested_reply: str
+    sources: list[KnowledgeHit] = Field(
+        default_factory=list, description="The documents the suggested reply draws on"
+    )
+    model: str
+
+
+class RouteCaseInput(BaseModel):
+    """Open a case of another registered process (as `POST /cases/{process}` would)."""
+
+    idempotency_key: str = Field(pattern=r"^[A-Za-z0-9._:-]{1,100}$")
+    process: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    request: dict[str, str]
+    requested_by: str = Field(min_length=1, max_length=128)
+
+
+class RouteCaseResult(BaseModel):
+    case_id: str
+    created: bool
