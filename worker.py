@@ -31,6 +31,7 @@ from activities.agent import AgentActivities
 from activities.agent_tools import CustomerServiceTools
 from activities.ai import IntelligenceActivities
 from activities.audit import AuditActivities
+from activities.carrier import CarrierActivities
 from activities.decisions import DecisionVerifier
 from activities.documents import DocumentStore
 from activities.identity import IdentityActivities
@@ -40,6 +41,7 @@ from activities.intelligence.ledger import ModelLedger
 from activities.intelligence.ocr import ReceiptReader
 from activities.knowledge import CaseRouter, KnowledgeActivities, StartCase
 from activities.notifications import ApprovalNotifier, NotificationActivities, approval_notifier
+from activities.orders import OrderInquiryActivities
 from activities.policy import evaluate_policy
 from activities.systems import SystemsOfRecordActivities
 from core.db import create_tables, make_engine
@@ -196,6 +198,9 @@ def build_activities(
         # shared by the identity and access activities (one pooled client).
         *identity.activities(),
         *AccessActivities.from_env(identity.directory, engine).activities(),
+        # The carrier `PODIUM_CARRIER_URL` names (default: the embedded one of `podium up`).
+        *CarrierActivities.from_env().activities(),
+        *OrderInquiryActivities(engine).activities(),
         knowledge.search_knowledge,
         knowledge.brief_handoff,
         router.route_case,

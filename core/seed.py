@@ -105,6 +105,27 @@ def _demo_orders(now: datetime) -> list[Order]:
             shipped_at=now - 4 * day,
             delivered_at=now - 2 * day,
         ),
+        # Shipped, promised 4 days ago; the carrier expects it in 2 (delayed-order inquiry:
+        # late beyond the grace, a goodwill credit).
+        Order(
+            id="O-5008",
+            customer_id="C-1003",
+            amount_cents=6_400,
+            status="shipped",
+            ordered_at=now - 9 * day,
+            promised_by=now - 4 * day,
+            shipped_at=now - 7 * day,
+        ),
+        # Shipped, promised in 3 days; the carrier expects it in 2 (on time).
+        Order(
+            id="O-5009",
+            customer_id="C-1001",
+            amount_cents=3_990,
+            status="shipped",
+            ordered_at=now - 2 * day,
+            promised_by=now + 3 * day,
+            shipped_at=now - 1 * day,
+        ),
     ]
 
 

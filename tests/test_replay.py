@@ -58,6 +58,16 @@ ACCESS_TERMINATION_PATHS = {"revoked", "already_gone", "unknown_employee"}
 KNOWLEDGE_ANSWER_PATHS = {"answered", "reviewed_answered", "review_rejected", "review_expired"}
 # Handoff: a person answers, re-routes, closes; nobody takes it (tests/test_handoff.py).
 HANDOFF_PATHS = {"answered", "rerouted", "closed", "expired"}
+# The delayed-order inquiry: each way it answers, follows up and ends (tests/test_order_inquiry.py).
+ORDER_INQUIRY_PATHS = {
+    "on_time_delivered",
+    "late_credit",
+    "high_value_approved",
+    "high_value_rejected",
+    "follow_up_slipped",
+    "carrier_outage_recovered",
+    "carrier_unavailable",
+}
 PATCHED_PATHS = {
     "receipt_ocr",
     "receipt_mismatch",
@@ -116,6 +126,12 @@ def test_every_handoff_path_has_a_committed_history() -> None:
     assert HANDOFF_PATHS <= recorded
 
 
+def test_every_order_inquiry_path_has_a_committed_history() -> None:
+    prefix = "order_inquiry-"
+    recorded = {p.stem.removeprefix(prefix) for p in HISTORIES if p.stem.startswith(prefix)}
+    assert ORDER_INQUIRY_PATHS <= recorded
+
+
 def test_both_sides_of_the_receipt_ocr_patch_are_recorded() -> None:
     """Cases from before the patch (no marker) and after it (a marker) both replay below."""
     patched = set()
@@ -160,6 +176,7 @@ AUDITED_BY_ACTIVITY_FROM_THE_START = {
     "access_termination",
     "knowledge_answer",
     "handoff",
+    "order_inquiry",
 }
 
 

@@ -59,6 +59,14 @@ from workflows.agent_assist import starting as agent_assist
 from workflows.agent_assist.types import AgentAssistInput, AgentAssistResult, AgentAssistState
 from workflows.agent_assist.workflow import AgentAssistWorkflow
 from workflows.contracts.case import ApprovalCard, CaseContext, CaseState, CaseText
+from workflows.order_inquiry import starting as order_inquiry
+from workflows.order_inquiry.types import (
+    OrderInquiryInput,
+    OrderInquiryPolicyFile,
+    OrderInquiryResult,
+    OrderInquiryState,
+)
+from workflows.order_inquiry.workflow import OrderInquiryWorkflow
 from workflows.handoff import starting as handoff
 from workflows.handoff.types import HandoffInput, HandoffPolicyFile, HandoffResult, HandoffState
 from workflows.handoff.workflow import HandoffWorkflow
@@ -214,6 +222,32 @@ PROCESSES = Registry(
                 "lookup_order_status",
                 "create_ticket_note",
                 "issue_goodwill_credit",
+                *_GATE_AND_AUDIT,
+            ),
+        ),
+        Process(
+            name="order_inquiry",
+            title="Delayed order: where is my parcel, with goodwill when it is late",
+            workflow=OrderInquiryWorkflow,
+            request=order_inquiry.OrderInquiryRequest,
+            input=OrderInquiryInput,
+            state=OrderInquiryState,
+            result=OrderInquiryResult,
+            prepare=order_inquiry.prepare,
+            describe=order_inquiry.describe,
+            approval_card=order_inquiry.approval_card,
+            policy="order_inquiry",
+            policy_model=OrderInquiryPolicyFile,
+            activities=(
+                "open_ticket",
+                "triage_request",
+                "lookup_inquiry_order",
+                "track_shipment",
+                "watch_shipment",
+                "issue_goodwill_credit",
+                "update_ticket",
+                "draft_reply",
+                "send_reply",
                 *_GATE_AND_AUDIT,
             ),
         ),
