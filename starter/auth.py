@@ -78,7 +78,8 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
 
 # Routes anyone may call: liveness and the approvers' page (its API calls are protected).
 # FastAPI's /docs and /openapi.json and the /static mount are not API routes and stay public.
-PUBLIC_PATHS = frozenset({"/healthz", "/inbox"})
+# The carrier's webhook carries its own credential: an HMAC signature of the body.
+PUBLIC_PATHS = frozenset({"/healthz", "/inbox", "/carrier/webhooks"})
 
 API_KEY_PREFIX = "pk_"
 JWT_ALGORITHMS_HS = ["HS256"]

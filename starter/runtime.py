@@ -66,6 +66,7 @@ from core.seed import DEMO_CUSTOMERS, seed_demo_data
 from core.settings import Settings
 from core.temporal import connect, connect_config, uses_external_temporal
 from starter.auth import load_or_create_jwt_secret, mint_token
+from starter.carrier_server import dev_env as carrier_dev_env
 from starter.codec_server import codec_banner, codec_url, dev_secrets
 from starter.reviews import SCHEDULE_ID, ensure_schedule
 from starter.scim_server import dev_env as scim_dev_env
@@ -418,6 +419,20 @@ async def _run(settings: Settings) -> int:
             supervisor.add(
                 _Child("scim", [sys.executable, "-m", "starter.scim_server"], podium_env)
             )
+        # The embedded carrier (demo parcels, signed webhooks to the API), unless
+        # PODIUM_CARRIER_URL names one.
+        carrier_env = carrier_dev_env(env, f"http://127.0.0.1:{settings.api_port}")
+        carrier_port = int(carrier_env.get("PODIUM_CARRIER_EMBEDDED_PORT", "0"))
+        if carrier_env and _port_open("127.0.0.1", carrier_port):
+            raise RuntimeError(
+                f"port {carrier_port} is in use; stop what runs there or set "
+                "PODIUM_CARRIER_EMBEDDED_PORT (or PODIUM_CARRIER_URL to use that carrier)"
+            )
+        podium_env.update(carrier_env)
+        if carrier_env:
+            supervisor.add(
+                _Child("carrier", [sys.executable, "-m", "starter.carrier_server"], podium_env)
+            )
         supervisor.add(_Child("worker", [sys.executable, "-m", "worker"], podium_env))
         supervisor.add(
             _Child(
@@ -448,6 +463,7 @@ async def _run(settings: Settings) -> int:
             _port_open(settings.api_host, settings.api_port)
             and (not codec or _port_open(settings.codec_host, settings.codec_port))
             and (not scim_env or _port_open("127.0.0.1", scim_port))
+            and (not carrier_env or _port_open("127.0.0.1", carrier_port))
             and await _worker_polling(client, settings.task_queue)
         ):
             if stop.is_set():
@@ -478,7 +494,9 @@ async def _run(settings: Settings) -> int:
         token_lines = _token_lines(settings, dev_jwt_secret) if dev_jwt_secret else None
         scim_lines = [
             f"  SCIM          {podium_env.get('PODIUM_SCIM_URL', '-')}"
-            + ("  (embedded directory, demo employees)" if scim_env else "")
+            + ("  (embedded directory, demo employees)" if scim_env else ""),
+            f"  Carrier       {podium_env.get('PODIUM_CARRIER_URL', '-')}"
+            + ("  (embedded carrier, demo parcels)" if carrier_env else ""),
         ]
         print(
             _banner(settings, embedded, seeded, codec_lines, [*scim_lines, *(token_lines or [])]),

@@ -138,11 +138,13 @@ async def approvals_stack(
     processes: Registry = PROCESSES,
     extra_activities: Sequence[Callable[..., Any]] = (),
     gateway: ModelGateway | None = None,
+    port: int | None = None,
 ) -> AsyncIterator[ApprovalsStack]:
     """`processes` and `extra_activities`: a registry with more processes, and what they need
     beyond the production activities; `gateway`: the model gateway (default: the repository's
-    models file, embedded models only)."""
-    port = free_port()
+    models file, embedded models only); `port`: the API's (default: a free one), for a service
+    that must know it before the API starts (a carrier's webhook)."""
+    port = port or free_port()
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         task_queue=f"inbox-{uuid.uuid4().hex}",

@@ -39,7 +39,7 @@ from temporalio.client import Client
 from core.logging import configure_logging
 from core.settings import Settings
 from core.temporal import connect
-from starter.api import approvals, cases, employees, verification
+from starter.api import approvals, carrier, cases, employees, verification
 from starter.api.approvals import DecisionBody, DelegateBody, RejectBody, RequestChangesBody
 from starter.api.deps import Podium
 from starter.api.guard import ApiLimits, RequestGuard
@@ -134,6 +134,7 @@ def create_app(
     app.include_router(approvals.router())
     app.include_router(verification.router())
     app.include_router(employees.router())
+    app.include_router(carrier.router())
 
     @app.get("/inbox", include_in_schema=False)
     async def inbox_page() -> FileResponse:
