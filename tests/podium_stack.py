@@ -85,6 +85,9 @@ class PodiumUp:
             "PODIUM_TEMPORAL_UI_PORT": str(self.ui_port),
             "PODIUM_API_PORT": str(self.api_port),
             "PODIUM_CODEC_PORT": str(self.codec_port),
+            # The embedded directory and carrier too: a `make up` on this machine keeps theirs.
+            "PODIUM_SCIM_EMBEDDED_PORT": str(free_port()),
+            "PODIUM_CARRIER_EMBEDDED_PORT": str(free_port()),
             "PODIUM_API_URL": f"http://127.0.0.1:{self.api_port}",
             "PODIUM_LOG_JSON": "true",
         }

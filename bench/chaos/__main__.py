@@ -138,7 +138,7 @@ def _finish(report: dict[str, Any]) -> None:
 
 def merge(paths: list[Path]) -> dict[str, Any]:
     """One report of several runs (say, scenarios run side by side on one machine), each
-    scenario from the run that ran it; `runs` says which run was which."""
+    scenario from the last run that ran it; `merged_from` says which run was which."""
     reports = [json.loads(path.read_text()) for path in paths]
     merged: dict[str, Any] = {
         **{
@@ -165,10 +165,11 @@ def merge(paths: list[Path]) -> dict[str, Any]:
         "ran": [],
         "not_run": {},
     }
-    for report in reports:
+    for report in reports:  # a scenario run again in a later report: the later run counts
         for name in report["ran"]:
             merged["scenarios"][name] = report["scenarios"][name]
-            merged["ran"].append(name)
+            if name not in merged["ran"]:
+                merged["ran"].append(name)
     for name in ORDER:
         if name not in merged["ran"]:
             merged["not_run"][name] = "in none of the merged runs"

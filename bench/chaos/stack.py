@@ -102,8 +102,9 @@ class ChaosStack:
             "PODIUM_API_HOST": HOST,
             "PODIUM_CODEC_PORT": str(self.codec_port),
             # Every other port a `podium up` may open gets a free one too (the embedded SCIM
-            # directory, where the code has one), so two stacks never collide.
+            # directory and carrier), so two stacks never collide.
             "PODIUM_SCIM_EMBEDDED_PORT": str(free_port()),
+            "PODIUM_CARRIER_EMBEDDED_PORT": str(free_port()),
             "PODIUM_MODEL_CACHE_DIR": str(MODEL_CACHE),
             "PODIUM_API_URL": f"http://{HOST}:{self.api_port}",
             "PODIUM_LOG_JSON": "true",
