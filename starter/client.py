@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import structlog
@@ -91,6 +91,9 @@ from workflows.password_reset.types import (
     PasswordResetStatus,
 )
 from workflows.registry import PROCESSES, Process, Registry, UnknownProcess
+
+if TYPE_CHECKING:  # the intake imports this module
+    from starter.intake import Intake, MessageAck
 
 __all__ = [
     "ApprovalNotFound",
@@ -729,6 +732,20 @@ class PodiumClient:
         log.info("employee_terminated", case_id=ref.case_id, running_cases=len(told))
         return TerminationRef(case=ref, running_cases=told)
 
+    async def send_message(
+        self, message: BaseModel | Mapping[str, Any], *, requested_by: str | None = None
+    ) -> MessageAck:
+        """One message on any channel (`starter.intake.IncomingMessage`), triaged once and
+        routed by `policies/routing.yaml`: the `MessageAck` of the case it opened or joined."""
+        fields = message.model_dump() if isinstance(message, BaseModel) else message
+        return await self._intake.receive(fields, requested_by=requested_by)
+
+    @cached_property
+    def _intake(self) -> Intake:
+        from starter.intake import Intake
+
+        return Intake(self, self._settings)
+
     async def create_refund_case(
         self, request: BaseModel | Mapping[str, Any], idempotency_key: str | None = None
     ) -> CaseRef:
@@ -798,6 +815,8 @@ class PodiumClient:
         """Release the document and verification stores' database connections."""
         self._documents.close()
         self._codes.close()
+        if "_intake" in self.__dict__:
+            self._intake.close()
 
     # --- reading a case -----------------------------------------------------------------------
 

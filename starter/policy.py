@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from workflows.contracts.policy import PolicyDocument
 
 __all__ = ["add_policy_command"]
@@ -47,9 +49,14 @@ def add_policy_command(cli: typer.Typer) -> None:
         from core.policy import DEFAULT_POLICIES_DIR, PolicyError, load_policy
         from core.settings import Settings
         from starter.client import parse_policy_as
+        from starter.intake.routing import ROUTING_FILE_STEM, RoutingTable
         from workflows.registry import PROCESSES
 
-        models = {p.policy: p.policy_model for p in PROCESSES if p.policy and p.policy_model}
+        models: dict[str | None, type[BaseModel]] = {
+            p.policy: p.policy_model for p in PROCESSES if p.policy and p.policy_model
+        }
+        # The intake's routing table (`policies/routing.yaml`) is checked as what it is.
+        models[ROUTING_FILE_STEM] = RoutingTable
         settings = Settings()
         paths = files or sorted((settings.policies_dir or DEFAULT_POLICIES_DIR).glob("*.yaml"))
         failed = False

@@ -338,6 +338,7 @@ async def test_openapi_describes_the_routes(idle_api: httpx.AsyncClient) -> None
         "/approvals/{case_id}",
         "/documents",
         "/employees/{user_name}/termination",
+        "/messages",
         "/healthz",
     }
     assert expected == set(paths)

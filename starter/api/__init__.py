@@ -8,6 +8,8 @@
   employee enters for their password reset (only that employee, signed in as themselves);
 - `starter.api.employees`: `POST /employees/{user_name}/termination`, the directory's notice
   that an employee left (their access termination case; their running access requests told);
+- `starter.api.messages`: `POST /messages`, the intake: any channel's message triaged once and
+  routed (`policies/routing.yaml`) to the case it opens or joins;
 - here: `GET /inbox` (the approvers' web page, static, no build step) and `GET /healthz`.
 
 Every route but /healthz, /inbox, /static and the docs needs a credential (`starter.auth`): an
@@ -39,7 +41,7 @@ from temporalio.client import Client
 from core.logging import configure_logging
 from core.settings import Settings
 from core.temporal import connect
-from starter.api import approvals, carrier, cases, employees, verification
+from starter.api import approvals, carrier, cases, employees, messages, verification
 from starter.api.approvals import DecisionBody, DelegateBody, RejectBody, RequestChangesBody
 from starter.api.deps import Podium
 from starter.api.guard import ApiLimits, RequestGuard
@@ -135,6 +137,7 @@ def create_app(
     app.include_router(verification.router())
     app.include_router(employees.router())
     app.include_router(carrier.router())
+    app.include_router(messages.router())
 
     @app.get("/inbox", include_in_schema=False)
     async def inbox_page() -> FileResponse:
