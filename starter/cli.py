@@ -657,6 +657,41 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         body = {"channel": channel, "customer_id": customer, "order_id": order, "message": message}
         _open_case(ctx, "refund", body, key, json_output)  # registry-ok: the shortcut
 
+    @cli.command()
+    def message(
+        ctx: typer.Context,
+        sender: Annotated[
+            str, typer.Option(help="Customer id, employee user name, or their email address.")
+        ],
+        conversation: Annotated[
+            str, typer.Option(help="The channel's conversation id: replies join its case.")
+        ],
+        text: Annotated[str, typer.Option(help="What they wrote.")],
+        channel: Annotated[str, typer.Option(help="email, chat, web or voice.")] = "chat",
+        attachment: Annotated[
+            list[str] | None, typer.Option(help="A stored document id (repeatable).")
+        ] = None,
+        json_output: JsonOption = False,
+    ) -> None:
+        """Send a message to the intake: triaged, routed to a process, or joined to the
+        conversation's open case (POST /messages)."""
+        body = {
+            "channel": channel,
+            "sender": sender,
+            "conversation_id": conversation,
+            "text": text,
+            "attachments": attachment or [],
+        }
+        ack = ctx.obj.call("POST", "/messages", json=body)
+        if json_output:
+            _print_json(ack)
+            return
+        verb = "Joined" if ack["joined"] else "Opened"
+        typer.secho(f"{verb} case {ack['case_id']} ({ack['process']})", fg=typer.colors.GREEN)
+        typer.echo(f"  intent {ack['intent']} ({ack['confidence']:.2f})")
+        if ack.get("reason"):
+            typer.echo(f"  to a person: {ack['reason']}")
+
     def _open_case(
         ctx: typer.Context,
         process: str,
