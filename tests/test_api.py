@@ -339,6 +339,7 @@ async def test_openapi_describes_the_routes(idle_api: httpx.AsyncClient) -> None
         "/documents",
         "/employees/{user_name}/termination",
         "/messages",
+        "/carrier/webhooks",
         "/healthz",
     }
     assert expected == set(paths)
