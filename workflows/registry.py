@@ -59,14 +59,6 @@ from workflows.agent_assist import starting as agent_assist
 from workflows.agent_assist.types import AgentAssistInput, AgentAssistResult, AgentAssistState
 from workflows.agent_assist.workflow import AgentAssistWorkflow
 from workflows.contracts.case import ApprovalCard, CaseContext, CaseState, CaseText
-from workflows.order_inquiry import starting as order_inquiry
-from workflows.order_inquiry.types import (
-    OrderInquiryInput,
-    OrderInquiryPolicyFile,
-    OrderInquiryResult,
-    OrderInquiryState,
-)
-from workflows.order_inquiry.workflow import OrderInquiryWorkflow
 from workflows.handoff import starting as handoff
 from workflows.handoff.types import HandoffInput, HandoffPolicyFile, HandoffResult, HandoffState
 from workflows.handoff.workflow import HandoffWorkflow
@@ -78,6 +70,14 @@ from workflows.knowledge_answer.types import (
     KnowledgeAnswerState,
 )
 from workflows.knowledge_answer.workflow import KnowledgeAnswerWorkflow
+from workflows.order_inquiry import starting as order_inquiry
+from workflows.order_inquiry.types import (
+    OrderInquiryInput,
+    OrderInquiryPolicyFile,
+    OrderInquiryResult,
+    OrderInquiryState,
+)
+from workflows.order_inquiry.workflow import OrderInquiryWorkflow
 from workflows.password_reset import starting as password_reset
 from workflows.password_reset.types import (
     PasswordResetInput,
