@@ -44,9 +44,11 @@ from activities.notifications import ApprovalNotifier, NotificationActivities, a
 from activities.orders import OrderInquiryActivities
 from activities.policy import evaluate_policy
 from activities.systems import SystemsOfRecordActivities
+from core.case_metrics import CaseMetricsInterceptor
 from core.db import create_tables, make_engine
 from core.decision_tokens import DecisionKey
 from core.logging import configure_logging
+from core.metrics import RuntimeMetrics, worker_metrics_runtime
 from core.rollout import promote, replay_check
 from core.settings import Settings
 from core.temporal import connect
@@ -62,6 +64,7 @@ __all__ = [
     "case_opener",
     "passthrough_modules",
     "run",
+    "serve_metrics",
     "strict_workflow_runner",
     "workflow_runner",
 ]
@@ -299,6 +302,8 @@ def build_worker(
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        # `podium_cases_closed_total` (core/case_metrics.py): no workflow code changes for it.
+        interceptors=[CaseMetricsInterceptor()],
         **versioning,
     )
 
@@ -312,7 +317,10 @@ async def run(settings: Settings, *, processes: Registry = PROCESSES) -> None:
     gateway = ModelGateway.from_file(settings.models_file, models, ledger=ModelLedger(engine))
     reader = ReceiptReader()  # OCR models, loaded once and shared by the activity threads
     approvals = approval_notifier(settings)  # approver notices: log, or the webhook's pool
-    client: Client = await connect(settings, worker=True)
+    metrics = serve_metrics(settings)
+    client: Client = await connect(
+        settings, worker=True, **({"runtime": metrics.runtime} if metrics else {})
+    )
     # Decisions must reach cases encrypted whenever this worker's payloads are.
     decisions = DecisionVerifier(
         DecisionKey.from_settings(settings),
@@ -356,10 +364,31 @@ async def run(settings: Settings, *, processes: Registry = PROCESSES) -> None:
     await asyncio.to_thread(gateway.close)
     await approvals.aclose()
     engine.dispose()
+    if metrics is not None:
+        metrics.close()
     log.info("worker_stopped")
     if refused:
         # The deploy is rolled back: the previous build stays current (core/rollout.py).
         raise SystemExit(1)
+
+
+def serve_metrics(settings: Settings) -> RuntimeMetrics | None:
+    """The worker's `/metrics` (`core.metrics`), unless `PODIUM_WORKER_METRICS_PORT` is 0. A port
+    already taken costs the metrics, not the worker: it logs and serves cases without them."""
+    if not settings.worker_metrics_port:
+        return None
+    try:
+        metrics = worker_metrics_runtime(settings.worker_metrics_host, settings.worker_metrics_port)
+    except OSError as err:
+        log.warning(
+            "worker_metrics_not_served",
+            host=settings.worker_metrics_host,
+            port=settings.worker_metrics_port,
+            error=str(err),
+        )
+        return None
+    log.info("worker_metrics_serving", url=metrics.url)
+    return metrics
 
 
 def main() -> None:

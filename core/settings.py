@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         default=None, description="Browser origins allowed; default: the Temporal UI's"
     )
 
+    # The worker's Prometheus endpoint (core/metrics.py): its own series and the Temporal
+    # runtime's, at http://host:port/metrics; loopback by default, port 0 turns it off.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
+
     # Starter HTTP API
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -79,7 +79,8 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
 # Routes anyone may call: liveness and the approvers' page (its API calls are protected).
 # FastAPI's /docs and /openapi.json and the /static mount are not API routes and stay public.
 # The carrier's webhook carries its own credential: an HMAC signature of the body.
-PUBLIC_PATHS = frozenset({"/healthz", "/inbox", "/carrier/webhooks"})
+# /metrics: Prometheus scrapes without a credential; it holds no personal data.
+PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/inbox", "/carrier/webhooks"})
 
 API_KEY_PREFIX = "pk_"
 JWT_ALGORITHMS_HS = ["HS256"]

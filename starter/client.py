@@ -66,6 +66,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.identity import AttemptsExhausted, UnknownVerification
 from activities.types import EmployeeInfo
+from core import metrics
 from core.decision_tokens import DecisionKey
 from core.settings import Settings
 from core.temporal import connect
@@ -691,6 +692,9 @@ class PodiumClient:
             process=spec.name,
             task_queue=self._settings.task_queue,
         )
+        metrics.CASES_STARTED.labels(
+            process=metrics.label(spec.name), channel=metrics.label(getattr(body, "channel", None))
+        ).inc()
         ref = CaseRef(case_id=case_id, process=spec.name, created=True, ui_url=self.ui_url(case_id))
         return ref
 

@@ -339,6 +339,12 @@ def _banner(
         + ("  (embedded dev server, state in " if embedded else "")
         + (f"{settings.data_dir}/temporal.db)" if embedded else ""),
         f"  HTTP API      {api}   (OpenAPI: {api}/docs)",
+        f"  Metrics       {api}/metrics   worker: "
+        + (
+            f"http://{settings.worker_metrics_host}:{settings.worker_metrics_port}/metrics"
+            if settings.worker_metrics_port
+            else "off (PODIUM_WORKER_METRICS_PORT=0)"
+        ),
         f"  Database      {settings.resolved_database_url}"
         + ("  (demo data seeded)" if seeded else ""),
         *(codec_lines or []),

@@ -71,6 +71,7 @@ from activities.intelligence.providers import (
 )
 from activities.intelligence.tasks import Task, TaskOutput, TaskRequest
 from activities.types import RiskLevel
+from core import metrics
 from core.db import MICRO_USD_PER_USD, ModelCall
 
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
     "GatewayResult",
     "ModelGateway",
     "ModelsUnavailableError",
+    "observe_attempts",
     "record_metrics",
 ]
 
@@ -200,6 +202,31 @@ def record_metrics(meter: MetricMeter, task: Task | str, attempts: Sequence[Atte
         if attempt.tokens_out:
             tokens.add(attempt.tokens_out, {**tags, "direction": "out"})
         cost.record(attempt.cost_micro_usd / MICRO_USD_PER_USD, tags)
+
+
+# `podium_provider_breaker_open` per purgatory state.
+_BREAKER_LEVEL = {"closed": 0.0, "half-opened": 0.5, "opened": 1.0}
+_ERROR_OUTCOMES = frozenset(
+    {CallOutcome.FAILED, CallOutcome.INVALID_OUTPUT, CallOutcome.BREAKER_OPEN}
+)
+
+
+def observe_attempts(task: Task | str, attempts: Sequence[Attempt]) -> None:
+    """The worker's Prometheus series (`core.metrics`) for the gateway's attempts, per provider
+    (model name in the models file): calls, errors, latency, spend."""
+    for attempt in attempts:
+        provider = metrics.label(attempt.model)
+        outcome = attempt.outcome.value
+        metrics.PROVIDER_CALLS.labels(
+            provider=provider, task=metrics.label(str(task)), outcome=outcome
+        ).inc()
+        if attempt.outcome in _ERROR_OUTCOMES:
+            metrics.PROVIDER_ERRORS.labels(provider=provider, outcome=outcome).inc()
+        if attempt.outcome is not CallOutcome.BREAKER_OPEN:
+            metrics.PROVIDER_LATENCY.labels(provider=provider).observe(attempt.latency_ms / 1000)
+        metrics.PROVIDER_COST_USD.labels(provider=provider).inc(
+            attempt.cost_micro_usd / MICRO_USD_PER_USD
+        )
 
 
 class _LoopThread:
@@ -607,6 +634,7 @@ class ModelGateway:
         case_id: str | None,
         workflow_id: str | None,
     ) -> None:
+        observe_attempts(task, attempts)
         if self._ledger is None or not attempts:
             return
         rows = [
@@ -640,6 +668,9 @@ class ModelGateway:
     def _on_breaker_event(self, name: str, event_type: str, event: Any) -> None:
         if event_type == "state_changed":
             log.warning("model_breaker_state_changed", model=name, state=event.state)
+            metrics.BREAKER_OPEN.labels(provider=metrics.label(name)).set(
+                _BREAKER_LEVEL.get(event.state, 0.0)
+            )
 
     # --- Lifecycle --------------------------------------------------------------------------
 

@@ -10,15 +10,16 @@
   that an employee left (their access termination case; their running access requests told);
 - `starter.api.messages`: `POST /messages`, the intake: any channel's message triaged once and
   routed (`policies/routing.yaml`) to the case it opens or joins;
+- `starter.api.metrics`: `GET /metrics`, the API's Prometheus series (`core.metrics`);
 - here: `GET /inbox` (the approvers' web page, static, no build step) and `GET /healthz`.
 
-Every route but /healthz, /inbox, /static and the docs needs a credential (`starter.auth`): an
-API key for services, a bearer JWT for people; 401 without one, 403 without the permission. The
-approval roles are those the registered processes' policies name (`starter.api.roles`), plus
-the settings' own. The credential is checked before the body is read, bodies are limited in
-size and JSON is parsed strictly (`starter.api.guard`). A new case is `requested_by` the
-caller. Every error is an RFC 9457 `application/problem+json` body (`starter.api.problems`);
-callers never see a stack trace.
+Every route but /healthz, /metrics, /inbox, /static and the docs needs a credential
+(`starter.auth`): an API key for services, a bearer JWT for people; 401 without one, 403 without
+the permission. The approval roles are those the registered processes' policies name
+(`starter.api.roles`), plus the settings' own. The credential is checked before the body is read,
+bodies are limited in size and JSON is parsed strictly (`starter.api.guard`). A new case is
+`requested_by` the caller. Every error is an RFC 9457 `application/problem+json` body
+(`starter.api.problems`); callers never see a stack trace.
 
 `app` is the API's entry (`uvicorn starter.api:app`): at start-up it configures logging for
 the process (`core.logging`: JSON lines when `PODIUM_LOG_JSON` asks or stderr is not a terminal,
@@ -41,7 +42,7 @@ from temporalio.client import Client
 from core.logging import configure_logging
 from core.settings import Settings
 from core.temporal import connect
-from starter.api import approvals, carrier, cases, employees, messages, verification
+from starter.api import approvals, carrier, cases, employees, messages, metrics, verification
 from starter.api.approvals import DecisionBody, DelegateBody, RejectBody, RequestChangesBody
 from starter.api.deps import Podium
 from starter.api.guard import ApiLimits, RequestGuard
@@ -132,12 +133,15 @@ def create_app(
     # Inside the problem middleware that `install` adds: a crash in the guard is a 500 problem.
     app.add_middleware(RequestGuard, max_body_bytes=body_limit)
     install(app)
+    # Outermost: every answer is counted, the guard's refusals and crash problems too.
+    app.add_middleware(metrics.HttpMetrics)
     app.include_router(cases.router(processes))
     app.include_router(approvals.router())
     app.include_router(verification.router())
     app.include_router(employees.router())
     app.include_router(carrier.router())
     app.include_router(messages.router())
+    app.include_router(metrics.router())
 
     @app.get("/inbox", include_in_schema=False)
     async def inbox_page() -> FileResponse:

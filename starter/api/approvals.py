@@ -27,6 +27,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, Field, StringConstraints
 
+from core import metrics
 from starter.api.deps import Caller, CaseId, Podium, Reader
 from starter.api.problems import PROBLEM_RESPONSES
 from starter.auth import Principal, forbidden
@@ -338,7 +339,7 @@ async def _decide_as(
     delegate_to: str | None,
     wait: bool = True,
 ) -> ApprovalDecisionResult:
-    return await podium.decide(
+    result = await podium.decide(
         case_id,
         action,
         caller.subject,
@@ -351,3 +352,5 @@ async def _decide_as(
         decision_id=body.decision_id,
         wait=wait,
     )
+    metrics.DECISIONS.labels(action=metrics.label(action)).inc()
+    return result

@@ -50,6 +50,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.identity import ScimSettings
 from activities.intelligence.text import extract_order_ids
 from activities.types import Intent
+from core import metrics
 from core.audit_chain import AuditRecord, append_event
 from core.db import Customer, make_engine
 from core.policy import policy_path
@@ -532,6 +533,9 @@ class Intake:
     async def _after(self, store: IntakeStore, stored: IntakeMessage) -> None:
         """Count the message; raise the operations event when the volume spikes."""
         self._received.add(1, {"process": stored.process, "joined": str(stored.joined).lower()})
+        metrics.INTAKE_MESSAGES.labels(
+            route=metrics.label(stored.process), joined=str(stored.joined).lower()
+        ).inc()
         table = await asyncio.to_thread(self.routing)
         rule = table.spike
         count = await asyncio.to_thread(store.received_since, rule.window)
@@ -556,6 +560,7 @@ class Intake:
         )
         if raised.created:  # once per window, whichever API process saw it first
             self._spikes.add(1)
+            metrics.INTAKE_SPIKES.inc()
             log.warning(
                 "intake_spike", messages=count, window_s=window_s, max_messages=rule.max_messages
             )
