@@ -102,4 +102,5 @@ def encrypted_dev_client(
         namespace=dev_env.client.namespace,
         data_converter=encrypted_converter,
         header_codec_behavior=HeaderCodecBehavior.CODEC,
+        interceptors=[AdmissionInterceptor()],
     )

@@ -141,27 +141,40 @@ async def test_decide_after_record_decision_answers_with_the_outcome(
     dev_env: WorkflowEnvironment, engine: Engine
 ) -> None:
     """The caller that acknowledged at once and then wants the outcome sends the same decision
-    to `decide`: it is not applied again, and the answer carries what the case did."""
+    again, waiting (`PodiumClient.decide`, as the API and CLI do): it is not applied again, and
+    the answer carries what the case did, whether the case is still carrying it out (it defers
+    the update until then) or has closed in between."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, task_queue=f"tq-{uuid.uuid4().hex}", policy_as_code=False
+    )
+    podium = PodiumClient(dev_env.client, settings)
     with ThreadPoolExecutor(max_workers=4) as executor:
         activities = [*real_system_activities(engine), fake_triage, fake_draft]
-        worker = make_worker(dev_env.client, activities, executor)
+        worker = make_worker(dev_env.client, activities, executor, settings.task_queue)
         async with worker:
-            handle = await _parked(dev_env.client, worker.task_queue)
+            ref = await podium.create_refund_case(
+                RefundRequest(customer_id="C-1002", order_id="O-5003", message="refund O-5003")
+            )
+            handle = dev_env.client.get_workflow_handle(ref.case_id, result_type=RefundCaseResult)
             try:
-                decision = signed(handle.id, _lead("d-2"))
-                await handle.execute_update(
-                    "record_decision", decision, result_type=ApprovalDecisionResult
+                for _ in range(200):
+                    state = await handle.query("get_state", result_type=RefundCaseState)
+                    if state.status == CaseStatus.AWAITING_APPROVAL:
+                        break
+                    await asyncio.sleep(0.1)
+                lead = {"roles": ["team_lead"], "decision_id": "d-2"}
+                ack = await podium.decide(
+                    ref.case_id, "approve", "lead@example.com", wait=False, **lead
                 )
-                settled = await handle.execute_update(
-                    "decide", decision, result_type=ApprovalDecisionResult
-                )
+                settled = await podium.decide(ref.case_id, "approve", "lead@example.com", **lead)
                 await handle.result()
             finally:
                 with contextlib.suppress(Exception):
                     await handle.terminate("test finished")
-    assert "approved" == settled.outcome
+    assert ("d-2", None) == (ack.decision_id, ack.outcome)
+    assert ("d-2", "approved") == (settled.decision_id, settled.outcome)
     assert settled.effects.get("refund_id")
-    assert 1 == len(_rows(engine, Refund, handle.id))
+    assert 1 == len(_rows(engine, Refund, ref.case_id))
 
 
 async def test_record_decision_refuses_a_decision_without_a_token(

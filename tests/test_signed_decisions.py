@@ -30,6 +30,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.decisions import DecisionVerifier
+from core.admission import AdmissionInterceptor
 from core.codec import DECRYPTED_METADATA as CODEC_MARK
 from core.codec import KeyRing
 from core.db import AuditEvent, Refund
@@ -244,7 +245,12 @@ async def test_with_encryption_on_a_valid_token_sent_in_clear_is_refused(
     ring = KeyRing.parse(TEST_ENCRYPTION_KEYS)
     service = dev_env.client.service_client
     namespace = dev_env.client.namespace
-    encrypting = Client(service, namespace=namespace, data_converter=data_converter(ring))
+    encrypting = Client(
+        service,
+        namespace=namespace,
+        data_converter=data_converter(ring),
+        interceptors=[AdmissionInterceptor()],
+    )
     marking = Client(
         service, namespace=namespace, data_converter=data_converter(ring, mark_decrypted=True)
     )
