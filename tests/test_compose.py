@@ -9,6 +9,7 @@ Temporal schema job, search attributes, environment) is asserted on the parsed Y
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import shlex
 import shutil
@@ -566,3 +567,48 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
     assert dockerignore_excludes("core/__pycache__/settings.cpython-311.pyc")
     for path in ("pyproject.toml", "README.md", "worker.py", "datasets/x.csv", "templates/x.j2"):
         assert not dockerignore_excludes(path), path
+
+
+# --- metrics: Prometheus and Grafana --------------------------------------------------------
+
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "podium.json"
+
+
+def test_prometheus_scrapes_the_worker_and_the_api_where_they_serve_metrics(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    worker_env = environment(services["podium-worker"])
+    [worker_sd] = jobs["podium-worker"]["dns_sd_configs"]
+    assert ["podium-worker"] == worker_sd["names"]
+    assert worker_env["PODIUM_WORKER_METRICS_HOST"] == "0.0.0.0"  # reachable in the network
+    assert int(worker_env["PODIUM_WORKER_METRICS_PORT"]) == worker_sd["port"]
+    [api_targets] = jobs["podium-api"]["static_configs"]
+    api_port = environment(services["podium-api"])["PODIUM_API_PORT"]
+    assert [f"podium-api:{api_port}"] == api_targets["targets"]
+    assert "/metrics" == jobs["podium-api"]["metrics_path"]
+    mounts = services["prometheus"]["volumes"]
+    assert any(m.startswith("./deploy/prometheus/prometheus.yml:") for m in mounts)
+
+
+def test_the_dashboard_queries_only_series_podium_exports() -> None:
+    """Every panel of the provisioned dashboard asks for a series the worker or the API
+    defines (core/metrics.py, core/case_metrics.py, the approval gate's meter), so a renamed
+    series fails here rather than as an empty panel."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    sources = "\n".join(
+        (ROOT / path).read_text()
+        for path in (
+            "core/metrics.py",
+            "core/case_metrics.py",
+            "workflows/components/approval.py",
+        )
+    )
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 10
+    for expr in exprs:
+        for series in re.findall(r"\b(podium_[a-z_]+)", expr):
+            base = re.sub(r"_(total|bucket|sum|count)$", "", series)
+            assert f'"{base}"' in sources, f"{series} in {expr!r} is not a series Podium exports"
