@@ -52,6 +52,7 @@ from core.metrics import RuntimeMetrics, worker_metrics_runtime
 from core.rollout import promote, replay_check
 from core.settings import Settings
 from core.temporal import connect
+from core.tracing import TRACING_PASSTHROUGH
 from workflows.contracts.knowledge import RouteCaseInput, RouteCaseResult
 from workflows.registry import PROCESSES, Registry
 
@@ -101,7 +102,7 @@ def workflow_runner(processes: Registry = PROCESSES) -> SandboxedWorkflowRunner:
     a parked case then holds its own state, not its own copy of the gate, rules and types."""
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            *passthrough_modules(processes)
+            *passthrough_modules(processes), *TRACING_PASSTHROUGH
         )
     )
 
@@ -318,9 +319,8 @@ async def run(settings: Settings, *, processes: Registry = PROCESSES) -> None:
     reader = ReceiptReader()  # OCR models, loaded once and shared by the activity threads
     approvals = approval_notifier(settings)  # approver notices: log, or the webhook's pool
     metrics = serve_metrics(settings)
-    client: Client = await connect(
-        settings, worker=True, **({"runtime": metrics.runtime} if metrics else {})
-    )
+    runtime: dict[str, Any] = {"runtime": metrics.runtime} if metrics else {}
+    client: Client = await connect(settings, worker=True, **runtime)
     # Decisions must reach cases encrypted whenever this worker's payloads are.
     decisions = DecisionVerifier(
         DecisionKey.from_settings(settings),

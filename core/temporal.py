@@ -23,6 +23,7 @@ from temporalio.envconfig import ClientConfig
 from core.admission import AdmissionInterceptor
 from core.codec import EncryptionCodec, KeyRing, key_ring
 from core.settings import Settings
+from core.tracing import tracing_interceptors
 
 __all__ = ["connect", "connect_config", "data_converter", "uses_external_temporal"]
 
@@ -58,14 +59,21 @@ def uses_external_temporal() -> bool:
     return bool(ClientConfig.load_client_connect_config().get("target_host"))
 
 
-async def connect(settings: Settings, *, worker: bool = False, **overrides: Any) -> Client:
-    """`worker`: the worker's client, whose codec marks what it decrypted."""
+async def connect(
+    settings: Settings, *, worker: bool = False, role: str | None = None, **overrides: Any
+) -> Client:
+    """`worker`: the worker's client, whose codec marks what it decrypted. `role` names the
+    process in traces (`core.tracing`; default `worker` or `client`)."""
     config: dict[str, Any] = {
         "data_converter": data_converter(settings, mark_decrypted=worker),
         # Headers (interceptors' context) are history too: through the codec as well.
         "header_codec_behavior": HeaderCodecBehavior.CODEC,
-        # Decision updates a busy case defers are sent again (`core.admission`).
-        "interceptors": [AdmissionInterceptor()],
+        # Decision updates a busy case defers are sent again (`core.admission`); traces when
+        # the OTEL_* variables ask for them (`core.tracing`; the worker inherits them).
+        "interceptors": [
+            AdmissionInterceptor(),
+            *tracing_interceptors(role or ("worker" if worker else "client")),
+        ],
         **connect_config(settings),
     }
     config.update(overrides)

@@ -89,7 +89,7 @@ class Health(BaseModel):
 
 async def _connect_lazily(settings: Settings) -> Client:
     # Lazy: the API starts (and /healthz answers) even while Temporal is still coming up.
-    return await connect(settings, lazy=True)
+    return await connect(settings, role="api", lazy=True)
 
 
 def create_app(
