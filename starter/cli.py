@@ -692,6 +692,32 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
         if ack.get("reason"):
             typer.echo(f"  to a person: {ack['reason']}")
 
+    @cli.command()
+    def terminate(
+        ctx: typer.Context,
+        user_name: Annotated[str, typer.Argument(metavar="USER", help="The directory user name.")],
+        reason: Annotated[str | None, typer.Option(help="Why, for the audit trail.")] = None,
+        json_output: JsonOption = False,
+    ) -> None:
+        """The employee left: revoke every access Podium granted them, also from finished
+        requests, and tell their running requests (POST /employees/{user}/termination). A
+        repeat finds the first termination and revokes nothing twice."""
+        body = {"reason": reason} if reason else None
+        done = ctx.obj.call(
+            "POST", f"/employees/{quote(user_name, safe='')}/termination", json=body
+        )
+        if json_output:
+            _print_json(done)
+            return
+        case = done["case"]
+        verb = "Opened" if case["created"] else "Found"
+        typer.secho(f"{verb} termination case {case['case_id']}", fg=typer.colors.GREEN)
+        running = done.get("running_cases") or []
+        typer.echo(f"  running access requests told: {len(running)}")
+        for case_id in running:
+            typer.echo(f"    {case_id}")
+        typer.echo(f"  {case['ui_url']}")
+
     def _open_case(
         ctx: typer.Context,
         process: str,
