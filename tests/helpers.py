@@ -8,6 +8,7 @@ and extraction: `document_activities`.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +22,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.worker import Worker
 
 from activities.ai import IntelligenceActivities
@@ -49,6 +51,7 @@ from core.seed import seed_demo_data
 from core.settings import Settings
 from worker import workflow_runner
 from workflows.contracts.approval import ApprovalDecisionInput, decision_digest
+from workflows.contracts.messages import CustomerMessage
 from workflows.registry import PROCESSES
 
 ORDER_RE = re.compile(r"\bO-\d+\b")
@@ -200,3 +203,78 @@ def history_recording(variable: str) -> Callable[[str], str | None]:
         return lambda path: path
     chosen = dict(pair.split("=", 1) for pair in value.split(",") if "=" in pair)
     return chosen.get
+
+
+# History events that record a workflow's commands (one per command, right after the workflow
+# task that issued them completed).
+_COMMAND_EVENTS = frozenset(
+    {
+        "ACTIVITY_TASK_SCHEDULED",
+        "TIMER_STARTED",
+        "TIMER_CANCELED",
+        "ACTIVITY_TASK_CANCEL_REQUESTED",
+        "MARKER_RECORDED",
+        "UPSERT_WORKFLOW_SEARCH_ATTRIBUTES",
+        "WORKFLOW_PROPERTIES_MODIFIED",
+        "START_CHILD_WORKFLOW_EXECUTION_INITIATED",
+        "SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED",
+        "REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED",
+        "WORKFLOW_EXECUTION_COMPLETED",
+        "WORKFLOW_EXECUTION_FAILED",
+        "WORKFLOW_EXECUTION_CONTINUED_AS_NEW",
+    }
+)
+
+
+def commands_answering_signal(history: WorkflowHistory, signal: str) -> list[str]:
+    """The commands of the workflow task that took the first `signal` of `history` (the test
+    sends it while the case is parked, so that task took nothing else)."""
+    events = list(history.events)
+    kinds = [EventType.Name(event.event_type).removeprefix("EVENT_TYPE_") for event in events]
+    signalled = next(
+        i
+        for i, event in enumerate(events)
+        if kinds[i] == "WORKFLOW_EXECUTION_SIGNALED"
+        and event.workflow_execution_signaled_event_attributes.signal_name == signal
+    )
+    completed = kinds.index("WORKFLOW_TASK_COMPLETED", signalled)
+    commands = []
+    for kind in kinds[completed + 1 :]:
+        if kind not in _COMMAND_EVENTS:
+            break
+        commands.append(kind)
+    return commands
+
+
+async def parked(handle: WorkflowHandle[Any, Any], *, tries: int = 500) -> None:
+    """Wait until the case waits on a durable timer with nothing else in flight: after its last
+    command, which started that timer, only completed workflow tasks (a message sent now is the
+    only news of its next task)."""
+    for _ in range(tries):
+        history = await handle.fetch_history()
+        kinds = [event.event_type for event in history.events]
+        last = [kind for kind in kinds if kind not in _WORKFLOW_TASK_EVENTS][-1]
+        if last == EventType.EVENT_TYPE_TIMER_STARTED and kinds[-1] in _PARKED_LAST:
+            return
+        await asyncio.sleep(0.02)
+    ending = [EventType.Name(kind) for kind in kinds[-4:]]
+    raise AssertionError(f"the case never parked on a timer; its history ends {ending}")
+
+
+_WORKFLOW_TASK_EVENTS = frozenset(
+    {
+        EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+        EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+        EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+    }
+)
+_PARKED_LAST = frozenset(
+    {EventType.EVENT_TYPE_TIMER_STARTED, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED}
+)
+
+
+def customer_message(message_id: str, text: str, channel: str = "chat") -> CustomerMessage:
+    """The payload the intake signals to a case when its customer writes again."""
+    return CustomerMessage(
+        message_id=message_id, channel=channel, text=text, intent="order_status", confidence=0.8
+    )

@@ -30,9 +30,12 @@ from activities.knowledge import CaseRouter, KnowledgeActivities
 from core.db import AuditEvent, Message
 from core.settings import Settings
 from tests.helpers import (
+    commands_answering_signal,
+    customer_message,
     fake_triage,
     history_recording,
     make_worker,
+    parked,
     real_system_activities,
     seeded_engine,
     signed,
@@ -207,6 +210,44 @@ async def test_the_inbox_shows_summary_intent_sentiment_and_a_reply_the_person_s
     assert ("lee.wong@example.com", "person") == (reply_sent.actor, reply_sent.detail["written_by"])
     assert reply not in str(reply_sent.detail)  # the reply by message id (the outbox has it)
     await replays(handle, "answered")
+
+
+async def test_the_person_reads_what_the_customer_wrote_while_the_case_waited(
+    time_env: WorkflowEnvironment, worker: Worker, engine: Engine
+) -> None:
+    handle = await start(time_env, worker, ANGRY)
+    await waiting(handle)
+    await parked(handle)
+    again = customer_message("msg-handoff-2", "It has been two weeks. Please call me back.")
+    await handle.signal("customer_message", again)
+    await handle.signal("customer_message", again)  # the intake sent it twice: kept once
+    for _ in range(500):
+        state = await handle.query("get_state", result_type=HandoffState)
+        if state.customer_messages:
+            break
+        await asyncio.sleep(0.02)
+    assert [("msg-handoff-2", "chat", again.text)] == [
+        (joined.message_id, joined.channel, joined.text) for joined in state.customer_messages
+    ]
+    assert HandoffStatus.AWAITING_PERSON == state.status
+    card = PROCESSES.get("handoff").approval_card(None, state)
+    wrote = [fact.value for fact in card.facts if fact.label == "Customer wrote again"]
+    assert 1 == len(wrote) and again.text in wrote[0] and "msg-handoff-2" in wrote[0]
+    # The signal's workflow task issued no command: histories recorded before it replay.
+    history = await handle.fetch_history()
+    assert [] == commands_answering_signal(history, "customer_message")
+
+    await handle.execute_update(
+        "decide", signed(handle.id, decision("approve", comment="We will call you today."))
+    )
+    assert HandoffOutcome.ANSWERED == (await handle.result()).outcome
+    trail = audit_trail(engine, handle.id)
+    noted = [e.detail["customer_wrote_again"] for e in trail if "customer_wrote_again" in e.detail]
+    assert [["msg-handoff-2"]] == noted  # by id, in the next audit event, once
+    assert again.text not in str([event.detail for event in trail])
+    attributes = (await handle.describe()).typed_search_attributes
+    assert again.text not in str([pair.value for pair in attributes])
+    await replays(handle, "customer_wrote_again")
 
 
 async def test_a_person_reroutes_the_case_to_another_process(

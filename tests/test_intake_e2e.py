@@ -3,8 +3,9 @@ with the production worker wiring (`build_activities`), the systems of record se
 demo customers and the embedded SCIM directory for employees.
 
 Each route opens its process's case; a second message of a conversation joins its case
-(recorded, audited `message_joined`); bad messages get problem answers; and two messages of
-one conversation sent at once open one case, over many races.
+(recorded, audited `message_joined`, signalled `customer_message` to the running case, whose
+state then names it); bad messages get problem answers; and two messages of one conversation
+sent at once open one case, over many races.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ async def test_every_route_opens_its_case_and_a_reply_joins_it(stack: ApprovalsS
                 lambda response: response.status_code == 200,
             )
             assert process == case.json()["process"], case.text
-        # The customer writes again in the refund's conversation: the message joins its case.
+        # The customer writes again in an order inquiry's conversation: the message joins its case
         conversation = _message("C-1002", "Where is my parcel O-5005? Nothing came.")
         first = await http.post("/messages", json=conversation)
         again = await http.post("/messages", json={**conversation, "text": "Any news?"})
@@ -93,12 +94,21 @@ async def test_every_route_opens_its_case_and_a_reply_joins_it(stack: ApprovalsS
         assert (201, 200) == (first.status_code, again.status_code), again.text
         assert first.json()["case_id"] == again.json()["case_id"]
         assert again.json()["joined"] is True
+        # ... and reaches the running case (signal `customer_message`): its state names it.
+        joined_id = again.json()["message_id"]
+        case = await eventually(
+            lambda: http.get(f"/cases/{again.json()['case_id']}"),
+            lambda response: joined_id in response.text,
+        )
+        assert "order_inquiry" == case.json()["process"], case.text
+        state = case.json()["state"]
+        assert [joined_id] == [joined["message_id"] for joined in state["customer_messages"]]
+        assert "Any news" not in case.text  # the case keeps its reference, not its text
         # A repeated message id answers the first acknowledgement.
         once = _message("C-1004", "get me a real person now") | {"message_id": "ch-1-42"}
         repeated = [(await http.post("/messages", json=once)).json() for _ in range(2)]
         stack.started.append(repeated[0]["case_id"])
         assert repeated[0] == repeated[1]
-    joined_id = again.json()["message_id"]
     with Session(stack.engine) as session:
         row = session.exec(select(IntakeMessage).where(IntakeMessage.message_id == joined_id)).one()
         assert (first.json()["case_id"], True) == (row.case_id, row.joined)
@@ -108,6 +118,7 @@ async def test_every_route_opens_its_case_and_a_reply_joins_it(stack: ApprovalsS
             )
         ).one()
         assert "Any news" not in str(audit.detail) and audit.detail["text_chars"] == 9
+        assert audit.detail["signalled"] is True
 
 
 async def test_bad_messages_get_problem_answers(stack: ApprovalsStack) -> None:

@@ -32,8 +32,11 @@ from activities.knowledge import KnowledgeActivities, KnowledgeBase
 from bench.knowledge import QUESTIONS, evaluate
 from core.db import AuditEvent, Message
 from tests.helpers import (
+    commands_answering_signal,
+    customer_message,
     history_recording,
     make_worker,
+    parked,
     real_system_activities,
     seeded_engine,
     signed,
@@ -278,6 +281,42 @@ async def test_an_unsure_answer_a_person_rejects_is_not_sent(
     )
     assert [] == replies(engine, handle.id)
     await replays(handle, "review_rejected")
+
+
+async def test_the_customer_writes_again_while_a_person_reviews_the_answer(
+    time_env: WorkflowEnvironment, worker: Worker, engine: Engine
+) -> None:
+    handle = await start(time_env, worker, UNSURE)
+    await wait_for(handle, KnowledgeAnswerStatus.AWAITING_REVIEW)
+    await parked(handle)
+    again = customer_message("msg-knowledge-2", "Hello? My order still has not come.")
+    await handle.signal("customer_message", again)
+    for _ in range(500):
+        state = await handle.query("get_state", result_type=KnowledgeAnswerState)
+        if state.customer_messages:
+            break
+        await asyncio.sleep(0.02)
+    # Its reference, not its words: the reviewer checks the answer to the question asked.
+    assert [("msg-knowledge-2", "chat", "order_status", None)] == [
+        (joined.message_id, joined.channel, joined.intent, joined.text)
+        for joined in state.customer_messages
+    ]
+    assert KnowledgeAnswerStatus.AWAITING_REVIEW == state.status
+    card = PROCESSES.get("knowledge_answer").approval_card(None, state)
+    wrote = [fact.value for fact in card.facts if fact.label == "Customer wrote again"]
+    assert 1 == len(wrote) and "msg-knowledge-2" in wrote[0]
+    history = await handle.fetch_history()
+    assert [] == commands_answering_signal(history, "customer_message")
+
+    await handle.execute_update(
+        "decide", signed(handle.id, decision("reject", reason="needs the order's tracking"))
+    )
+    assert KnowledgeAnswerOutcome.NOT_ANSWERED == (await handle.result()).outcome
+    trail = audit_trail(engine, handle.id)
+    noted = [e.detail["customer_wrote_again"] for e in trail if "customer_wrote_again" in e.detail]
+    assert [["msg-knowledge-2"]] == noted
+    assert again.text not in str([event.detail for event in trail])
+    await replays(handle, "customer_wrote_again")
 
 
 async def test_an_unanswerable_question_nobody_checks_expires_unsent(

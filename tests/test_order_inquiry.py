@@ -39,9 +39,12 @@ from core.breaker import CircuitBreakers
 from core.db import AuditEvent, Credit, Message
 from starter.carrier_server import CarrierService, Scan, demo_shipments, serving
 from tests.helpers import (
+    commands_answering_signal,
+    customer_message,
     fake_draft,
     history_recording,
     make_worker,
+    parked,
     real_system_activities,
     seeded_engine,
     signed,
@@ -249,6 +252,58 @@ async def test_an_order_on_time_is_answered_with_its_date_and_closed_on_delivery
         attributes.get(sa.STATUS),
     )
     await replays(handle, "on_time_delivered")
+
+
+async def test_the_customer_writes_again_while_the_parcel_is_watched(
+    time_env: WorkflowEnvironment, worker: Worker, engine: Engine
+) -> None:
+    handle = await start(time_env, worker, "C-1001", "O-5009")
+    await until(handle, OrderInquiryStatus.WATCHING)
+    await parked(handle)
+    again = customer_message("msg-order-2", "Still nothing at my door, any news?", "email")
+    await handle.signal("customer_message", again)
+    for _ in range(500):
+        state = await state_of(handle)
+        if state.customer_messages:
+            break
+        await asyncio.sleep(0.02)
+    # Its reference, not its words: nothing in the state repeats the customer's text.
+    assert [("msg-order-2", "email", "order_status", None)] == [
+        (joined.message_id, joined.channel, joined.intent, joined.text)
+        for joined in state.customer_messages
+    ]
+    assert again.text not in state.model_dump_json()
+    assert OrderInquiryStatus.WATCHING == state.status
+    card = PROCESSES.get("order_inquiry").approval_card(None, state)
+    assert ["Customer wrote again"] == [
+        fact.label for fact in card.facts if "msg-order-2" in fact.value
+    ]
+    history = await handle.fetch_history()
+    assert [] == commands_answering_signal(history, "customer_message")
+    # A signal whose handler acts does issue commands: the check above can fail.
+    await deliver(handle, "PC1000005009")
+    result = await handle.result()
+    assert (OrderInquiryOutcome.ON_TIME, "delivered") == (result.outcome, result.closed_by)
+    history = await handle.fetch_history()
+    assert "ACTIVITY_TASK_SCHEDULED" in commands_answering_signal(history, "carrier_event")
+    with Session(engine) as session:
+        trail = list(
+            session.exec(
+                select(AuditEvent)
+                .where(AuditEvent.case_id == handle.id)
+                .order_by(col(AuditEvent.seq))
+            )
+        )
+    noted = [
+        (e.action, e.detail["customer_wrote_again"])
+        for e in trail
+        if "customer_wrote_again" in e.detail
+    ]
+    assert [("delivered", ["msg-order-2"])] == noted  # the next audit event names it, once
+    assert again.text not in str([event.detail for event in trail])
+    attributes = (await handle.describe()).typed_search_attributes
+    assert again.text not in str([pair.value for pair in attributes])
+    await replays(handle, "customer_wrote_again")
 
 
 async def test_late_beyond_the_grace_gets_a_goodwill_credit_within_the_limit(

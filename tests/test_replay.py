@@ -54,10 +54,18 @@ ACCESS_REVIEW_PATHS = {
 # Access termination: what an employee who left held, revoked; already gone; unknown
 # (tests/test_access_termination.py).
 ACCESS_TERMINATION_PATHS = {"revoked", "already_gone", "unknown_employee"}
-# Knowledge answer: sure; unsure and approved, rejected, expired (tests/test_knowledge_answer.py).
-KNOWLEDGE_ANSWER_PATHS = {"answered", "reviewed_answered", "review_rejected", "review_expired"}
-# Handoff: a person answers, re-routes, closes; nobody takes it (tests/test_handoff.py).
-HANDOFF_PATHS = {"answered", "rerouted", "closed", "expired"}
+# Knowledge answer: sure; unsure and approved, rejected, expired (tests/test_knowledge_answer.py);
+# the customer writes again while a person reviews (signal `customer_message`).
+KNOWLEDGE_ANSWER_PATHS = {
+    "answered",
+    "reviewed_answered",
+    "review_rejected",
+    "review_expired",
+    "customer_wrote_again",
+}
+# Handoff: a person answers, re-routes, closes; nobody takes it; the customer writes again while
+# it waits (tests/test_handoff.py).
+HANDOFF_PATHS = {"answered", "rerouted", "closed", "expired", "customer_wrote_again"}
 # The delayed-order inquiry: each way it answers, follows up and ends (tests/test_order_inquiry.py).
 ORDER_INQUIRY_PATHS = {
     "on_time_delivered",
@@ -67,6 +75,7 @@ ORDER_INQUIRY_PATHS = {
     "follow_up_slipped",
     "carrier_outage_recovered",
     "carrier_unavailable",
+    "customer_wrote_again",
 }
 PATCHED_PATHS = {
     "receipt_ocr",

@@ -1,6 +1,6 @@
 """How a handoff case starts and reads outside its workflow: the request, the input built from
 it, the Temporal UI's first text and the inbox card (summary, intent, sentiment, suggested
-reply, where it may be routed).
+reply, where it may be routed, what the customer wrote since the case opened).
 
 Pure functions over pydantic models: the registry hands them to the starter. The workflow never
 imports this module.
@@ -62,6 +62,13 @@ def approval_card(case_input: HandoffInput | None, state: HandoffState) -> Appro
     facts = [
         Fact(label="Summary", value=state.summary or "-"),
         Fact(label="Why a person", value=state.handoff_reason),
+        *(
+            Fact(
+                label="Customer wrote again",
+                value=(f"{joined.text} " if joined.text else "") + f"({joined.reference()})",
+            )
+            for joined in state.customer_messages
+        ),
         Fact(label="Suggested reply", value=state.suggested_reply or "-"),
         Fact(
             label="Sources",

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from workflows.contracts.approval import ApprovalLevel, ApprovalPolicy
 from workflows.contracts.case import CaseState
 from workflows.contracts.knowledge import KnowledgeHit
+from workflows.contracts.messages import JoinedMessage
 
 __all__ = [
     "ROUTE_PREFIX",
@@ -113,6 +114,11 @@ class HandoffState(CaseState):
     reply_message_id: str | None = None
     routed_to: str | None = Field(default=None, description="The case it was routed to")
     reason: str | None = None
+    customer_messages: list[JoinedMessage] = Field(
+        default_factory=list,
+        description="Messages the customer wrote after the case opened (signal "
+        "customer_message), with their text: the person answering reads them",
+    )
 
 
 class HandoffResult(BaseModel):

@@ -16,6 +16,12 @@ Messages:
 - update `decide` (ApprovalDecisionInput -> ApprovalDecisionResult): the person's answer on
   `handoff-1`; its validator checks the decision token, that a route names a process of the
   policy, and admits it through `ApprovalGate.admit` while the case is quiet.
+- signal `customer_message` (CustomerMessage): the customer wrote again in the conversation
+  (the intake joined the message to the case). Issues no command: the message (its id, channel,
+  intent, when and its words, which the person answering needs and the case already holds of
+  the first message) joins the state, so the inbox card and the current details show it, and
+  the case's next audit event names it by id (`customer_wrote_again`). A repeated message id is
+  ignored.
 - query `get_state` -> HandoffState.
 
 Timers: the gate's reminders, SLA and deadline.
@@ -35,6 +41,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.components.approval import ApprovalGate, GateHooks, decision_from
 from workflows.components.audit import record_audit
+from workflows.components.messages import describe_messages, join_message
 from workflows.contracts import search_attributes as sa
 
 with workflow.unsafe.imports_passed_through():
@@ -51,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         RouteCaseInput,
         RouteCaseResult,
     )
+    from workflows.contracts.messages import CustomerMessage
     from workflows.handoff.types import (
         ROUTE_PREFIX,
         HandoffInput,
@@ -112,6 +120,7 @@ class HandoffWorkflow:
         )
         self._audit_seq = 0
         self._shown_status: str | None = None
+        self._unaudited_messages: list[str] = []
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -140,6 +149,16 @@ class HandoffWorkflow:
         decision = self._gate.verify_now(decision, encrypted=encrypted)
         self._check_route(decision)
         self._gate.admit(decision, _decision_id(decision))
+
+    @workflow.signal(name="customer_message")
+    def customer_message(self, message: CustomerMessage) -> None:
+        # No command here (no upsert either: `_show`, not `_publish`): recorded histories replay.
+        joined = join_message(
+            self._state.customer_messages, message, received_at=workflow.now(), keep_text=True
+        )
+        if joined is not None:
+            self._unaudited_messages.append(joined.message_id)
+            self._show()
 
     def _check_route(self, decision: ApprovalDecisionInput) -> None:
         target = route_of(decision)
@@ -354,6 +373,9 @@ class HandoffWorkflow:
 
     async def _audit(self, action: str, *, actor: str = SYSTEM_ACTOR, **detail: Any) -> None:
         self._audit_seq += 1
+        if self._unaudited_messages:  # the customer wrote again since the last event
+            detail["customer_wrote_again"] = self._unaudited_messages
+            self._unaudited_messages = []
         await record_audit(
             case_id=self._case_id,
             process=PROCESS,
@@ -369,6 +391,11 @@ class HandoffWorkflow:
         if s.status != self._shown_status:
             self._shown_status = s.status
             workflow.upsert_search_attributes([sa.STATUS.value_set(s.status)])
+        self._show()
+
+    def _show(self) -> None:
+        """The current details of the Temporal UI (no command: a signal handler may call it)."""
+        s = self._state
         lines = [
             f"**Status:** {s.status}" + (f" · **Outcome:** {s.outcome}" if s.outcome else ""),
             f"**Why a person:** {s.handoff_reason}",
@@ -386,6 +413,7 @@ class HandoffWorkflow:
                 f"**Suggested reply:** {s.suggested_reply}"
                 + (f" (from {sources})" if sources else "")
             )
+        lines.extend(describe_messages(s.customer_messages))
         lines.extend(self._gate.describe())
         if s.reply_message_id:
             lines.append(f"**Reply:** sent ({s.reply_message_id})")

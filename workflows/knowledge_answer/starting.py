@@ -75,6 +75,10 @@ def approval_card(
             value=f"{state.confidence or 0:.2f} (threshold {state.min_confidence:.2f})",
         ),
         Fact(label="Suggested answer", value=state.suggested_answer or "-"),
+        *(
+            Fact(label="Customer wrote again", value=joined.reference())
+            for joined in state.customer_messages
+        ),
     ]
     request = state.approval
     return ApprovalCard(

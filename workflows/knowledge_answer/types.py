@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from workflows.contracts.approval import ApprovalLevel, ApprovalPolicy
 from workflows.contracts.case import CaseState
 from workflows.contracts.knowledge import KnowledgeHit
+from workflows.contracts.messages import JoinedMessage
 
 __all__ = [
     "KnowledgeAnswerInput",
@@ -90,6 +91,11 @@ class KnowledgeAnswerState(CaseState):
     reply: str | None = Field(default=None, description="The reply as it was sent")
     reply_message_id: str | None = None
     reason: str | None = None
+    customer_messages: list[JoinedMessage] = Field(
+        default_factory=list,
+        description="Messages the customer wrote after the case opened (signal "
+        "customer_message): their references, not their text",
+    )
 
 
 class KnowledgeAnswerResult(BaseModel):

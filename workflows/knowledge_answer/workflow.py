@@ -14,6 +14,11 @@ Messages:
 - update `decide` (ApprovalDecisionInput -> ApprovalDecisionResult): a person's decision on
   `review-1`, admitted by `ApprovalGate.admit` while the case is quiet and applied with a
   decision token the validator checks; answers once a closing decision has been carried out.
+- signal `customer_message` (CustomerMessage): the customer wrote again in the conversation
+  (the intake joined the message to the case), e.g. while a person reviews the answer. Issues
+  no command: the message's reference (id, channel, intent, when; not its text) joins the state,
+  the current details and the reviewer's card, and the case's next audit event names it
+  (`customer_wrote_again`). A repeated message id is ignored.
 - query `get_state` -> KnowledgeAnswerState.
 
 Timers: the gate's reminders, SLA and deadline.
@@ -34,6 +39,7 @@ from temporalio.exceptions import ApplicationError
 
 from workflows.components.approval import ApprovalGate, GateHooks, decision_from
 from workflows.components.audit import record_audit
+from workflows.components.messages import describe_messages, join_message
 from workflows.contracts import search_attributes as sa
 
 with workflow.unsafe.imports_passed_through():
@@ -44,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         GateStatus,
     )
     from workflows.contracts.knowledge import SearchKnowledgeInput, SearchKnowledgeResult
+    from workflows.contracts.messages import CustomerMessage
     from workflows.knowledge_answer.types import (
         KnowledgeAnswerInput,
         KnowledgeAnswerOutcome,
@@ -97,6 +104,7 @@ class KnowledgeAnswerWorkflow:
         )
         self._audit_seq = 0
         self._shown_status: str | None = None
+        self._unaudited_messages: list[str] = []
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -123,6 +131,14 @@ class KnowledgeAnswerWorkflow:
         decision, encrypted = decision_from(raw)
         decision = self._gate.verify_now(decision, encrypted=encrypted)
         self._gate.admit(decision, _decision_id(decision))
+
+    @workflow.signal(name="customer_message")
+    def customer_message(self, message: CustomerMessage) -> None:
+        # No command here (no upsert either: `_show`, not `_publish`): recorded histories replay.
+        joined = join_message(self._state.customer_messages, message, received_at=workflow.now())
+        if joined is not None:
+            self._unaudited_messages.append(joined.message_id)
+            self._show()
 
     # --- the process ----------------------------------------------------------------------------
 
@@ -278,6 +294,9 @@ class KnowledgeAnswerWorkflow:
 
     async def _audit(self, action: str, *, actor: str = SYSTEM_ACTOR, **detail: Any) -> None:
         self._audit_seq += 1
+        if self._unaudited_messages:  # the customer wrote again since the last event
+            detail["customer_wrote_again"] = self._unaudited_messages
+            self._unaudited_messages = []
         await record_audit(
             case_id=self._case_id,
             process=PROCESS,
@@ -293,6 +312,11 @@ class KnowledgeAnswerWorkflow:
         if s.status != self._shown_status:
             self._shown_status = s.status
             workflow.upsert_search_attributes([sa.STATUS.value_set(s.status)])
+        self._show()
+
+    def _show(self) -> None:
+        """The current details of the Temporal UI (no command: a signal handler may call it)."""
+        s = self._state
         lines = [f"**Status:** {s.status}" + (f" · **Outcome:** {s.outcome}" if s.outcome else "")]
         if s.confidence is not None:
             lines.append(
@@ -305,6 +329,7 @@ class KnowledgeAnswerWorkflow:
                     or "none found"
                 )
             )
+        lines.extend(describe_messages(s.customer_messages))
         lines.extend(self._gate.describe())
         if s.reply_message_id:
             lines.append(f"**Reply:** sent ({s.reply_message_id})")

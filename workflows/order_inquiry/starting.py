@@ -103,6 +103,10 @@ def approval_card(case_input: OrderInquiryInput | None, state: OrderInquiryState
             Fact(label="Late by", value=f"{assessment.late_days} days"),
             Fact(label="Proposed credit", value=f"${assessment.credit_cents / 100:,.2f}"),
         ]
+    facts += [
+        Fact(label="Customer wrote again", value=joined.reference())
+        for joined in state.customer_messages
+    ]
     request = state.approval
     return ApprovalCard(
         message=case_input.message if case_input else None,

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from workflows.contracts.approval import ApprovalLevel, ApprovalPolicy
 from workflows.contracts.carrier import ShipmentTracking
 from workflows.contracts.case import CaseState
+from workflows.contracts.messages import JoinedMessage
 
 __all__ = [
     "OrderInquiryDecision",
@@ -168,6 +169,11 @@ class OrderInquiryState(CaseState):
     delivered_at: datetime | None = None
     reason: str | None = None
     notes: list[str] = Field(default_factory=list)
+    customer_messages: list[JoinedMessage] = Field(
+        default_factory=list,
+        description="Messages the customer wrote after the case opened (signal "
+        "customer_message): their references, not their text",
+    )
 
 
 class OrderInquiryResult(BaseModel):

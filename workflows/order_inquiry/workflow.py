@@ -31,6 +31,10 @@ Messages:
   (`ApprovalGate.admit`). A closing decision answers once it has been carried out.
 - signal `carrier_event` (CarrierEvent): a carrier's event on the case's parcel; a delivery
   closes the case. Events of another parcel, and repeats, are ignored (noted).
+- signal `customer_message` (CustomerMessage): the customer wrote again in the conversation (the
+  intake joined the message to the case). Issues no command: the message's reference (id,
+  channel, intent, when; not its text) joins the state and the current details, and the case's
+  next audit event names it (`customer_wrote_again`). A repeated message id is ignored.
 - query `get_state` -> OrderInquiryState.
 
 Timers: carrier outage rounds; the gate's reminders, SLA and deadline; the follow-up check at
@@ -52,6 +56,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.components.approval import ApprovalGate, GateHooks, decision_from
 from workflows.components.audit import record_audit
+from workflows.components.messages import describe_messages, join_message
 from workflows.contracts import search_attributes as sa
 
 with workflow.unsafe.imports_passed_through():
@@ -89,6 +94,7 @@ with workflow.unsafe.imports_passed_through():
         WatchShipmentInput,
         WatchShipmentResult,
     )
+    from workflows.contracts.messages import CustomerMessage
     from workflows.contracts.orders import InquiryOrder, LookupInquiryOrderInput
     from workflows.order_inquiry.rules import assess_inquiry, format_amount, slipped
     from workflows.order_inquiry.types import (
@@ -173,6 +179,7 @@ class OrderInquiryWorkflow:
         self._events_seen: set[str] = set()
         self._pending_events: list[CarrierEvent] = []
         self._delivered_event: CarrierEvent | None = None
+        self._unaudited_messages: list[str] = []
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -211,6 +218,14 @@ class OrderInquiryWorkflow:
             self._pending_events.append(event)  # sorted out once the parcel is known
             return
         self._take_event(event, tracking.tracking_number)
+
+    @workflow.signal(name="customer_message")
+    def customer_message(self, message: CustomerMessage) -> None:
+        # No command here (no upsert either: `_show`, not `_publish`): recorded histories replay.
+        joined = join_message(self._state.customer_messages, message, received_at=workflow.now())
+        if joined is not None:
+            self._unaudited_messages.append(joined.message_id)
+            self._show()
 
     def _take_event(self, event: CarrierEvent, tracking_number: str) -> None:
         if event.tracking_number != tracking_number:
@@ -759,6 +774,9 @@ class OrderInquiryWorkflow:
 
     async def _audit(self, action: str, *, actor: str = SYSTEM_ACTOR, **detail: Any) -> None:
         self._audit_seq += 1
+        if self._unaudited_messages:  # the customer wrote again since the last event
+            detail["customer_wrote_again"] = self._unaudited_messages
+            self._unaudited_messages = []
         await record_audit(
             case_id=self._case_id,
             process=PROCESS,
@@ -775,6 +793,11 @@ class OrderInquiryWorkflow:
         if s.status != self._shown_status:
             self._shown_status = s.status
             workflow.upsert_search_attributes([sa.STATUS.value_set(s.status.value)])
+        self._show()
+
+    def _show(self) -> None:
+        """The current details of the Temporal UI (no command: a signal handler may call it)."""
+        s = self._state
         lines = [
             f"**Status:** {s.status.value}" + (f" · **Outcome:** {s.outcome}" if s.outcome else "")
         ]
@@ -804,6 +827,7 @@ class OrderInquiryWorkflow:
             )
         if s.delivered_at:
             lines.append(f"**Delivered:** {s.delivered_at:%Y-%m-%d %H:%M UTC}")
+        lines.extend(describe_messages(s.customer_messages))
         # The UI renders `$...$` as math: escape dollar signs.
         workflow.set_current_details("\n\n".join(lines).replace("$", "\\$"))
 
