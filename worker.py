@@ -42,9 +42,10 @@ from activities.intelligence.ocr import ReceiptReader
 from activities.knowledge import CaseRouter, KnowledgeActivities, StartCase
 from activities.notifications import ApprovalNotifier, NotificationActivities, approval_notifier
 from activities.orders import OrderInquiryActivities
+from activities.outcomes import OutcomeActivities
 from activities.policy import evaluate_policy
 from activities.systems import SystemsOfRecordActivities
-from core.case_metrics import CaseMetricsInterceptor
+from core.case_metrics import case_interceptors
 from core.db import create_tables, make_engine
 from core.decision_tokens import DecisionKey
 from core.logging import configure_logging
@@ -191,6 +192,7 @@ def build_activities(
         notifications.notify_escalation,
         notifications.notify_approvers,
         audit.record_audit_event,
+        OutcomeActivities(engine).record_outcome,
         decisions.verify_decision,
         intelligence.triage_request,
         intelligence.draft_reply,
@@ -303,8 +305,8 @@ def build_worker(
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-        # `podium_cases_closed_total` (core/case_metrics.py): no workflow code changes for it.
-        interceptors=[CaseMetricsInterceptor()],
+        # `podium_cases_closed_total` and the outcome record of every case (core/case_metrics.py).
+        interceptors=case_interceptors(),
         **versioning,
     )
 

@@ -9,14 +9,23 @@ person (it called `notify_approvers`) or its result says it was not automated.
 Every value goes through `core.metrics.label`: names only, never personal data.
 
 Continue-as-new starts a new run: a run that continues is not counted, its successor's end is.
+
+Outcome records (patch `case-outcome-record`): a case that completes also writes its row to
+`case_outcomes` through the `record_outcome` activity (`activities/outcomes.py`), its last step:
+process, channel, outcome, automated, who decided, start and close, model cost, policy version,
+the source of truth for the operations KPIs. Cases whose history ended before the patch replay
+without it. Because the interceptor adds that step, whatever replays a production case's
+history (the rollout check, the chaos battery) runs with `case_interceptors()` too.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import FailureError
 from temporalio.worker import (
     ExecuteWorkflowInput,
@@ -30,11 +39,34 @@ from temporalio.worker import (
 
 from core.metrics import label
 
-__all__ = ["CASES_CLOSED", "PERSON_ACTIVITIES", "CaseMetricsInterceptor"]
+with workflow.unsafe.imports_passed_through():
+    from workflows.contracts.outcomes import CaseOutcomeInput
+
+__all__ = [
+    "CASES_CLOSED",
+    "PATCH_OUTCOME_RECORD",
+    "PERSON_ACTIVITIES",
+    "CaseMetricsInterceptor",
+    "case_interceptors",
+]
+
+PATCH_OUTCOME_RECORD = "case-outcome-record"
+OUTCOME_TIMEOUT = timedelta(seconds=30)
+# A database that is down holds the case's close, as it holds every other write: no cap.
+OUTCOME_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
+)
+# Who decided, when no person did: the policy or the deadline.
+_NOT_A_PERSON = ("policy:", "podium", "system")
 
 CASES_CLOSED = "podium_cases_closed"
 # Activities a case calls only when it asks a person.
 PERSON_ACTIVITIES = frozenset({"notify_approvers"})
+
+
+def case_interceptors() -> list[Interceptor]:
+    """The worker's interceptors, also for every replay of a production case's history."""
+    return [CaseMetricsInterceptor()]
 
 
 class CaseMetricsInterceptor(Interceptor):
@@ -63,14 +95,49 @@ class _CaseInbound(WorkflowInboundInterceptor):
             self._closed("cancelled", channel, automated=None)
             raise
         automated = getattr(result, "automated", None)
-        self._closed(
-            getattr(result, "outcome", None),
-            channel,
-            automated=automated if isinstance(automated, bool) else None,
+        outcome = getattr(result, "outcome", None)
+        person = self._closed(
+            outcome, channel, automated=automated if isinstance(automated, bool) else None
         )
+        if workflow.patched(PATCH_OUTCOME_RECORD):
+            await self._record(result, outcome, channel, person=person)
         return result
 
-    def _closed(self, outcome: object, channel: object, *, automated: bool | None) -> None:
+    async def _record(self, result: Any, outcome: object, channel: object, *, person: bool) -> None:
+        info = workflow.info()
+        decided_by = getattr(result, "decided_by", None)
+        people = (
+            [decided_by]
+            if person
+            and isinstance(decided_by, str)
+            and decided_by
+            and not decided_by.startswith(_NOT_A_PERSON)
+            else []
+        )
+        cost = getattr(result, "model_cost_usd", None)
+        version = getattr(result, "policy_version", None)
+        await workflow.execute_activity(
+            "record_outcome",
+            CaseOutcomeInput(
+                case_id=info.workflow_id,
+                run_id=info.run_id,
+                process=info.workflow_type,
+                channel=channel if isinstance(channel, str) else None,
+                outcome=str(getattr(outcome, "value", outcome) or "unknown"),
+                automated=not person,
+                people=people,
+                started_at=info.start_time,
+                closed_at=workflow.now(),
+                model_cost_usd=float(cost) if isinstance(cost, int | float) else 0.0,
+                policy_version=version if isinstance(version, str) else None,
+            ),
+            start_to_close_timeout=OUTCOME_TIMEOUT,
+            retry_policy=OUTCOME_RETRY,
+            summary="Record the case's outcome",
+        )
+
+    def _closed(self, outcome: object, channel: object, *, automated: bool | None) -> bool:
+        """Count the close; whether a person was asked."""
         person = self.asked_person or automated is False
         workflow.metric_meter().create_counter(
             CASES_CLOSED, "Cases closed, by process, channel, outcome and automated"
@@ -83,6 +150,7 @@ class _CaseInbound(WorkflowInboundInterceptor):
                 "automated": "false" if person else "true",
             },
         )
+        return person
 
 
 class _CaseOutbound(WorkflowOutboundInterceptor):

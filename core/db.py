@@ -22,6 +22,7 @@ __all__ = [
     "AgentTranscript",
     "AuditChainHead",
     "AuditEvent",
+    "CaseOutcome",
     "Credit",
     "Customer",
     "Document",
@@ -302,6 +303,31 @@ class Credit(SQLModel, table=True):
     @property
     def credit_id(self) -> str:
         return f"CR-{self.id}"
+
+
+class CaseOutcome(SQLModel, table=True):
+    """One row per case at its close (`core/outcomes.py`): the source of truth for the
+    operations KPIs, kept as long as the database is (Temporal visibility may be retained for
+    days only). Written once: the case id is the key, a retried write finds its row."""
+
+    __tablename__ = "case_outcomes"
+
+    case_id: str = Field(primary_key=True, max_length=200)
+    run_id: str = Field(max_length=64)
+    process: str = Field(index=True, max_length=64)
+    channel: str | None = Field(default=None, index=True, max_length=32)
+    outcome: str = Field(index=True, max_length=64)
+    automated: bool = Field(index=True, description="No person was asked")
+    people: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(JSON, nullable=False),
+        description="Who decided (the case's `decided_by`), when a person did",
+    )
+    started_at: datetime
+    closed_at: datetime = Field(index=True)
+    resolution_s: float = Field(description="Start to close, seconds")
+    model_cost_usd: float = 0.0
+    policy_version: str | None = Field(default=None, max_length=128)
 
 
 class AgentTranscript(SQLModel, table=True):

@@ -26,6 +26,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer, WorkflowRunner
 
+from core.case_metrics import case_interceptors
+
 __all__ = ["ReplayReport", "current_build", "promote", "replay_check"]
 
 log = structlog.get_logger()
@@ -61,6 +63,8 @@ async def replay_check(
         workflows=list(workflows),
         data_converter=client.data_converter,
         workflow_runner=runner,
+        # The worker's interceptors add steps of their own (the outcome record).
+        interceptors=case_interceptors(),
     )
     report = ReplayReport()
     query = f'TaskQueue = "{task_queue}" AND ExecutionStatus = "Running"'

@@ -26,6 +26,7 @@ from temporalio.worker import Replayer
 
 from bench.chaos.stack import ChaosStack
 from bench.data import BenchCase
+from core.case_metrics import case_interceptors
 from core.db import AuditEvent, Refund
 from worker import workflow_runner
 from workflows.registry import PROCESSES
@@ -386,6 +387,8 @@ async def replay_cases(
         workflows=PROCESSES.workflows,
         data_converter=client.data_converter,
         workflow_runner=workflow_runner(),
+        # The worker's interceptors add steps of their own (the outcome record).
+        interceptors=case_interceptors(),
     )
     gate = asyncio.Semaphore(concurrency)
     failed: list[str] = []
