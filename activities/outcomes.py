@@ -28,6 +28,7 @@ class OutcomeActivities:
             outcome=input.outcome,
             automated=input.automated,
             people=list(input.people),
+            sla_met=None if input.automated else not input.escalated,
             started_at=input.started_at,
             closed_at=input.closed_at,
             resolution_s=max(0.0, (input.closed_at - input.started_at).total_seconds()),

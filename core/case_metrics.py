@@ -12,7 +12,8 @@ Continue-as-new starts a new run: a run that continues is not counted, its succe
 
 Outcome records (patch `case-outcome-record`): a case that completes also writes its row to
 `case_outcomes` through the `record_outcome` activity (`activities/outcomes.py`), its last step:
-process, channel, outcome, automated, who decided, start and close, model cost, policy version,
+process, channel, outcome, automated, who decided, SLA met, start and close, model cost, policy
+version,
 the source of truth for the operations KPIs. Cases whose history ended before the patch replay
 without it. Because the interceptor adds that step, whatever replays a production case's
 history (the rollout check, the chaos battery) runs with `case_interceptors()` too.
@@ -38,6 +39,7 @@ from temporalio.worker import (
 )
 
 from core.metrics import label
+from workflows.contracts import search_attributes as sa
 
 with workflow.unsafe.imports_passed_through():
     from workflows.contracts.outcomes import CaseOutcomeInput
@@ -126,6 +128,7 @@ class _CaseInbound(WorkflowInboundInterceptor):
                 outcome=str(getattr(outcome, "value", outcome) or "unknown"),
                 automated=not person,
                 people=people,
+                escalated=info.typed_search_attributes.get(sa.ESCALATED) is True,
                 started_at=info.start_time,
                 closed_at=workflow.now(),
                 model_cost_usd=float(cost) if isinstance(cost, int | float) else 0.0,

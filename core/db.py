@@ -323,6 +323,9 @@ class CaseOutcome(SQLModel, table=True):
         sa_column=Column(JSON, nullable=False),
         description="Who decided (the case's `decided_by`), when a person did",
     )
+    sla_met: bool | None = Field(
+        default=None, description="No approval SLA passed; None when no person was asked"
+    )
     started_at: datetime
     closed_at: datetime = Field(index=True)
     resolution_s: float = Field(description="Start to close, seconds")

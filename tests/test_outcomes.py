@@ -131,11 +131,13 @@ async def test_each_case_writes_its_outcome_row_once_at_close(
         auto_row.automated,
         auto_row.people,
     )
-    assert ("approved", False, ["lead"]) == (
+    assert ("approved", False, ["lead"], True) == (
         person_row.outcome,
         person_row.automated,
         person_row.people,
+        person_row.sla_met,
     )
+    assert auto_row.sla_met is None
     assert person_row.resolution_s >= auto_row.resolution_s >= 0
     for history in histories:  # the outcome step replays with the worker's interceptors
         await _replayer().replay_workflow(history)

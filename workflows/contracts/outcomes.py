@@ -18,6 +18,7 @@ class CaseOutcomeInput(BaseModel):
     outcome: str
     automated: bool = Field(description="No person was asked")
     people: list[str] = Field(default_factory=list, description="Who decided, if a person did")
+    escalated: bool = Field(default=False, description="An approval SLA passed (escalation)")
     started_at: datetime
     closed_at: datetime
     model_cost_usd: float = 0.0
