@@ -16,10 +16,11 @@
     podium verify CASE [--code 123456]                 an employee enters their reset's code
 
     podium audit verify | podium audit show CASE
+    podium report [--since 7d] [--process P] [--json] the operations KPIs and the ROI
     podium reviews schedule | run-now | show           the access reviews' Temporal Schedule
 
-Every command except `up`, `eval`, `audit` (which read the database directly) and `reviews`
-(which manages a Temporal Schedule) talks to the
+Every command except `up`, `eval`, `audit`, `report` (which read the database directly) and
+`reviews` (which manages a Temporal Schedule) talks to the
 HTTP API (`--api-url`, env `PODIUM_API_URL`), so it works the same against a laptop and a shared
 deployment. `--json` prints the API's answer as JSON.
 
@@ -1014,6 +1015,10 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     from starter.audit import add_audit_command  # `podium audit`; reads the database directly
 
     add_audit_command(cli)
+
+    from starter.report import add_report_command  # `podium report`; reads the database directly
+
+    add_report_command(cli)
 
     from starter.policy import add_policy_command  # `podium policy`; reads files and the database
 

@@ -47,6 +47,7 @@ def add_policy_command(cli: typer.Typer) -> None:
         after a process whose registry entry has its own policy model is read as that model
         (`policies/password_reset.yaml`); any other as the autonomy policy."""
         from core.policy import DEFAULT_POLICIES_DIR, PolicyError, load_policy
+        from core.report import DEFAULT_BASELINE_FILE, RoiBaseline
         from core.settings import Settings
         from starter.client import parse_policy_as
         from starter.intake.routing import ROUTING_FILE_STEM, RoutingTable
@@ -57,6 +58,8 @@ def add_policy_command(cli: typer.Typer) -> None:
         }
         # The intake's routing table (`policies/routing.yaml`) is checked as what it is.
         models[ROUTING_FILE_STEM] = RoutingTable
+        # The report's manual baseline (`policies/roi.yaml`) too.
+        models[DEFAULT_BASELINE_FILE.stem] = RoiBaseline
         settings = Settings()
         paths = files or sorted((settings.policies_dir or DEFAULT_POLICIES_DIR).glob("*.yaml"))
         failed = False
