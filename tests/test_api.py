@@ -340,6 +340,8 @@ async def test_openapi_describes_the_routes(idle_api: httpx.AsyncClient) -> None
         "/employees/{user_name}/termination",
         "/messages",
         "/carrier/webhooks",
+        "/reports",
+        "/reports.json",
         "/healthz",
     }
     assert expected == set(paths)

@@ -7,20 +7,32 @@ them; never `playwright install`).
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from typer.testing import CliRunner
 
 from core.db import CaseOutcome, create_tables, make_engine
 from core.policy import PolicyError
 from core.report import build_report, load_baseline, parse_since, percentile, read_outcomes
+from core.settings import Settings
+from starter.api import create_app
 from starter.cli import create_cli
+from tests.auth_helpers import TEST_JWT_SECRET, bearer
+from tests.podium_stack import free_port
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -306,3 +318,135 @@ def test_the_cli_refuses_a_bad_baseline_a_bad_window_and_a_missing_database(
     result = runner.invoke(cli, ["report", "--database-url", missing])
     assert 2 == result.exit_code
     assert "no database at" in result.stderr
+
+
+# --- the API: GET /reports.json and the page ----------------------------------------------------
+
+
+def api_settings(url: str, baseline_file: Path) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        database_url=url,
+        policies_dir=baseline_file.parent,
+        jwt_secret=TEST_JWT_SECRET,
+        task_queue=f"report-{uuid.uuid4().hex}",
+    )
+
+
+async def unreachable(_: Settings) -> Client:
+    # The report needs no Temporal: nothing listens on port 1 (lazy, as the API's own client).
+    return await Client.connect("127.0.0.1:1", lazy=True, data_converter=pydantic_data_converter)
+
+
+@asynccontextmanager
+async def report_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, unreachable)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        yield http
+
+
+async def test_the_api_serves_the_report_to_readers_only(
+    database: tuple[str, Engine], baseline_file: Path
+) -> None:
+    url, _ = database
+    async with report_api(api_settings(url, baseline_file)) as http:
+        for path in ("/reports", "/reports.json"):
+            refused = await http.get(path)
+            assert 401 == refused.status_code
+            assert "application/problem+json" == refused.headers["content-type"]
+        reader = bearer("agent@example.com", ["agent"])
+        answer = await http.get("/reports.json?since=7d", headers=reader)
+        assert 200 == answer.status_code, answer.text
+        data = answer.json()
+        assert 8 == data["overall"]["cases"]
+        assert 5 / 8 == data["overall"]["containment_rate"]
+        assert pytest.approx((3.95 * 4 + 6 * 3) * 30 / 7) == data["roi"]["savings_per_month"]
+        answer = await http.get("/reports.json?since=7d&process=refund", headers=reader)
+        assert 4 == answer.json()["overall"]["cases"]
+        assert 422 == (await http.get("/reports.json?since=forever", headers=reader)).status_code
+
+        page = await http.get("/reports?since=7d", headers=reader)
+        assert 200 == page.status_code
+        assert page.headers["content-type"].startswith("text/html")
+        assert "script-src" not in page.headers["content-security-policy"]
+        html = page.text
+        assert "<script" not in html
+        assert 5 == html.count("<svg ")
+        for shown in (
+            "Containment by process",
+            "Cost per case, manual vs Podium (EUR)",
+            "Time to resolution by process",
+            "SLA attainment by process",
+            "Containment by channel",
+            f"Savings per month: <strong>{(3.95 * 4 + 6 * 3) * 30 / 7:,.2f} EUR",
+            "<td>62.5%</td>",  # overall containment in the tables
+            "a person&#x27;s minute costs 0.50 EUR",
+            "no baseline, no ROI: handoff",
+        ):
+            assert shown in html
+        # Bars are as long as their values: containment of handoff 0%, password_reset 100%,
+        # refund 50% on the 440-pixel scale of the first chart.
+        bars = re.findall(r'<rect class="bar" [^>]*width="([\d.]+)"', html.split("</svg>")[0])
+        assert [0.0, 440.0, 220.0] == [float(width) for width in bars]
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)",
+)
+async def test_the_report_page_renders_its_charts_in_chromium(
+    database: tuple[str, Engine], baseline_file: Path, tmp_path: Path
+) -> None:
+    async_api = pytest.importorskip("playwright.async_api", reason="needs the playwright package")
+    image = pytest.importorskip("PIL.Image", reason="needs Pillow to read the screenshot")
+    from tests.test_ui_codec import CHROMIUM_ARGS
+
+    url, _ = database
+    app = create_app(api_settings(url, baseline_file), unreachable)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done(), "the API did not start"
+            await asyncio.sleep(0.05)
+        async with async_api.async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                context = await browser.new_context(
+                    viewport={"width": 1280, "height": 900},
+                    extra_http_headers=bearer("agent@example.com", ["agent"]),
+                )
+                page = await context.new_page()
+                answer = await page.goto(f"http://127.0.0.1:{port}/reports?since=7d")
+                assert answer is not None and 200 == answer.status
+                assert 5 == await page.locator("svg.chart").count()
+                assert 0 < await page.locator("svg.chart rect.bar").count()
+                # The stylesheet loaded (the CSP allows it): the header is dark.
+                background = await page.evaluate(
+                    "getComputedStyle(document.querySelector('header')).backgroundColor"
+                )
+                assert "rgb(31, 41, 51)" == background
+                box = await page.locator("svg.chart").first.bounding_box()
+                assert box is not None and box["width"] > 300 and box["height"] > 50
+                shot = tmp_path / "reports.png"
+                await page.screenshot(path=str(shot), full_page=True)
+            finally:
+                await browser.close()
+    finally:
+        server.should_exit = True
+        await task
+    with image.open(shot) as picture:
+        rgb = picture.convert("RGB")
+        colours = rgb.getcolors(maxcolors=1 << 20) or []
+        assert len(colours) > 20, "the screenshot is blank"
+        # The charts' bar blue is on the page.
+        assert any(colour == (0x2F, 0x6F, 0xDE) for _, colour in colours)

@@ -11,6 +11,8 @@
 - `starter.api.messages`: `POST /messages`, the intake: any channel's message triaged once and
   routed (`policies/routing.yaml`) to the case it opens or joins;
 - `starter.api.metrics`: `GET /metrics`, the API's Prometheus series (`core.metrics`);
+- `starter.api.reports`: `GET /reports` (a page, charts rendered here) and `GET /reports.json`,
+  the operations KPIs and the ROI (`core.report`);
 - here: `GET /inbox` (the approvers' web page, static, no build step) and `GET /healthz`.
 
 Every route but /healthz, /metrics, /inbox, /static and the docs needs a credential
@@ -42,7 +44,16 @@ from temporalio.client import Client
 from core.logging import configure_logging
 from core.settings import Settings
 from core.temporal import connect
-from starter.api import approvals, carrier, cases, employees, messages, metrics, verification
+from starter.api import (
+    approvals,
+    carrier,
+    cases,
+    employees,
+    messages,
+    metrics,
+    reports,
+    verification,
+)
 from starter.api.approvals import DecisionBody, DelegateBody, RejectBody, RequestChangesBody
 from starter.api.deps import Podium
 from starter.api.guard import ApiLimits, RequestGuard
@@ -115,6 +126,7 @@ def create_app(
             configure_logging(resolved.log_level, resolved.log_json)
         temporal = await factory(resolved)
         app.state.podium = PodiumClient(temporal, resolved, processes)
+        app.state.settings = resolved  # the report's database and baseline
         # Who may decide: every approval role a registered process's policy names.
         app.state.authenticator = Authenticator(resolved, approver_roles(processes, resolved))
         log.info("api_started", namespace=temporal.namespace, task_queue=resolved.task_queue)
@@ -142,6 +154,7 @@ def create_app(
     app.include_router(carrier.router())
     app.include_router(messages.router())
     app.include_router(metrics.router())
+    app.include_router(reports.router())
 
     @app.get("/inbox", include_in_schema=False)
     async def inbox_page() -> FileResponse:
