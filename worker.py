@@ -41,6 +41,7 @@ from activities.intelligence.ledger import ModelLedger
 from activities.intelligence.ocr import ReceiptReader
 from activities.knowledge import CaseRouter, KnowledgeActivities, StartCase
 from activities.notifications import ApprovalNotifier, NotificationActivities, approval_notifier
+from activities.operations import OperationsActivities
 from activities.orders import OrderInquiryActivities
 from activities.outcomes import OutcomeActivities
 from activities.policy import evaluate_policy
@@ -55,12 +56,15 @@ from core.settings import Settings
 from core.temporal import connect
 from core.tracing import TRACING_PASSTHROUGH
 from workflows.contracts.knowledge import RouteCaseInput, RouteCaseResult
+from workflows.operations.types import operations_task_queue
+from workflows.operations.workflow import WORKFLOWS as OPERATIONS
 from workflows.registry import PROCESSES, Registry
 
 __all__ = [
     "activity_name",
     "agent_activities",
     "build_activities",
+    "build_operations_worker",
     "build_worker",
     "cache_sandbox_bytecode",
     "case_opener",
@@ -343,7 +347,10 @@ async def run(settings: Settings, *, processes: Registry = PROCESSES) -> None:
             executor=executor,
             processes=processes,
         )
-        async with worker:
+        operations = build_operations_worker(
+            client, settings, engine=engine, executor=executor, approvals=approvals
+        )
+        async with worker, operations:
             log.info(
                 "worker_started",
                 task_queue=settings.task_queue,
@@ -372,6 +379,37 @@ async def run(settings: Settings, *, processes: Registry = PROCESSES) -> None:
     if refused:
         # The deploy is rolled back: the previous build stays current (core/rollout.py).
         raise SystemExit(1)
+
+
+def build_operations_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    engine: Engine,
+    executor: ThreadPoolExecutor,
+    approvals: ApprovalNotifier | None = None,
+    task_queue: str | None = None,
+) -> Worker:
+    """The operations' worker (`workflows/operations/`: the KPI snapshot, the SLA-risk sweep)
+    on their own task queue. Not the process registry's: they are no cases, and without the
+    case interceptors they write no case outcome (which would count in the KPIs they take)."""
+    from core.policy import DEFAULT_POLICIES_DIR
+    from core.report import DEFAULT_BASELINE_FILE
+
+    operations = OperationsActivities(
+        engine,
+        approvals,
+        baseline_file=(settings.policies_dir or DEFAULT_POLICIES_DIR) / DEFAULT_BASELINE_FILE.name,
+    )
+    return Worker(
+        client,
+        task_queue=task_queue or operations_task_queue(settings.task_queue),
+        workflows=list(OPERATIONS),
+        activities=[*operations.activities(), AuditActivities(engine).record_audit_event],
+        activity_executor=executor,
+        workflow_runner=workflow_runner(),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
 
 
 def serve_metrics(settings: Settings) -> RuntimeMetrics | None:

@@ -61,6 +61,7 @@ _HEADLINES = {
     ApprovalNoticeKind.ESCALATION: "Escalated: approval overdue",
     ApprovalNoticeKind.BACKUP: "Backup approvers: approval overdue",
     ApprovalNoticeKind.DELEGATION: "Delegated to you: approval needed",
+    ApprovalNoticeKind.SLA_RISK: "At risk: approval SLA passes soon",
 }
 
 

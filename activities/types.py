@@ -345,6 +345,7 @@ class ApprovalNoticeKind(StrEnum):
     ESCALATION = "escalation"  # the SLA passed: the next level (or the same, escalated) is asked
     BACKUP = "backup"  # the SLA passed: the level's backup roles are asked too
     DELEGATION = "delegation"  # a person was delegated the decision
+    SLA_RISK = "sla_risk"  # the SLA passes soon with no decision (the SLA-risk sweep)
 
 
 class NotifyApproversInput(BaseModel):

@@ -26,6 +26,7 @@ __all__ = [
     "Credit",
     "Customer",
     "Document",
+    "KpiSnapshot",
     "Message",
     "ModelCall",
     "Order",
@@ -331,6 +332,35 @@ class CaseOutcome(SQLModel, table=True):
     resolution_s: float = Field(description="Start to close, seconds")
     model_cost_usd: float = 0.0
     policy_version: str | None = Field(default=None, max_length=128)
+
+
+class KpiSnapshot(SQLModel, table=True):
+    """The KPIs of one UTC day's closed cases (`core.report` over `case_outcomes`), taken by the
+    daily `kpi_snapshot` operation. One row per day: the day is the key, so a second snapshot
+    of the same day finds the first and writes nothing."""
+
+    __tablename__ = "kpi_snapshots"
+
+    day: str = Field(primary_key=True, max_length=10, description="YYYY-MM-DD, UTC")
+    cases: int
+    automated: int
+    person_asked: int
+    escalated: int
+    sla_met: int
+    containment_rate: float | None = None
+    escalation_rate: float | None = None
+    sla_attainment: float | None = None
+    resolution_p50_s: float | None = None
+    resolution_p95_s: float | None = None
+    model_cost: float = 0.0
+    cost_per_case: float | None = None
+    by_process: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=Column(JSON, nullable=False),
+        description="The same KPIs per process",
+    )
+    baseline_version: str = Field(max_length=64, description="policies/roi.yaml's digest")
+    taken_at: datetime = Field(default_factory=utcnow)
 
 
 class AgentTranscript(SQLModel, table=True):

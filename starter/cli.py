@@ -18,6 +18,7 @@
     podium audit verify | podium audit show CASE
     podium report [--since 7d] [--process P] [--json] the operations KPIs and the ROI
     podium reviews schedule | run-now | show           the access reviews' Temporal Schedule
+    podium ops schedule | run-now kpi|sweep | show     the KPI snapshot's and SLA sweep's Schedules
 
 Every command except `up`, `eval`, `audit`, `report` (which read the database directly) and
 `reviews` (which manages a Temporal Schedule) talks to the
@@ -1027,6 +1028,10 @@ def create_cli(transport: httpx.BaseTransport | None = None) -> typer.Typer:
     from starter.reviews import add_reviews_command  # `podium reviews`; talks to Temporal
 
     add_reviews_command(cli)
+
+    from starter.operations import add_ops_command  # `podium ops`; talks to Temporal
+
+    add_ops_command(cli)
     return cli
 
 

@@ -51,6 +51,8 @@ def add_policy_command(cli: typer.Typer) -> None:
         from core.settings import Settings
         from starter.client import parse_policy_as
         from starter.intake.routing import ROUTING_FILE_STEM, RoutingTable
+        from starter.operations import POLICY_FILE as OPERATIONS_POLICY
+        from workflows.operations.types import OperationsPolicyFile
         from workflows.registry import PROCESSES
 
         models: dict[str | None, type[BaseModel]] = {
@@ -60,6 +62,8 @@ def add_policy_command(cli: typer.Typer) -> None:
         models[ROUTING_FILE_STEM] = RoutingTable
         # The report's manual baseline (`policies/roi.yaml`) too.
         models[DEFAULT_BASELINE_FILE.stem] = RoiBaseline
+        # The operations' Schedules (`policies/operations.yaml`).
+        models[Path(OPERATIONS_POLICY).stem] = OperationsPolicyFile
         settings = Settings()
         paths = files or sorted((settings.policies_dir or DEFAULT_POLICIES_DIR).glob("*.yaml"))
         failed = False

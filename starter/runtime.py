@@ -10,6 +10,8 @@ It starts, in order, and supervises:
    (`python -m starter.codec_server`), which the Temporal UI is pointed at;
 4. the access reviews' Temporal Schedule (`podium-access-review`, `starter/reviews.py`),
    created or updated to `policies/access_review.yaml`.
+5. the operations' Schedules (`podium-kpi-snapshot`, `podium-sla-sweep`,
+   `starter/operations.py`), created or updated to `policies/operations.yaml`.
 
 Payloads in Temporal history are encrypted (`core.codec`). Without configured keys, the key and
 the codec server's token are created once under `<data folder>/keys/` (mode 0600) and handed to
@@ -68,6 +70,7 @@ from core.temporal import connect, connect_config, uses_external_temporal
 from starter.auth import load_or_create_jwt_secret, mint_token
 from starter.carrier_server import dev_env as carrier_dev_env
 from starter.codec_server import codec_banner, codec_url, dev_secrets
+from starter.operations import ensure_schedules as ensure_operations
 from starter.reviews import SCHEDULE_ID, ensure_schedule
 from starter.scim_server import dev_env as scim_dev_env
 from workflows.contracts import search_attributes
@@ -488,6 +491,12 @@ async def _run(settings: Settings) -> int:
             log.info("access_review_schedule", schedule_id=SCHEDULE_ID, done=done)
         except (RPCError, PolicyError) as err:
             log.warning("access_review_schedule_not_set", error=str(err))
+        try:
+            # The KPI snapshot's and the SLA-risk sweep's Schedules (policies/operations.yaml).
+            for schedule_id, done in (await ensure_operations(client, settings)).items():
+                log.info("operations_schedule", schedule_id=schedule_id, done=done)
+        except (RPCError, PolicyError) as err:
+            log.warning("operations_schedules_not_set", error=str(err))
         codec_lines = (
             codec_banner(
                 settings,
