@@ -98,7 +98,9 @@ def passthrough_modules(processes: Registry = PROCESSES) -> list[str]:
         for name in PROCESS_PASSTHROUGH
     }
     workflow_modules = {p.workflow.__module__ for p in processes}
-    own = sorted((payloads | siblings | set(PASSTHROUGH_PACKAGES)) - workflow_modules)
+    # The operations' payload types (`workflows/operations/`, on the operations' worker).
+    operations = {f"{w.__module__.rpartition('.')[0]}.types" for w in OPERATIONS}
+    own = sorted((payloads | siblings | operations | set(PASSTHROUGH_PACKAGES)) - workflow_modules)
     return ["activities.types", "activities.agent_types", *own, "pydantic", "pydantic_core"]
 
 

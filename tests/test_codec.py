@@ -61,6 +61,7 @@ from tests.helpers import (
 from tests.test_replay import HISTORIES
 from worker import workflow_runner
 from workflows.contracts.approval import ApprovalDecisionInput
+from workflows.operations.workflow import WORKFLOWS as OPERATIONS
 from workflows.refund.types import (
     CaseStatus,
     RefundCaseInput,
@@ -702,7 +703,7 @@ async def test_committed_plain_histories_replay_with_the_codec_converter(
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     assert unencrypted_payloads(history), "recorded before encryption: payloads in clear"
     await Replayer(
-        workflows=PROCESSES.workflows,
+        workflows=[*PROCESSES.workflows, *OPERATIONS],
         data_converter=encrypted_converter,
         workflow_runner=workflow_runner(),
         header_codec_behavior=HeaderCodecBehavior.CODEC,

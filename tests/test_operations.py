@@ -18,9 +18,11 @@ import yaml
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from activities.operations import sla_risk_query
 from core.db import AuditEvent, CaseOutcome, KpiSnapshot, Message, create_tables, make_engine
@@ -33,7 +35,8 @@ from starter.operations import (
     ensure_schedules,
     load_operations_policy,
 )
-from worker import build_operations_worker
+from tests.helpers import history_recording
+from worker import build_operations_worker, workflow_runner
 from workflows.contracts import search_attributes as sa
 from workflows.operations.types import (
     KpiSnapshotInput,
@@ -43,10 +46,15 @@ from workflows.operations.types import (
     SlaSweepResult,
     SlaSweepSchedule,
 )
+from workflows.operations.workflow import WORKFLOWS
 
 pytestmark = pytest.mark.timeout(120)
 
-REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+ROOT = Path(__file__).resolve().parent.parent
+REPO_POLICIES = ROOT / "policies"
+HISTORIES = Path(__file__).parent / "histories"
+# `PODIUM_RECORD_OPERATIONS_HISTORIES=1` re-records `tests/histories/<workflow>-<path>.json`.
+RECORD = history_recording("PODIUM_RECORD_OPERATIONS_HISTORIES")
 DAY = date(2026, 11, 30)
 
 
@@ -62,6 +70,20 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     create_tables(engine)
     yield engine
     engine.dispose()
+
+
+async def replayed(handle: WorkflowHandle[object, object], workflow: str, path: str) -> None:
+    """The run's history replays on the current code; recorded when asked."""
+    history = await handle.fetch_history()
+    replayer = Replayer(
+        workflows=list(WORKFLOWS),
+        data_converter=pydantic_data_converter,
+        workflow_runner=workflow_runner(),
+    )
+    await replayer.replay_workflow(history)
+    if name := RECORD(path):
+        text = history.to_json().replace(str(ROOT), "podium")
+        (HISTORIES / f"{workflow}-{name}.json").write_text(text)
 
 
 def outcome(
@@ -158,16 +180,17 @@ async def test_the_kpi_snapshot_writes_one_row_per_day_with_the_days_figures(
             task_queue=task_queue,
         )
         async with worker:
-            results = [
-                await time_env.client.execute_workflow(
+            results = []
+            for path in ("taken", "already_taken"):
+                handle = await time_env.client.start_workflow(
                     "kpi_snapshot",
                     KpiSnapshotInput(day=DAY),
                     id=f"kpi_snapshot-{uuid.uuid4().hex}",
                     task_queue=task_queue,
                     result_type=KpiSnapshotResult,
                 )
-                for _ in range(2)
-            ]
+                results.append(await handle.result())
+                await replayed(handle, "kpi_snapshot", path)
     assert [(DAY, True, 4), (DAY, False, 4)] == [(r.day, r.created, r.cases) for r in results]
     with Session(engine) as session:
         snapshots = list(session.exec(select(KpiSnapshot)))
@@ -236,16 +259,17 @@ async def test_the_sweep_notices_a_case_due_within_the_lead_time_once(
                 client, settings_for("tq"), engine=engine, executor=executor, task_queue=task_queue
             )
             async with worker:
-                results = [
-                    await client.execute_workflow(
+                results = []
+                for path in ("notified", "already_notified"):
+                    handle = await client.start_workflow(
                         "sla_sweep",
                         SlaSweepInput(lead_time=timedelta(hours=2)),
                         id=f"sla_sweep-{uuid.uuid4().hex}",
                         task_queue=task_queue,
                         result_type=SlaSweepResult,
                     )
-                    for _ in range(2)
-                ]
+                    results.append(await handle.result())
+                    await replayed(handle, "sla_sweep", path)
     finally:
         for case_id in (near, later, breached):
             with contextlib.suppress(Exception):

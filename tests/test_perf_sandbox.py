@@ -15,6 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from worker import cache_sandbox_bytecode, passthrough_modules, strict_workflow_runner
+from workflows.operations.workflow import WORKFLOWS as OPERATIONS
 from workflows.registry import PROCESSES
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -28,7 +29,9 @@ def test_podium_modules_that_workflows_import_are_passed_through() -> None:
     """Every `workflows.*` module loaded by the registry's workflows, except the modules that
     define workflows, their packages and the registry-only modules, is passed through."""
     passthrough = passthrough_modules()
-    workflow_modules = {p.workflow.__module__ for p in PROCESSES}
+    workflow_modules = {p.workflow.__module__ for p in PROCESSES} | {
+        w.__module__ for w in OPERATIONS
+    }
     packages = {"workflows", *{m.rpartition(".")[0] for m in workflow_modules}}
     not_workflow_code = {"workflows.registry"} | {
         f"{package}.starting" for package in packages - {"workflows"}
@@ -47,7 +50,7 @@ def test_podium_modules_that_workflows_import_are_passed_through() -> None:
 async def test_history_replays_in_the_strict_sandbox(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(
-        workflows=PROCESSES.workflows,
+        workflows=[*PROCESSES.workflows, *OPERATIONS],
         data_converter=pydantic_data_converter,
         workflow_runner=strict_workflow_runner(),
     )

@@ -14,6 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from worker import workflow_runner
+from workflows.operations.workflow import WORKFLOWS as OPERATIONS
 from workflows.registry import PROCESSES
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -77,6 +78,11 @@ ORDER_INQUIRY_PATHS = {
     "carrier_unavailable",
     "customer_wrote_again",
 }
+# Podium's operations (no processes: `workflows/operations/`, tests/test_operations.py).
+OPERATIONS_PATHS = {
+    "kpi_snapshot": {"taken", "already_taken"},
+    "sla_sweep": {"notified", "already_notified"},
+}
 PATCHED_PATHS = {
     "receipt_ocr",
     "receipt_mismatch",
@@ -102,7 +108,7 @@ def test_every_registered_process_has_committed_histories(process: str) -> None:
 
 
 def test_every_history_belongs_to_a_registered_process() -> None:
-    processes = sorted(PROCESSES.names, key=len, reverse=True)
+    processes = sorted([*PROCESSES.names, *OPERATIONS_PATHS], key=len, reverse=True)
     orphans = [p.name for p in HISTORIES if not any(p.stem.startswith(f"{n}-") for n in processes)]
     assert [] == orphans
 
@@ -139,6 +145,13 @@ def test_every_order_inquiry_path_has_a_committed_history() -> None:
     prefix = "order_inquiry-"
     recorded = {p.stem.removeprefix(prefix) for p in HISTORIES if p.stem.startswith(prefix)}
     assert ORDER_INQUIRY_PATHS <= recorded
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS_PATHS))
+def test_every_operation_path_has_a_committed_history(operation: str) -> None:
+    prefix = f"{operation}-"
+    recorded = {p.stem.removeprefix(prefix) for p in HISTORIES if p.stem.startswith(prefix)}
+    assert OPERATIONS_PATHS[operation] <= recorded
 
 
 def test_both_sides_of_the_receipt_ocr_patch_are_recorded() -> None:
@@ -203,7 +216,7 @@ def test_cases_auditing_by_activity_are_recorded_for_every_process(process: str)
 async def test_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(
-        workflows=PROCESSES.workflows,
+        workflows=[*PROCESSES.workflows, *OPERATIONS],
         data_converter=pydantic_data_converter,
         workflow_runner=workflow_runner(),
     )
