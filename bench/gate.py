@@ -58,6 +58,7 @@ from temporalio.common import HeaderCodecBehavior
 from bench.data import BenchCase, seed_cases
 from bench.report import percentile
 from bench.server import TEMPORAL_CLI, DevServer, dev_server
+from core.admission import AdmissionInterceptor
 from core.codec import new_key_entry
 from core.db import Message, create_tables, make_engine
 from core.decision_tokens import DecisionKey
@@ -327,6 +328,7 @@ def podium_client(server: DevServer, settings: Settings) -> Client:
         namespace=server.client.namespace,
         data_converter=data_converter(settings),
         header_codec_behavior=HeaderCodecBehavior.CODEC,
+        interceptors=[AdmissionInterceptor()],  # decisions a busy case defers: sent again
     )
 
 
