@@ -8,6 +8,7 @@ Stops gracefully on SIGINT/SIGTERM, letting running activities finish (up to 15 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import py_compile
 import signal
@@ -51,7 +52,9 @@ from core.db import create_tables, make_engine
 from core.decision_tokens import DecisionKey
 from core.logging import configure_logging
 from core.metrics import RuntimeMetrics, worker_metrics_runtime
+from core.priority import PRIORITY_FILE_STEM, PriorityPolicy, load_priority_policy
 from core.rollout import promote, replay_check
+from core.scheduling import MODEL_ACTIVITIES, SchedulingInterceptor, model_task_queue
 from core.settings import Settings
 from core.temporal import connect
 from core.tracing import TRACING_PASSTHROUGH
@@ -64,11 +67,15 @@ __all__ = [
     "activity_name",
     "agent_activities",
     "build_activities",
+    "build_model_worker",
     "build_operations_worker",
     "build_worker",
     "cache_sandbox_bytecode",
+    "case_activities",
     "case_opener",
+    "model_activities",
     "passthrough_modules",
+    "priority_policy",
     "run",
     "serve_metrics",
     "strict_workflow_runner",
@@ -175,23 +182,37 @@ def build_activities(
     knowledge: KnowledgeActivities | None = None,
     router: CaseRouter | None = None,
 ) -> list[Callable[..., Any]]:
-    """Without a gateway: the repository's `config/models.yaml`, its ledger on `engine`.
+    """Every activity, the cases' and the models' (one worker serving one queue, as the tests
+    run it). Without a gateway: the repository's `config/models.yaml`, its ledger on `engine`.
     Without a receipt `reader`, the first `read_document` builds the worker's one. Without a
     decision verifier: one with the settings' decision key (`PODIUM_DECISION_SECRET`)."""
+    gateway = gateway or ModelGateway.from_file(None, models, ledger=ModelLedger(engine))
+    return [
+        *case_activities(engine, approvals=approvals, decisions=decisions, router=router),
+        *model_activities(engine, models, gateway, reader=reader, knowledge=knowledge),
+    ]
+
+
+def case_activities(
+    engine: Engine,
+    *,
+    approvals: ApprovalNotifier | None = None,
+    decisions: DecisionVerifier | None = None,
+    router: CaseRouter | None = None,
+) -> list[Callable[..., Any]]:
+    """The activities of the case task queue: systems of record, notifications, audit,
+    outcomes, decisions, policy, identity and access, carrier, orders, agent transcripts and
+    tools, re-routing. None of them loads a model."""
     systems = SystemsOfRecordActivities(engine)
     # Approver notices go to `approvals` (log or webhook channel); default: the log.
     notifications = NotificationActivities(engine, approvals)
     audit = AuditActivities(engine)
     decisions = decisions or DecisionVerifier(DecisionKey.from_settings(Settings()))
-    gateway = gateway or ModelGateway.from_file(None, models, ledger=ModelLedger(engine))
-    intelligence = IntelligenceActivities(
-        models, gateway, documents=DocumentStore(engine), reader=reader
-    )
     identity = IdentityActivities.from_env(engine)
-    # The knowledge base (`knowledge/`), indexed on the first search.
-    knowledge = knowledge or KnowledgeActivities()
     # A person re-routes a handoff: the case opens as `POST /cases/{process}` would open it.
     router = router or CaseRouter(case_opener())
+    agent = AgentActivities(engine, None)
+    tools = CustomerServiceTools(engine)
     return [
         *systems.activities(),
         notifications.send_reply,
@@ -200,11 +221,12 @@ def build_activities(
         audit.record_audit_event,
         OutcomeActivities(engine).record_outcome,
         decisions.verify_decision,
-        intelligence.triage_request,
-        intelligence.draft_reply,
-        *agent_activities(engine, gateway),
-        intelligence.read_document,
-        intelligence.extract_fields,
+        agent.store_transcript,
+        agent.load_transcript,
+        agent.append_tool_result,
+        tools.lookup_order_status,
+        tools.create_ticket_note,
+        tools.issue_goodwill_credit,
         evaluate_policy,
         # The SCIM directory `PODIUM_SCIM_URL` names (default: the embedded one of `podium up`),
         # shared by the identity and access activities (one pooled client).
@@ -213,9 +235,33 @@ def build_activities(
         # The carrier `PODIUM_CARRIER_URL` names (default: the embedded one of `podium up`).
         *CarrierActivities.from_env().activities(),
         *OrderInquiryActivities(engine).activities(),
+        router.route_case,
+    ]
+
+
+def model_activities(
+    engine: Engine,
+    models: EmbeddedModels,
+    gateway: ModelGateway,
+    *,
+    reader: ReceiptReader | None = None,
+    knowledge: KnowledgeActivities | None = None,
+) -> list[Callable[..., Any]]:
+    """The model calls (`core.scheduling.MODEL_ACTIVITIES`): intent and sentiment, drafting,
+    OCR and field extraction, the agent's chat turns, the knowledge base (`knowledge/`,
+    indexed on the first search)."""
+    intelligence = IntelligenceActivities(
+        models, gateway, documents=DocumentStore(engine), reader=reader
+    )
+    knowledge = knowledge or KnowledgeActivities()
+    return [
+        intelligence.triage_request,
+        intelligence.draft_reply,
+        intelligence.read_document,
+        intelligence.extract_fields,
+        AgentActivities(engine, gateway).agent_next_step,
         knowledge.search_knowledge,
         knowledge.brief_handoff,
-        router.route_case,
     ]
 
 
@@ -281,10 +327,17 @@ def build_worker(
     executor: ThreadPoolExecutor,
     task_queue: str | None = None,
     processes: Registry = PROCESSES,
+    model_queue: str | None = None,
+    priority: PriorityPolicy | None = None,
 ) -> Worker:
     """A worker for every process of `processes`; refuses to start when an activity a process
-    needs is missing from `activities` (a wiring mistake, better seen now than mid-case)."""
+    needs is missing from `activities` (a wiring mistake, better seen now than mid-case).
+    `model_queue`: the cases' model calls go there (`build_model_worker` serves it) instead of
+    this worker's queue. `priority`: the policy that raises the priority of a case's activities
+    as the case learns more (`core.scheduling`)."""
     provided = {activity_name(function) for function in activities}
+    if model_queue is not None:
+        provided |= MODEL_ACTIVITIES
     for process in processes:
         missing = sorted(set(process.activities) - provided)
         if missing:
@@ -311,20 +364,66 @@ def build_worker(
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-        # `podium_cases_closed_total` and the outcome record of every case (core/case_metrics.py).
-        interceptors=case_interceptors(),
+        # `podium_cases_closed_total` and the outcome record of every case (core/case_metrics.py);
+        # model calls to the models' queue, priorities (core/scheduling.py).
+        interceptors=[*case_interceptors(), SchedulingInterceptor(model_queue, priority)],
         **versioning,
     )
 
 
+def build_model_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    activities: Sequence[Callable[..., Any]],
+    executor: ThreadPoolExecutor,
+    task_queue: str | None = None,
+) -> Worker:
+    """The models' worker: the model calls only, on the models' task queue (default:
+    `<task_queue>-models`), at most `model_activities_per_second` started per second across
+    every worker of the queue (the server holds the rest back, most urgent first)."""
+    rate = settings.model_activities_per_second
+    return Worker(
+        client,
+        task_queue=task_queue or model_task_queue(settings.task_queue),
+        activities=list(activities),
+        activity_executor=executor,
+        max_concurrent_activities=settings.max_concurrent_model_activities,
+        max_task_queue_activities_per_second=rate or None,
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+
+
+def priority_policy(settings: Settings) -> PriorityPolicy | None:
+    """`policies/priority.yaml` (or the settings' policies folder's); None without one. A file
+    that does not validate is logged and left out: cases run at the priority they started with."""
+    from core.policy import DEFAULT_POLICIES_DIR, PolicyError
+
+    path = (settings.policies_dir or DEFAULT_POLICIES_DIR) / f"{PRIORITY_FILE_STEM}.yaml"
+    if not path.exists():
+        return None
+    try:
+        return load_priority_policy(path)
+    except PolicyError as err:
+        log.error("priority_policy_invalid", path=str(path), errors=err.errors)
+        return None
+
+
 async def run(settings: Settings, *, processes: Registry = PROCESSES) -> None:
-    """Serve `processes` (default: every registered process) until SIGINT/SIGTERM."""
-    cache_sandbox_bytecode(processes, fallback=settings.data_dir / "bytecode")
+    """Serve `processes` (default: every registered process) until SIGINT/SIGTERM: their cases,
+    their model calls or both, by `settings.worker_role`."""
+    role = settings.worker_role
+    serves_cases, serves_models = role in ("all", "cases"), role in ("all", "models")
+    if serves_cases:
+        cache_sandbox_bytecode(processes, fallback=settings.data_dir / "bytecode")
     engine = make_engine(settings.resolved_database_url)
     create_tables(engine)
-    models = EmbeddedModels.load(settings.datasets_dir, settings.templates_dir)
-    gateway = ModelGateway.from_file(settings.models_file, models, ledger=ModelLedger(engine))
-    reader = ReceiptReader()  # OCR models, loaded once and shared by the activity threads
+    gateway: ModelGateway | None = None
+    reader: ReceiptReader | None = None
+    if serves_models:
+        models = EmbeddedModels.load(settings.datasets_dir, settings.templates_dir)
+        gateway = ModelGateway.from_file(settings.models_file, models, ledger=ModelLedger(engine))
+        reader = ReceiptReader()  # OCR models, loaded once and shared by the activity threads
     approvals = approval_notifier(settings)  # approver notices: log, or the webhook's pool
     metrics = serve_metrics(settings)
     runtime: dict[str, Any] = {"runtime": metrics.runtime} if metrics else {}
@@ -339,27 +438,48 @@ async def run(settings: Settings, *, processes: Registry = PROCESSES) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     refused = False
+    models_queue = model_task_queue(settings.task_queue)
     with ThreadPoolExecutor(max_workers=settings.activity_threads) as executor:
-        worker = build_worker(
-            client,
-            settings,
-            activities=build_activities(
-                engine, models, gateway, approvals=approvals, reader=reader, decisions=decisions
-            ),
-            executor=executor,
-            processes=processes,
-        )
-        operations = build_operations_worker(
-            client, settings, engine=engine, executor=executor, approvals=approvals
-        )
-        async with worker, operations:
+        workers: list[Worker] = []
+        if serves_cases:
+            workers.append(
+                build_worker(
+                    client,
+                    settings,
+                    activities=case_activities(engine, approvals=approvals, decisions=decisions),
+                    executor=executor,
+                    processes=processes,
+                    model_queue=models_queue,
+                    priority=priority_policy(settings),
+                )
+            )
+            workers.append(
+                build_operations_worker(
+                    client, settings, engine=engine, executor=executor, approvals=approvals
+                )
+            )
+        if gateway is not None:
+            workers.append(
+                build_model_worker(
+                    client,
+                    settings,
+                    activities=model_activities(engine, models, gateway, reader=reader),
+                    executor=executor,
+                    task_queue=models_queue,
+                )
+            )
+        async with contextlib.AsyncExitStack() as running:
+            for worker in workers:
+                await running.enter_async_context(worker)
             log.info(
                 "worker_started",
-                task_queue=settings.task_queue,
+                role=role,
+                task_queue=settings.task_queue if serves_cases else None,
+                models_task_queue=models_queue if serves_models else None,
                 namespace=client.namespace,
                 processes=processes.names,
             )
-            if settings.deployment_name and settings.build_id:
+            if serves_cases and settings.deployment_name and settings.build_id:
                 # Become current only if this build replays every running case it would take.
                 report = await replay_check(
                     client,
@@ -372,7 +492,8 @@ async def run(settings: Settings, *, processes: Registry = PROCESSES) -> None:
                     stop.set()
             await stop.wait()
             log.info("worker_stopping")
-    await asyncio.to_thread(gateway.close)
+    if gateway is not None:
+        await asyncio.to_thread(gateway.close)
     await approvals.aclose()
     engine.dispose()
     if metrics is not None:

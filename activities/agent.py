@@ -62,8 +62,10 @@ NO_CHAT_MODEL = (
 
 class AgentActivities:
     def __init__(
-        self, engine: Engine, gateway: ModelGateway, *, prompts_dir: Path | None = None
+        self, engine: Engine, gateway: ModelGateway | None, *, prompts_dir: Path | None = None
     ) -> None:
+        """`gateway`: None on a worker that serves the transcript activities and not the
+        model turns (`agent_next_step` runs on the models' worker)."""
         self._engine = engine
         self._gateway = gateway
         self._prompts_dir = prompts_dir or DEFAULT_PROMPTS_DIR
@@ -104,6 +106,8 @@ class AgentActivities:
 
     @activity.defn(name="agent_next_step")
     def agent_next_step(self, input: AgentStepInput) -> AgentStepResult:
+        if self._gateway is None:
+            raise RuntimeError("agent_next_step is served by the models' worker")
         route = self._gateway.config.tasks.agent
         if route is None:
             raise ApplicationError(NO_CHAT_MODEL, type="NoChatModel", non_retryable=True)

@@ -88,6 +88,17 @@ class Settings(BaseSettings):
     deployment_name: str | None = None
     build_id: str | None = None
 
+    # What a worker process serves (worker.py): `all` (the default: cases, model calls and the
+    # operations in one process), `cases` (the case and operations workflows and every activity
+    # but the models'; it loads no model) or `models` (the model calls only). `podium up` runs
+    # one `cases` and one `models` worker; compose scales them apart.
+    worker_role: Literal["all", "cases", "models"] = "all"
+    # Model calls run on their own task queue, `<task_queue>-models` (core/scheduling.py),
+    # polled with this queue-wide rate limit (Temporal's max_task_queue_activities_per_second):
+    # the provider quotas hold however many workers run. 0: no limit.
+    model_activities_per_second: float = Field(default=50.0, ge=0)
+    max_concurrent_model_activities: int = Field(default=8, ge=1)
+
     # Worker sizing
     max_cached_workflows: int = 2_000
     # Podium's activities are synchronous (thread pool): one slot per thread.

@@ -56,6 +56,7 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
+    Priority,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -68,6 +69,14 @@ from activities.identity import AttemptsExhausted, UnknownVerification
 from activities.types import EmployeeInfo
 from core import metrics
 from core.decision_tokens import DecisionKey
+from core.priority import (
+    PRIORITY_FILE_STEM,
+    PriorityChoice,
+    PriorityFacts,
+    PriorityPolicy,
+    choose_priority,
+    load_priority_policy,
+)
 from core.settings import Settings
 from core.temporal import connect
 from starter.documents import DocumentRef, DocumentUploads
@@ -563,6 +572,15 @@ def parse_policy_as(path: Path, model: type[BaseModel]) -> dict[str, Any]:
     return document.model_dump(mode="json")
 
 
+def _with_priority(details: str | None, priority: PriorityChoice | None) -> str | None:
+    """The case's details in the Temporal UI, with the priority it started with and why."""
+    if priority is None:
+        return details
+    why = ", ".join(priority.reasons) or "no rule matched"
+    line = f"**Priority** {priority.key} ({why}; {priority.version})"
+    return f"{details}\n\n{line}" if details else line
+
+
 async def _bounded(awaitable: Awaitable[_T], timeout: timedelta) -> _T:
     async with asyncio.timeout(timeout.total_seconds()):
         return await awaitable
@@ -652,6 +670,7 @@ class PodiumClient:
         except ValidationError as err:
             raise _invalid(err) from None
         text = spec.describe(body)
+        priority = self._priority(spec, case_input)
         attributes = [
             SearchAttributePair(sa.PROCESS, spec.name),
             SearchAttributePair(sa.STATUS, RECEIVED),
@@ -671,7 +690,8 @@ class PodiumClient:
                 memo={MEMO_REQUEST_HASH: request_hash},
                 search_attributes=TypedSearchAttributes(attributes),
                 static_summary=text.summary,
-                static_details=text.details,
+                static_details=_with_priority(text.details, priority),
+                priority=Priority(priority_key=priority.key) if priority else Priority.default,
                 rpc_timeout=RPC_TIMEOUT,
             )
         except WorkflowAlreadyStartedError:
@@ -691,6 +711,8 @@ class PodiumClient:
             case_id=case_id,
             process=spec.name,
             task_queue=self._settings.task_queue,
+            priority=priority.key if priority else None,
+            priority_reasons=priority.reasons if priority else None,
         )
         metrics.CASES_STARTED.labels(
             process=metrics.label(spec.name), channel=metrics.label(getattr(body, "channel", None))
@@ -797,6 +819,30 @@ class PodiumClient:
         if isinstance(attachment_id, str) and not await self._documents.exists(attachment_id):
             raise InvalidRequest(f"no document with id '{attachment_id}'", field="attachment_id")
         return body
+
+    def _priority(self, spec: Process, case_input: BaseModel) -> PriorityChoice | None:
+        """The priority key a new case starts with (`policies/priority.yaml`); None without
+        the file. A file that does not validate is logged and the case starts at the default
+        priority: a case is not refused for its place in a queue (`podium policy check`)."""
+        from core.policy import DEFAULT_POLICIES_DIR, PolicyError
+
+        path = (self._settings.policies_dir or DEFAULT_POLICIES_DIR) / f"{PRIORITY_FILE_STEM}.yaml"
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return None
+        cached = self.__dict__.get("_priority_policy")
+        if cached is None or cached[0] != (path, stamp):
+            try:
+                cached = ((path, stamp), load_priority_policy(path))
+            except PolicyError as err:
+                log.error("priority_policy_invalid", path=str(path), errors=err.errors)
+                cached = ((path, stamp), None)
+            self.__dict__["_priority_policy"] = cached
+        policy: PriorityPolicy | None = cached[1]
+        if policy is None:
+            return None
+        return choose_priority(policy, PriorityFacts.of(spec.name, case_input, policy))
 
     def _policy_document(self, spec: Process) -> dict[str, Any] | None:
         """The process's policy file, validated, for a new case (None without one, or with

@@ -47,6 +47,7 @@ def add_policy_command(cli: typer.Typer) -> None:
         after a process whose registry entry has its own policy model is read as that model
         (`policies/password_reset.yaml`); any other as the autonomy policy."""
         from core.policy import DEFAULT_POLICIES_DIR, PolicyError, load_policy
+        from core.priority import PRIORITY_FILE_STEM, PriorityPolicy
         from core.report import DEFAULT_BASELINE_FILE, RoiBaseline
         from core.settings import Settings
         from starter.client import parse_policy_as
@@ -62,6 +63,8 @@ def add_policy_command(cli: typer.Typer) -> None:
         models[ROUTING_FILE_STEM] = RoutingTable
         # The report's manual baseline (`policies/roi.yaml`) too.
         models[DEFAULT_BASELINE_FILE.stem] = RoiBaseline
+        # Which cases go first (`policies/priority.yaml`).
+        models[PRIORITY_FILE_STEM] = PriorityPolicy
         # The operations' Schedules (`policies/operations.yaml`).
         models[Path(OPERATIONS_POLICY).stem] = OperationsPolicyFile
         settings = Settings()

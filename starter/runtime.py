@@ -6,7 +6,9 @@ It starts, in order, and supervises:
    env config names a server (`TEMPORAL_ADDRESS`, a profile, Temporal Cloud), where the search
    attributes are registered through the operator API instead;
 2. the systems-of-record database (tables created, demo data seeded on first run);
-3. the worker (`python -m worker`), the starter HTTP API (uvicorn) and the codec server
+3. two workers (`python -m worker`): the cases' (`PODIUM_WORKER_ROLE=cases`, no model loaded)
+   and the models' (`models`: the model calls on their own rate-limited task queue, metrics on
+   the next port), the starter HTTP API (uvicorn) and the codec server
    (`python -m starter.codec_server`), which the Temporal UI is pointed at;
 4. the access reviews' Temporal Schedule (`podium-access-review`, `starter/reviews.py`),
    created or updated to `policies/access_review.yaml`.
@@ -64,6 +66,7 @@ from temporalio.service import RPCError
 from core.db import create_tables, make_engine
 from core.logging import configure_logging
 from core.policy import PolicyError
+from core.scheduling import model_task_queue
 from core.seed import DEMO_CUSTOMERS, seed_demo_data
 from core.settings import Settings
 from core.temporal import connect, connect_config, uses_external_temporal
@@ -291,12 +294,14 @@ async def _wait_for_temporal(settings: Settings, server: _Child | None) -> Clien
     raise RuntimeError(f"Temporal did not become reachable in {STARTUP_TIMEOUT:.0f}s: {last}")
 
 
-async def _worker_polling(client: Client, task_queue: str) -> bool:
+async def _worker_polling(
+    client: Client,
+    task_queue: str,
+    kind: TaskQueueType.ValueType = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+) -> bool:
     response = await client.workflow_service.describe_task_queue(
         DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            namespace=client.namespace, task_queue=TaskQueue(name=task_queue), task_queue_type=kind
         )
     )
     return len(response.pollers) > 0
@@ -442,7 +447,27 @@ async def _run(settings: Settings) -> int:
             supervisor.add(
                 _Child("carrier", [sys.executable, "-m", "starter.carrier_server"], podium_env)
             )
-        supervisor.add(_Child("worker", [sys.executable, "-m", "worker"], podium_env))
+        # Two workers: the cases' (no model loaded) and the models' (the model calls, on their
+        # own rate-limited task queue), each with its own metrics port.
+        supervisor.add(
+            _Child(
+                "worker",
+                [sys.executable, "-m", "worker"],
+                podium_env | {"PODIUM_WORKER_ROLE": "cases"},
+            )
+        )
+        models_metrics = settings.worker_metrics_port + 1 if settings.worker_metrics_port else 0
+        supervisor.add(
+            _Child(
+                "models",
+                [sys.executable, "-m", "worker"],
+                podium_env
+                | {
+                    "PODIUM_WORKER_ROLE": "models",
+                    "PODIUM_WORKER_METRICS_PORT": str(models_metrics),
+                },
+            )
+        )
         supervisor.add(
             _Child(
                 "api",
@@ -474,6 +499,11 @@ async def _run(settings: Settings) -> int:
             and (not scim_env or _port_open("127.0.0.1", scim_port))
             and (not carrier_env or _port_open("127.0.0.1", carrier_port))
             and await _worker_polling(client, settings.task_queue)
+            and await _worker_polling(
+                client,
+                model_task_queue(settings.task_queue),
+                TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            )
         ):
             if stop.is_set():
                 log.info("shutting_down")

@@ -31,7 +31,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
 
-PODIUM_SERVICES = ("podium-worker", "podium-api")
+PODIUM_SERVICES = ("podium-worker", "podium-models", "podium-api")
 LONG_RUNNING_SERVICES = ("postgres", "temporal", "temporal-ui", *PODIUM_SERVICES)
 SCHEMA_JOB = "temporal-schema"
 NAMESPACE_JOB = "temporal-namespace"
@@ -493,6 +493,7 @@ def test_worker_and_api_share_one_image_built_from_this_repository(
 
 def test_worker_runs_the_worker_and_api_runs_uvicorn(services: dict[str, dict[str, Any]]) -> None:
     assert services["podium-worker"]["command"] == ["python", "worker.py"]
+    assert services["podium-models"]["command"] == ["python", "worker.py"]
     api = services["podium-api"]["command"]
     assert api[:2] == ["uvicorn", "starter.api:app"]
     assert api[api.index("--host") + 1] == "0.0.0.0"
@@ -513,9 +514,15 @@ def test_podium_services_connect_to_temporal_and_postgres(
         )
         assert url, f"{name}: {env['PODIUM_DATABASE_URL']}"
         assert url.groups() == ("podium", "postgres", "podium")
-    worker, api = (environment(services[name]) for name in PODIUM_SERVICES)
-    shared = {k: v for k, v in worker.items() if k.startswith(("PODIUM_", "TEMPORAL_"))}
-    assert shared.items() <= api.items(), "worker and api must agree on shared settings"
+    worker, models, api = (environment(services[name]) for name in PODIUM_SERVICES)
+    # Each worker's role is its own; every other setting is shared.
+    own = ("PODIUM_WORKER_ROLE", "PODIUM_MODEL_ACTIVITIES_PER_SECOND")
+    for name, env in (("podium-worker", worker), ("podium-models", models)):
+        shared = {
+            k: v for k, v in env.items() if k.startswith(("PODIUM_", "TEMPORAL_")) and k not in own
+        }
+        assert shared.items() <= api.items(), f"{name} and api must agree on shared settings"
+    assert (worker["PODIUM_WORKER_ROLE"], models["PODIUM_WORKER_ROLE"]) == ("cases", "models")
 
 
 def test_api_is_published_on_8000_with_a_healthz_healthcheck(
@@ -585,6 +592,10 @@ def test_prometheus_scrapes_the_worker_and_the_api_where_they_serve_metrics(
     assert ["podium-worker"] == worker_sd["names"]
     assert worker_env["PODIUM_WORKER_METRICS_HOST"] == "0.0.0.0"  # reachable in the network
     assert int(worker_env["PODIUM_WORKER_METRICS_PORT"]) == worker_sd["port"]
+    models_env = environment(services["podium-models"])
+    [models_sd] = jobs["podium-models"]["dns_sd_configs"]
+    assert ["podium-models"] == models_sd["names"]
+    assert int(models_env["PODIUM_WORKER_METRICS_PORT"]) == models_sd["port"]
     [api_targets] = jobs["podium-api"]["static_configs"]
     api_port = environment(services["podium-api"])["PODIUM_API_PORT"]
     assert [f"podium-api:{api_port}"] == api_targets["targets"]
