@@ -36,6 +36,13 @@ fmt: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.compare --out results/bench.json $(ARGS)
 
+# Priorities under overload: routine cases flood the rate-limited models' queue while urgent
+# ones arrive; their latency with the priority policy and without (FIFO), same run. Writes
+# results/priority.json (about 8 minutes on 2 cores).
+.PHONY: bench-priority
+bench-priority: $(STAMP)
+	$(BIN)/python -m bench.priority --rounds 2 --out results/priority.json $(ARGS)
+
 # The older refund benchmark: no-op activities as the baseline, everything in one process.
 bench-refund: $(STAMP)
 	$(BIN)/python -m bench.refund $(ARGS)

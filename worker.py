@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy.engine import Engine
@@ -30,16 +30,13 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.access import AccessActivities
 from activities.agent import AgentActivities
 from activities.agent_tools import CustomerServiceTools
-from activities.ai import IntelligenceActivities
 from activities.audit import AuditActivities
 from activities.carrier import CarrierActivities
 from activities.decisions import DecisionVerifier
 from activities.documents import DocumentStore
 from activities.identity import IdentityActivities
-from activities.intelligence import EmbeddedModels
 from activities.intelligence.gateway import ModelGateway
 from activities.intelligence.ledger import ModelLedger
-from activities.intelligence.ocr import ReceiptReader
 from activities.knowledge import CaseRouter, KnowledgeActivities, StartCase
 from activities.notifications import ApprovalNotifier, NotificationActivities, approval_notifier
 from activities.operations import OperationsActivities
@@ -62,6 +59,12 @@ from workflows.contracts.knowledge import RouteCaseInput, RouteCaseResult
 from workflows.operations.types import operations_task_queue
 from workflows.operations.workflow import WORKFLOWS as OPERATIONS
 from workflows.registry import PROCESSES, Registry
+
+if TYPE_CHECKING:
+    # The models' libraries load only where model calls run (`model_activities`, role `models`
+    # or `all`): a cases' worker imports none of them.
+    from activities.intelligence import EmbeddedModels
+    from activities.intelligence.ocr import ReceiptReader
 
 __all__ = [
     "activity_name",
@@ -250,6 +253,8 @@ def model_activities(
     """The model calls (`core.scheduling.MODEL_ACTIVITIES`): intent and sentiment, drafting,
     OCR and field extraction, the agent's chat turns, the knowledge base (`knowledge/`,
     indexed on the first search)."""
+    from activities.ai import IntelligenceActivities
+
     intelligence = IntelligenceActivities(
         models, gateway, documents=DocumentStore(engine), reader=reader
     )
@@ -421,6 +426,9 @@ async def run(settings: Settings, *, processes: Registry = PROCESSES) -> None:
     gateway: ModelGateway | None = None
     reader: ReceiptReader | None = None
     if serves_models:
+        from activities.intelligence import EmbeddedModels
+        from activities.intelligence.ocr import ReceiptReader
+
         models = EmbeddedModels.load(settings.datasets_dir, settings.templates_dir)
         gateway = ModelGateway.from_file(settings.models_file, models, ledger=ModelLedger(engine))
         reader = ReceiptReader()  # OCR models, loaded once and shared by the activity threads

@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from workflows.contracts.knowledge import (
     BriefHandoffInput,
@@ -178,6 +180,8 @@ class KnowledgeBase:
     def _ranking(self, question: str, query: list[str]) -> np.ndarray:
         """Each document's rank score: BM25 scaled by the best, blended with the embedding
         similarity scaled to 0..1; zero for every document when BM25 finds no word."""
+        import numpy as np  # the model side only: a cases' worker never loads it
+
         bm25 = self._scores(query)
         if bm25.max() <= 0:
             return bm25
@@ -191,6 +195,8 @@ class KnowledgeBase:
         return blended
 
     def _scores(self, query: list[str]) -> np.ndarray:
+        import numpy as np  # the model side only: a cases' worker never loads it
+
         known = [word for word in query if any(word in words for words in self._vocabulary)]
         if not known:
             return np.zeros(len(self.documents))
@@ -253,6 +259,8 @@ class _Embedder:
         self._lock = threading.Lock()  # the tokenizer is shared state
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        import numpy as np  # the model side only: a cases' worker never loads it
+
         with self._lock:
             vectors = np.asarray(self._model.embed(texts), dtype=float)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)

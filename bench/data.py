@@ -53,11 +53,12 @@ def seed_cases(
     max_cents: int,
     rng: random.Random,
     now: datetime | None = None,
+    tiers: tuple[str, ...] = TIERS,
 ) -> list[BenchCase]:
     """Insert `count` customers with one delivered order each.
 
     Orders are numbered from `first_number` (`O-600000`, the form triage recognises in a
-    message); case ids are `bench-<label>-<i>`.
+    message); case ids are `bench-<label>-<i>`. Customers take `tiers` in turn.
     """
     now = now or utcnow()
     day = timedelta(days=1)
@@ -74,7 +75,7 @@ def seed_cases(
                     id=customer_id,
                     name=f"Bench Customer {first_number + i}",
                     email=f"{customer_id.lower()}@bench.podium.test",
-                    tier=TIERS[i % len(TIERS)],
+                    tier=tiers[i % len(tiers)],
                     standing="good",
                 )
             )

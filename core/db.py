@@ -7,6 +7,7 @@ insert with the key and, on a conflict, read back what the first attempt wrote.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -220,8 +221,20 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+CREATE_ATTEMPTS = 5
+
+
 def create_tables(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine)
+    """Create what is missing. Processes starting at once on one database (the cases' and the
+    models' workers, the API) may race to create the same table: the loser looks again."""
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            SQLModel.metadata.create_all(engine)
+            break
+        except DBAPIError:
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
     add_missing_columns(engine, SQLModel.metadata.tables[AuditEvent.__tablename__])
 
 

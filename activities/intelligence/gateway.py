@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import structlog
@@ -56,7 +56,6 @@ from activities.intelligence.config import (
     load_models_config,
     load_prompts,
 )
-from activities.intelligence.embedded import EmbeddedModels
 from activities.intelligence.ledger import ModelLedger, price_micro_usd
 from activities.intelligence.providers import (
     ChatReply,
@@ -69,6 +68,9 @@ from activities.intelligence.providers import (
     ProviderError,
     RetryableProviderError,
 )
+
+if TYPE_CHECKING:
+    from activities.intelligence.embedded import EmbeddedModels
 from activities.intelligence.tasks import Task, TaskOutput, TaskRequest
 from activities.types import RiskLevel
 from core import metrics

@@ -21,14 +21,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from activities.intelligence.embedded import EmbeddedModels
-from activities.intelligence.extract import extract_fields
-from activities.intelligence.summarize import summarise
+if TYPE_CHECKING:
+    from activities.intelligence.embedded import EmbeddedModels
+
 from activities.intelligence.tasks import (
     TASK_OUTPUTS,
     DraftOutput,
@@ -184,10 +184,14 @@ class EmbeddedProvider:
             return Completion(DraftOutput(text=request.draft), self._models.reply_model)
         if task is Task.EXTRACT and isinstance(request, ExtractRequest):
             # `ValueError` for an unknown expected field: a bad request, raised to the caller.
+            from activities.intelligence.extract import extract_fields
+
             fields = extract_fields(request.text, today=request.today, expected=request.expected)
             output = ExtractOutput.model_validate(fields.model_dump(exclude={"model"}))
             return Completion(output, fields.model)
         if task is Task.SUMMARY and isinstance(request, SummaryRequest):
+            from activities.intelligence.summarize import summarise  # sumy: loaded on first use
+
             summary = summarise(request.text, request.max_sentences)
             return Completion(
                 SummaryOutput(

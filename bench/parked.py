@@ -1,0 +1,241 @@
+"""The cases' worker with many cases parked, then a burst of decisions on them.
+
+    python -m bench.parked [--parked 10000] [--burst 1000] [--cache 1000] [--concurrency 40]
+                           [--out results/parked.json] [--json]
+
+Production shape, as `podium up` runs it: a Temporal dev server and database of its own
+(`bench.server`, `bench.data`), the cases' worker (`python -m worker`, role `cases`: every
+process, no model loaded) and the models' worker (role `models`) in their own subprocesses,
+payload encryption on, the refund policy file on every case, audit, decision tokens.
+
+1. `--parked` refund cases over the automatic limit are opened until each waits for a person
+   (verified on the server: running, nothing pending, `PodiumAwaitingApproval`), `--concurrency`
+   at a time; the cases' worker keeps at most `--cache` of them in its sticky cache
+   (`PODIUM_MAX_CACHED_WORKFLOWS`), the others are evicted and replay on their next event;
+2. the cases' worker's RSS when idle, before and after (the models' worker's apart);
+3. `--burst` of them decided at once (the `record_decision` update, signed decisions): the time
+   until every one has its outcome (refund issued), every acknowledgement and outcome latency.
+
+A report, not an assertion; exit 1 when a case did not park or did not end approved with a
+refund.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import SecretStr
+
+from bench.compare import PARKED_ORDERS, Systems, burst, park
+from bench.data import count_refunds, seed_cases
+from bench.gate import (
+    MIB,
+    Progress,
+    _code_version,
+    _machine,
+    check_snapshot,
+    podium_client,
+    snapshot_code,
+    worker_env,
+    worker_process,
+)
+from bench.server import dev_server
+from core.codec import new_key_entry
+from core.db import create_tables, make_engine
+from core.decision_tokens import DecisionKey
+from core.policy import load_policy, policy_path
+from core.settings import Settings
+from workflows.contracts import search_attributes as sa
+
+
+@dataclass
+class Options:
+    parked: int = 10_000
+    burst: int = 1_000
+    cache: int = 1_000
+    concurrency: int = 40
+    seed: int = 13
+    timeout_s: float = 7_200.0
+
+
+async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, Any]:
+    if min(opts.parked, opts.burst, opts.cache, opts.concurrency) < 1:
+        raise ValueError("--parked, --burst, --cache and --concurrency must be >= 1")
+    if opts.burst > opts.parked:
+        raise ValueError("--burst cannot exceed --parked")
+    progress = Progress(out)
+    run = uuid.uuid4().hex[:8]
+    report: dict[str, Any] = {
+        "benchmark": "parked",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "code": _code_version(),
+    }
+    with tempfile.TemporaryDirectory(prefix="podium-bench-parked-") as tmp:
+        workdir = Path(tmp)
+        database_url = f"sqlite:///{workdir / 'podium.db'}"
+        key_id = f"bench-{run}"
+        settings = Settings(
+            _env_file=None,
+            data_dir=workdir,
+            database_url=database_url,
+            encryption="on",
+            encryption_keys=SecretStr(new_key_entry(key_id)),
+            encryption_key_id=key_id,
+            decision_secret=SecretStr(secrets.token_urlsafe(48)),
+            max_cached_workflows=opts.cache,
+        )
+        key = DecisionKey.from_settings(settings)
+        document = load_policy(policy_path(None, "refund"))
+        limit = round(float(document.limits.auto_refund_limit) * 100)
+        report["config"] = {
+            "parked": opts.parked,
+            "burst": opts.burst,
+            "max_cached_workflows": opts.cache,
+            "concurrency": opts.concurrency,
+            "payload_encryption": "on",
+            "policy_file": f"policies/refund.yaml ({document.digest})",
+            "workers": "python -m worker: role cases (measured) and role models",
+            "decision_update": "record_decision",
+        }
+        engine = make_engine(database_url)
+        create_tables(engine)
+        cases = seed_cases(
+            engine,
+            label=f"parked-{run}",
+            first_number=PARKED_ORDERS,
+            count=opts.parked,
+            min_cents=limit + 100,
+            max_cents=4 * limit,
+            rng=random.Random(opts.seed),
+        )
+        code = snapshot_code(workdir)
+        progress.say(f"seeded {len(cases)} cases; the workers run a snapshot in {code}")
+        queue = f"bench-parked-{run}"
+        try:
+            async with asyncio.timeout(opts.timeout_s), dev_server(workdir, sa.ALL) as server:
+                base = worker_env(settings, server, database_url, queue, code)
+                base["PODIUM_DECISION_SECRET"] = key.secret
+                base["PODIUM_WORKER_METRICS_PORT"] = "0"
+                cases_env = base | {"PODIUM_WORKER_ROLE": "cases"}
+                models_env = base | {"PODIUM_WORKER_ROLE": "models"}
+                check_snapshot(cases_env, workdir, code)
+                client = podium_client(server, settings)
+                systems = Systems(client, key, document.model_dump(mode="json"), {"podium": queue})
+                async with (
+                    worker_process("cases", "worker", cases_env, workdir) as worker,
+                    worker_process("models", "worker", models_env, workdir) as models,
+                ):
+                    started = time.perf_counter()
+                    parked = await park(
+                        systems, "podium", cases, opts.concurrency, worker, progress
+                    )
+                    parked_s = time.perf_counter() - started
+                    models.ensure_alive()
+                    p = parked.report()
+                    progress.say(
+                        f"{p['verified']} parked in {parked_s:.0f}s; cases' worker "
+                        f"{p['worker_rss_mib_before']} -> {p['worker_rss_mib_parked']} MiB"
+                    )
+                    report["parked"] = p | {
+                        "parked_s": round(parked_s, 1),
+                        "models_worker_rss_mib": round(models.rss() / MIB, 1),
+                        "cases_worker_peak_rss_mib": round(worker.peak_rss() / MIB, 1),
+                    }
+                    ok = [c.case_id for c in cases if c.case_id not in set(parked.not_parked)]
+                    chosen = random.Random(opts.seed).sample(ok, min(opts.burst, len(ok)))
+                    progress.say(f"burst: {len(chosen)} decisions at once")
+                    result = await worker.alive_while(
+                        burst(systems, "podium", "record_decision", chosen), opts.timeout_s
+                    )
+                    progress.say(
+                        f"burst: all {result['n']} outcomes in {result['wall_s']}s, "
+                        f"{len(result['failures'])} failures"
+                    )
+                    report["burst"] = result | {
+                        "failures": result["failures"][:20],
+                        "failure_count": len(result["failures"]),
+                        "cases_worker_rss_mib_after": round(worker.rss() / MIB, 1),
+                        "cases_worker_peak_rss_mib": round(worker.peak_rss() / MIB, 1),
+                    }
+                    report["refund_rows"] = count_refunds(engine, chosen)
+        finally:
+            engine.dispose()
+    report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    p, b = report["parked"], report["burst"]
+    return "\n".join(
+        [
+            f"parked: {p['verified']}/{p['cases']} in {p['parked_s']}s; cases' worker RSS "
+            f"{p['worker_rss_mib_before']} -> {p['worker_rss_mib_parked']} MiB idle "
+            f"(cache {report['config']['max_cached_workflows']}); models' worker "
+            f"{p['models_worker_rss_mib']} MiB",
+            f"burst: {b['n']} decisions at once, every outcome in {b['wall_s']}s; ack p95 "
+            f"{b['ack_ms']['p95']} ms, outcome p95 {b['outcome_ms']['p95']} ms; "
+            f"{b['failure_count']} failures; {report['refund_rows']} refund rows; cases' worker "
+            f"{b['cases_worker_rss_mib_after']} MiB after (peak {b['cases_worker_peak_rss_mib']})",
+        ]
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, bool, Path | None]:
+    parser = argparse.ArgumentParser(prog="python -m bench.parked", description=__doc__)
+    d = Options()
+    parser.add_argument("--parked", type=int, default=d.parked)
+    parser.add_argument("--burst", type=int, default=d.burst)
+    parser.add_argument("--cache", type=int, default=d.cache)
+    parser.add_argument("--concurrency", type=int, default=d.concurrency)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--timeout", type=float, default=d.timeout_s)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    return (
+        Options(
+            parked=args.parked,
+            burst=args.burst,
+            cache=args.cache,
+            concurrency=args.concurrency,
+            seed=args.seed,
+            timeout_s=args.timeout,
+        ),
+        args.json,
+        args.out,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts, as_json, out_path = parse_args(argv)
+    report = asyncio.run(run_benchmark(opts))
+    text = json.dumps(report, indent=2)
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(text + "\n")
+    print(text if as_json else render(report))
+    ok = (
+        not report["parked"]["not_parked"]
+        and report["burst"]["failure_count"] == 0
+        and report["refund_rows"] == report["burst"]["n"]
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
