@@ -366,7 +366,7 @@ def build_worker(
         activities=list(activities),
         activity_executor=executor,
         workflow_runner=workflow_runner(processes),
-        max_cached_workflows=settings.max_cached_workflows,
+        max_cached_workflows=settings.cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         # `podium_cases_closed_total` and the outcome record of every case (core/case_metrics.py);
@@ -484,6 +484,7 @@ async def run(settings: Settings, *, processes: Registry = PROCESSES) -> None:
                 role=role,
                 task_queue=settings.task_queue if serves_cases else None,
                 models_task_queue=models_queue if serves_models else None,
+                cached_workflows=settings.cached_workflows if serves_cases else None,
                 namespace=client.namespace,
                 processes=processes.names,
             )
