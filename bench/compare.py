@@ -289,12 +289,14 @@ class Systems:
         )
         return decision.model_copy(update={"credential": credential})
 
-    async def decide(self, system: str, update: str, case_id: str) -> tuple[float, float]:
+    async def decide(
+        self, system: str, update: str, case_id: str, timeout: float = DECIDE_TIMEOUT_S
+    ) -> tuple[float, float]:
         """Send the decision through `update`; (ms to its answer, ms to the case's result)."""
         handle = self.client.get_workflow_handle(case_id)
         result_type = ApprovalDecisionResult if system == "podium" else ShapedDecisionResult
         started = time.perf_counter()
-        async with asyncio.timeout(DECIDE_TIMEOUT_S):
+        async with asyncio.timeout(timeout):
             await handle.execute_update(update, self.decision(case_id), result_type=result_type)
             acked = time.perf_counter()
             problem = await self.result(system, case_id)
@@ -408,7 +410,11 @@ async def decide_all(
 
 
 async def burst(
-    systems: Systems, system: str, update: str, case_ids: Sequence[str]
+    systems: Systems,
+    system: str,
+    update: str,
+    case_ids: Sequence[str],
+    timeout: float = DECIDE_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Every remaining parked case decided at once: how long until every outcome is in."""
     failures: list[str] = []
@@ -417,7 +423,7 @@ async def burst(
 
     async def one(case_id: str) -> None:
         try:
-            ack, outcome = await systems.decide(system, update, case_id)
+            ack, outcome = await systems.decide(system, update, case_id, timeout)
             acks.append(ack)
             outcomes.append(outcome)
         except Exception as err:  # counted, never hidden
