@@ -45,18 +45,15 @@ import json
 import math
 import os
 import random
-import secrets
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from pydantic import SecretStr
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from bench.data import BenchCase, count_refunds, seed_cases
@@ -65,10 +62,10 @@ from bench.gate import (
     MIB,
     Progress,
     WorkerProcess,
-    _code_version,
-    _machine,
     check_snapshot,
     podium_client,
+    production_settings,
+    report_header,
     snapshot_code,
     worker_env,
     worker_process,
@@ -76,12 +73,10 @@ from bench.gate import (
 from bench.report import percentile
 from bench.server import dev_server
 from bench.shaped_types import ShapedDecisionResult, ShapedInput, ShapedResult
-from core.codec import new_key_entry
 from core.db import create_tables, make_engine
 from core.decision_tokens import DecisionKey
 from core.logging import configure_logging
 from core.policy import load_policy, policy_path
-from core.settings import Settings
 from workflows.contracts import search_attributes as sa
 from workflows.contracts.approval import (
     ApprovalAction,
@@ -451,25 +446,12 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
         raise ValueError("--n, --rounds, --concurrency, --parked and --warmup must be >= 1")
     progress = Progress(out)
     run = uuid.uuid4().hex[:8]
-    report: dict[str, Any] = {
-        "benchmark": "compare",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
-        "code": _code_version(),
-    }
+    report: dict[str, Any] = report_header("compare")
     sample = min(opts.sample, opts.parked // 2)
     with tempfile.TemporaryDirectory(prefix="podium-bench-") as tmp:
         workdir = Path(tmp)
-        database_url = f"sqlite:///{workdir / 'podium.db'}"
-        key_id = f"bench-{run}"
-        settings = Settings(
-            data_dir=workdir,
-            database_url=database_url,
-            encryption="on",
-            encryption_keys=SecretStr(new_key_entry(key_id)),
-            encryption_key_id=key_id,
-            decision_secret=SecretStr(secrets.token_urlsafe(48)),
-        )
+        settings = production_settings(workdir, run)
+        database_url = settings.resolved_database_url
         decision_key = DecisionKey.from_settings(settings)
         document = load_policy(policy_path(settings.policies_dir, "refund"))
         policy = document.model_dump(mode="json")

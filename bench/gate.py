@@ -35,6 +35,7 @@ import math
 import os
 import platform
 import random
+import secrets
 import shutil
 import signal
 import subprocess
@@ -287,6 +288,32 @@ def _code_version() -> dict[str, Any]:
 
     changed = [line for line in git("status", "--porcelain").splitlines() if line.strip()]
     return {"git_head": git("rev-parse", "--short", "HEAD") or None, "changed_files": len(changed)}
+
+
+def report_header(benchmark: str) -> dict[str, Any]:
+    """What every report starts with: its name, when, on what machine, from which code."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "code": _code_version(),
+    }
+
+
+def production_settings(workdir: Path, run: str, **overrides: Any) -> Settings:
+    """A run's settings in production configuration: its own SQLite database under `workdir`,
+    payload encryption with a throwaway key, a fresh decision secret; `overrides` on top."""
+    key_id = f"bench-{run}"
+    return Settings(
+        _env_file=None,
+        data_dir=workdir,
+        database_url=f"sqlite:///{workdir / 'podium.db'}",
+        encryption="on",
+        encryption_keys=SecretStr(new_key_entry(key_id)),
+        encryption_key_id=key_id,
+        decision_secret=SecretStr(secrets.token_urlsafe(48)),
+        **overrides,
+    )
 
 
 def worker_env(

@@ -27,38 +27,32 @@ import asyncio
 import json
 import os
 import random
-import secrets
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
-
-from pydantic import SecretStr
 
 from bench.compare import PARKED_ORDERS, Systems, burst, park
 from bench.data import count_refunds, seed_cases
 from bench.gate import (
     MIB,
     Progress,
-    _code_version,
-    _machine,
     check_snapshot,
     podium_client,
+    production_settings,
+    report_header,
     snapshot_code,
     worker_env,
     worker_process,
 )
 from bench.server import dev_server
-from core.codec import new_key_entry
 from core.db import create_tables, make_engine
 from core.decision_tokens import DecisionKey
 from core.policy import load_policy, policy_path
-from core.settings import Settings
 from workflows.contracts import search_attributes as sa
 
 BURST_TIMEOUT_S = 1_200.0
@@ -81,26 +75,11 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
         raise ValueError("--burst cannot exceed --parked")
     progress = Progress(out)
     run = uuid.uuid4().hex[:8]
-    report: dict[str, Any] = {
-        "benchmark": "parked",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
-        "code": _code_version(),
-    }
+    report: dict[str, Any] = report_header("parked")
     with tempfile.TemporaryDirectory(prefix="podium-bench-parked-") as tmp:
         workdir = Path(tmp)
-        database_url = f"sqlite:///{workdir / 'podium.db'}"
-        key_id = f"bench-{run}"
-        settings = Settings(
-            _env_file=None,
-            data_dir=workdir,
-            database_url=database_url,
-            encryption="on",
-            encryption_keys=SecretStr(new_key_entry(key_id)),
-            encryption_key_id=key_id,
-            decision_secret=SecretStr(secrets.token_urlsafe(48)),
-            max_cached_workflows=opts.cache,
-        )
+        settings = production_settings(workdir, run, max_cached_workflows=opts.cache)
+        database_url = settings.resolved_database_url
         key = DecisionKey.from_settings(settings)
         document = load_policy(policy_path(None, "refund"))
         limit = round(float(document.limits.auto_refund_limit) * 100)

@@ -37,7 +37,6 @@ import asyncio
 import json
 import os
 import random
-import secrets
 import shutil
 import sys
 import tempfile
@@ -45,12 +44,10 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
-from pydantic import SecretStr
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -59,17 +56,16 @@ from temporalio.client import Client
 from bench.data import BenchCase, count_refunds, seed_cases
 from bench.gate import (
     Progress,
-    _code_version,
-    _machine,
     check_snapshot,
     podium_client,
+    production_settings,
+    report_header,
     snapshot_code,
     worker_env,
     worker_process,
 )
 from bench.report import percentile
 from bench.server import dev_server
-from core.codec import new_key_entry
 from core.db import create_tables, make_engine
 from core.logging import configure_logging
 from core.policy import DEFAULT_POLICIES_DIR, load_policy
@@ -239,25 +235,11 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
         raise ValueError("--low, --high, --idle, --rounds and --rate must be positive")
     progress = Progress(out)
     run = uuid.uuid4().hex[:8]
-    report: dict[str, Any] = {
-        "benchmark": "priority",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
-        "code": _code_version(),
-    }
+    report: dict[str, Any] = report_header("priority")
     with tempfile.TemporaryDirectory(prefix="podium-bench-priority-") as tmp:
         workdir = Path(tmp)
-        database_url = f"sqlite:///{workdir / 'podium.db'}"
-        key_id = f"bench-{run}"
-        base = Settings(
-            _env_file=None,
-            data_dir=workdir,
-            database_url=database_url,
-            encryption="on",
-            encryption_keys=SecretStr(new_key_entry(key_id)),
-            encryption_key_id=key_id,
-            decision_secret=SecretStr(secrets.token_urlsafe(48)),
-        )
+        base = production_settings(workdir, run)
+        database_url = base.resolved_database_url
         document = load_policy(DEFAULT_POLICIES_DIR / "refund.yaml")
         limit = round(float(document.limits.auto_refund_limit) * 100)
         report["config"] = {

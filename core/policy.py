@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import rule_engine
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from workflows.contracts.policy import (
     FACT_TYPES,
@@ -28,12 +28,15 @@ from workflows.contracts.policy import (
     PolicyFacts,
 )
 
+_M = TypeVar("_M", bound=BaseModel)
+
 __all__ = [
     "DEFAULT_POLICIES_DIR",
     "DEFAULT_POLICY_FILE",
     "PolicyError",
     "evaluate",
     "load_policy",
+    "load_policy_model",
     "parse_policy",
     "policy_digest",
     "policy_path",
@@ -69,6 +72,34 @@ def load_policy(path: Path) -> PolicyDocument:
     except OSError as err:
         raise PolicyError([f"{path}: cannot read: {err.strerror or err}"]) from None
     return parse_policy(content, source=str(path))
+
+
+def load_policy_model(path: Path, model: type[_M], *, shape: str = "") -> _M:
+    """A policy-like file (priorities, the ROI baseline, a process's own policy) read as
+    `model`, its `digest` set from its bytes (never by the file); `PolicyError` with
+    'file: field: message' lines otherwise. `shape`: the fields named when it is no mapping."""
+    try:
+        content = path.read_bytes()
+        raw = yaml.safe_load(content)
+    except OSError as err:
+        raise PolicyError([f"{path}: cannot read: {err.strerror or err}"]) from None
+    except yaml.YAMLError as err:
+        raise PolicyError([f"{path}: not valid YAML: {err}"]) from None
+    if not isinstance(raw, dict):
+        raise PolicyError(
+            [f"{path}: the file must be a mapping" + (f" ({shape})" if shape else "")]
+        )
+    raw.pop("digest", None)
+    try:
+        return model.model_validate({**raw, "digest": policy_digest(content)})
+    except ValidationError as err:
+        raise PolicyError(
+            [
+                f"{path}: {'.'.join(str(part) for part in error['loc']) or '(top level)'}: "
+                + ("unknown field" if error["type"] == "extra_forbidden" else error["msg"])
+                for error in err.errors()
+            ]
+        ) from None
 
 
 def parse_policy(content: bytes, *, source: str = "<policy>") -> PolicyDocument:

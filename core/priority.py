@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "DEFAULT_PRIORITY",
@@ -158,27 +158,6 @@ def _matches(when: PriorityWhen, facts: PriorityFacts) -> bool:
 
 def load_priority_policy(path: Path) -> PriorityPolicy:
     """Read and validate the file; `core.policy.PolicyError` lists what is wrong."""
-    import yaml
+    from core.policy import load_policy_model
 
-    from core.policy import PolicyError, policy_digest
-
-    try:
-        content = path.read_bytes()
-        raw = yaml.safe_load(content)
-    except OSError as err:
-        raise PolicyError([f"{path}: cannot read: {err.strerror or err}"]) from None
-    except yaml.YAMLError as err:
-        raise PolicyError([f"{path}: not valid YAML: {err}"]) from None
-    if not isinstance(raw, dict):
-        raise PolicyError([f"{path}: the file must be a mapping"])
-    raw.pop("digest", None)
-    try:
-        return PriorityPolicy.model_validate({**raw, "digest": policy_digest(content)})
-    except ValidationError as err:
-        raise PolicyError(
-            [
-                f"{path}: {'.'.join(str(part) for part in error['loc']) or '(top level)'}: "
-                + ("unknown field" if error["type"] == "extra_forbidden" else error["msg"])
-                for error in err.errors()
-            ]
-        ) from None
+    return load_policy_model(path, PriorityPolicy)

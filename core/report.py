@@ -26,14 +26,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from core.db import CaseOutcome
-from core.policy import DEFAULT_POLICIES_DIR, PolicyError, policy_digest
+from core.policy import DEFAULT_POLICIES_DIR, load_policy_model
 
 __all__ = [
     "DAYS_PER_MONTH",
@@ -156,26 +155,7 @@ class Report(BaseModel):
 
 def load_baseline(path: Path = DEFAULT_BASELINE_FILE) -> RoiBaseline:
     """The baseline file, validated; `PolicyError` ('file: field: message' lines) otherwise."""
-    try:
-        content = path.read_bytes()
-        raw = yaml.safe_load(content)
-    except OSError as err:
-        raise PolicyError([f"{path}: cannot read: {err.strerror or err}"]) from None
-    except yaml.YAMLError as err:
-        raise PolicyError([f"{path}: not valid YAML: {err}"]) from None
-    if not isinstance(raw, dict):
-        raise PolicyError([f"{path}: the file must be a mapping (version, processes, ...)"])
-    raw.pop("digest", None)
-    try:
-        return RoiBaseline.model_validate({**raw, "digest": policy_digest(content)})
-    except ValidationError as err:
-        raise PolicyError(
-            [
-                f"{path}: {'.'.join(str(part) for part in error['loc']) or '(top level)'}: "
-                + ("unknown field" if error["type"] == "extra_forbidden" else error["msg"])
-                for error in err.errors()
-            ]
-        ) from None
+    return load_policy_model(path, RoiBaseline, shape="version, processes, ...")
 
 
 _UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}

@@ -545,31 +545,9 @@ def load_process_policy(spec: Process, settings: Settings) -> dict[str, Any] | N
 
 def parse_policy_as(path: Path, model: type[BaseModel]) -> dict[str, Any]:
     """A policy file read as `model`, with `digest` set from its bytes (never by the file)."""
-    import yaml
+    from core.policy import load_policy_model
 
-    from core.policy import PolicyError, policy_digest
-
-    try:
-        content = path.read_bytes()
-        raw = yaml.safe_load(content)
-    except OSError as err:
-        raise PolicyError([f"{path}: cannot read: {err.strerror or err}"]) from None
-    except yaml.YAMLError as err:
-        raise PolicyError([f"{path}: not valid YAML: {err}"]) from None
-    if not isinstance(raw, dict):
-        raise PolicyError([f"{path}: the file must be a mapping"])
-    raw.pop("digest", None)
-    try:
-        document = model.model_validate({**raw, "digest": policy_digest(content)})
-    except ValidationError as err:
-        raise PolicyError(
-            [
-                f"{path}: {'.'.join(str(part) for part in error['loc']) or '(top level)'}: "
-                + ("unknown field" if error["type"] == "extra_forbidden" else error["msg"])
-                for error in err.errors()
-            ]
-        ) from None
-    return document.model_dump(mode="json")
+    return load_policy_model(path, model).model_dump(mode="json")
 
 
 def _with_priority(details: str | None, priority: PriorityChoice | None) -> str | None:
