@@ -753,7 +753,7 @@ class PodiumClient:
     async def create_refund_case(
         self, request: BaseModel | Mapping[str, Any], idempotency_key: str | None = None
     ) -> CaseRef:
-        """Shortcut: `start("refund", request, idempotency_key)`."""
+        """Shortcut: `start` of the refund process with this request and key."""
         return await self.start("refund", request, idempotency_key)  # registry-ok
 
     def processes(self) -> list[ProcessInfo]:

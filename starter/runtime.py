@@ -361,9 +361,10 @@ def _banner(
         + ("  (embedded dev server, state in " if embedded else "")
         + (f"{settings.data_dir}/temporal.db)" if embedded else ""),
         f"  HTTP API      {api}   (OpenAPI: {api}/docs)",
-        f"  Metrics       {api}/metrics   worker: "
+        f"  Metrics       {api}/metrics   workers: "
         + (
-            f"http://{settings.worker_metrics_host}:{settings.worker_metrics_port}/metrics"
+            f"http://{settings.worker_metrics_host}:{settings.worker_metrics_port}/metrics "
+            f"(cases), :{settings.worker_metrics_port + 1}/metrics (models)"
             if settings.worker_metrics_port
             else "off (PODIUM_WORKER_METRICS_PORT=0)"
         ),
