@@ -53,6 +53,7 @@ from core.priority import PRIORITY_FILE_STEM, PriorityPolicy, load_priority_poli
 from core.rollout import promote, replay_check
 from core.scheduling import MODEL_ACTIVITIES, SchedulingInterceptor, model_task_queue
 from core.settings import Settings
+from core.shared_code import share_code
 from core.temporal import connect
 from core.tracing import TRACING_PASSTHROUGH
 from workflows.contracts.knowledge import RouteCaseInput, RouteCaseResult
@@ -82,6 +83,7 @@ __all__ = [
     "run",
     "serve_metrics",
     "strict_workflow_runner",
+    "workflow_modules",
     "workflow_runner",
 ]
 
@@ -140,6 +142,12 @@ def strict_workflow_runner(processes: Registry = PROCESSES) -> SandboxedWorkflow
             "pydantic_core",
         )
     )
+
+
+def workflow_modules(processes: Registry = PROCESSES) -> list[str]:
+    """The modules that define the workflows this worker runs (the sandbox imports each per
+    case): every process's and the operations'."""
+    return sorted({p.workflow.__module__ for p in processes} | {w.__module__ for w in OPERATIONS})
 
 
 def cache_sandbox_bytecode(processes: Registry = PROCESSES, fallback: Path | None = None) -> int:
@@ -421,6 +429,8 @@ async def run(settings: Settings, *, processes: Registry = PROCESSES) -> None:
     serves_cases, serves_models = role in ("all", "cases"), role in ("all", "models")
     if serves_cases:
         cache_sandbox_bytecode(processes, fallback=settings.data_dir / "bytecode")
+        # One copy of each workflow module's code for all the cases the sandbox imports it for.
+        share_code(workflow_modules(processes))
     engine = make_engine(settings.resolved_database_url)
     create_tables(engine)
     gateway: ModelGateway | None = None

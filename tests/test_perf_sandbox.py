@@ -7,14 +7,23 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowHistory
+from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
 
-from worker import cache_sandbox_bytecode, passthrough_modules, strict_workflow_runner
+from core.shared_code import SharedCodeLoader, share_code
+from tests.shared_code_workflow import SharedCodeProbe
+from worker import (
+    cache_sandbox_bytecode,
+    passthrough_modules,
+    strict_workflow_runner,
+    workflow_runner,
+)
 from workflows.operations.workflow import WORKFLOWS as OPERATIONS
 from workflows.registry import PROCESSES
 
@@ -66,3 +75,45 @@ def test_the_worker_writes_the_bytecode_the_sandbox_imports_for_each_case() -> N
         assert source is not None
         assert Path(importlib.util.cache_from_source(source)).is_file(), source
     assert written >= len(PROCESSES)
+
+
+async def _probe_identities(client: Client, queue: str, cases: int) -> list[list[int]]:
+    """Run `cases` probes on one sandboxed worker, all in its cache at once, then release them."""
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[SharedCodeProbe],
+        workflow_runner=workflow_runner(),
+        max_cached_workflows=cases + 10,
+    ):
+        handles = [
+            await client.start_workflow(SharedCodeProbe.run, id=f"{queue}-{n}", task_queue=queue)
+            for n in range(cases)
+        ]
+        # Answered by each cached case once its first task ran: all are alive together here.
+        identities = [await handle.query(SharedCodeProbe.identities) for handle in handles]
+        for handle in handles:
+            await handle.signal(SharedCodeProbe.release)
+        assert identities == [await handle.result() for handle in handles]
+        return identities
+
+
+async def test_cases_share_one_copy_of_their_workflow_code_and_keep_their_own_module(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    """With `share_code`, every case's sandboxed import of the workflow module runs the same
+    code objects (a parked case does not keep its own ~50 KiB copy) while its functions and
+    classes are its own; without it, each case loads its own code."""
+    module = SharedCodeProbe.__module__
+    finder = share_code([module])
+    try:
+        shared = await _probe_identities(dev_env.client, f"shared-code-{uuid.uuid4().hex[:8]}", 3)
+        finder.modules.discard(module)
+        own = await _probe_identities(dev_env.client, f"own-code-{uuid.uuid4().hex[:8]}", 3)
+    finally:
+        finder.modules.discard(module)
+    code, function, cls = (set(column) for column in zip(*shared, strict=True))
+    assert len(code) == 1  # one code object for every case
+    assert len(function) == 3 and len(cls) == 3  # each case its own module's objects
+    assert str(Path(sys.modules[module].__file__ or "")) in SharedCodeLoader.cached_paths()
+    assert len({ids[0] for ids in own}) == 3  # the control: each case loaded its own code

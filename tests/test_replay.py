@@ -13,7 +13,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from worker import workflow_runner
+from core.shared_code import share_code
+from worker import workflow_modules, workflow_runner
 from workflows.operations.workflow import WORKFLOWS as OPERATIONS
 from workflows.registry import PROCESSES
 
@@ -214,6 +215,9 @@ def test_cases_auditing_by_activity_are_recorded_for_every_process(process: str)
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_history_replays(path: Path) -> None:
+    """Under the worker's sandbox as it runs: modules passed through, one copy of each workflow
+    module's code shared by every case (`share_code`)."""
+    share_code(workflow_modules())
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(
         workflows=[*PROCESSES.workflows, *OPERATIONS],
