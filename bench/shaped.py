@@ -319,9 +319,13 @@ def main() -> None:
     from core.settings import Settings
     from worker import run
 
+    # The workflow from its module, not from `__main__` (`python -m bench.shaped`): the worker
+    # then treats its module as it treats a process's (shared code, bytecode), like for like.
+    from bench.shaped import shaped_registry as registry
+
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
-    asyncio.run(run(settings, processes=shaped_registry()))
+    asyncio.run(run(settings, processes=registry()))
 
 
 def shaped_registry() -> Registry:
