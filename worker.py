@@ -42,7 +42,7 @@ from activities.notifications import ApprovalNotifier, NotificationActivities, a
 from activities.operations import OperationsActivities
 from activities.orders import OrderInquiryActivities
 from activities.outcomes import OutcomeActivities
-from activities.policy import evaluate_policy
+from activities.policy import PolicyActivities
 from activities.systems import SystemsOfRecordActivities
 from core.case_metrics import case_interceptors
 from core.db import create_tables, make_engine
@@ -238,7 +238,7 @@ def case_activities(
         tools.lookup_order_status,
         tools.create_ticket_note,
         tools.issue_goodwill_credit,
-        evaluate_policy,
+        PolicyActivities(engine).evaluate_policy,
         # The SCIM directory `PODIUM_SCIM_URL` names (default: the embedded one of `podium up`),
         # shared by the identity and access activities (one pooled client).
         *identity.activities(),

@@ -56,6 +56,7 @@ from typing import Any, TextIO
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from activities.policy import PolicyVersions
 from bench.data import BenchCase, count_refunds, seed_cases
 from bench.gate import (
     KIB,
@@ -196,12 +197,21 @@ class Systems:
     """How the benchmark starts and decides each system's cases."""
 
     def __init__(
-        self, client: Client, key: DecisionKey, policy: dict[str, Any], queues: dict[str, str]
+        self,
+        client: Client,
+        key: DecisionKey,
+        policy: dict[str, Any],
+        queues: dict[str, str],
+        *,
+        policy_stored: bool,
     ) -> None:
+        """`policy_stored`: the policy is in the database under its digest (as the starter
+        stores it): both systems' cases carry the digest, else the whole document."""
         self.client = client
         self.key = key
         self.policy = policy
         self.queues = queues
+        self.policy_stored = policy_stored
 
     async def start(self, system: str, case: BenchCase) -> None:
         if system == "podium":
@@ -212,7 +222,10 @@ class Systems:
                 message=case.message,
             )
             context = CaseContext(
-                case_id=case.case_id, requested_by=case.customer_id, policy_document=self.policy
+                case_id=case.case_id,
+                requested_by=case.customer_id,
+                policy_document=self.policy,
+                policy_stored=self.policy_stored,
             )
             await self.client.start_workflow(
                 "refund",
@@ -228,7 +241,9 @@ class Systems:
                     order_id=case.order_id,
                     message=case.message,
                     channel=CHANNEL,
-                    policy_document=self.policy,
+                    policy_document=None if self.policy_stored else self.policy,
+                    policy_digest=self.policy["digest"] if self.policy_stored else None,
+                    auto_refund_limit=float(self.policy["limits"]["auto_refund_limit"]),
                 ),
                 id=case.case_id,
                 task_queue=self.queues["bare"],
@@ -465,7 +480,7 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
             "warmup": opts.warmup,
             "seed": opts.seed,
             "payload_encryption": "on",
-            "policy_file": f"policies/refund.yaml ({document.digest})",
+            "policy_file": f"policies/refund.yaml ({document.digest}), carried by digest",
             "audit": "on",
             "decision_tokens": "on",
             "max_cached_workflows": settings.max_cached_workflows,
@@ -477,6 +492,7 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
         rng = random.Random(opts.seed)
         try:
             create_tables(engine)
+            PolicyVersions(engine).save("refund", policy)  # as the starter does
 
             def seed(label: str, first: int, count: int, auto: bool) -> list[BenchCase]:
                 low, high = (500, limit) if auto else (limit + 100, 4 * limit)
@@ -514,7 +530,7 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
                     env["PODIUM_DECISION_SECRET"] = decision_key.secret
                 check_snapshot(envs["podium"], workdir, code)
                 client = podium_client(server, settings)
-                systems = Systems(client, decision_key, policy, queues)
+                systems = Systems(client, decision_key, policy, queues, policy_stored=True)
                 async with (
                     worker_process("podium", "worker", envs["podium"], workdir) as podium_w,
                     worker_process("bare", "bench.shaped", envs["bare"], workdir) as bare_w,

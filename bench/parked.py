@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from activities.policy import PolicyVersions
 from bench.compare import PARKED_ORDERS, Systems, burst, park
 from bench.data import count_refunds, seed_cases
 from bench.gate import (
@@ -89,12 +90,13 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
             "max_cached_workflows": opts.cache,
             "concurrency": opts.concurrency,
             "payload_encryption": "on",
-            "policy_file": f"policies/refund.yaml ({document.digest})",
+            "policy_file": f"policies/refund.yaml ({document.digest}), carried by digest",
             "workers": "python -m worker: role cases (measured) and role models",
             "decision_update": "record_decision",
         }
         engine = make_engine(database_url)
         create_tables(engine)
+        PolicyVersions(engine).save("refund", document.model_dump(mode="json"))  # as the starter
         cases = seed_cases(
             engine,
             label=f"parked-{run}",
@@ -116,7 +118,13 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
                 models_env = base | {"PODIUM_WORKER_ROLE": "models"}
                 check_snapshot(cases_env, workdir, code)
                 client = podium_client(server, settings)
-                systems = Systems(client, key, document.model_dump(mode="json"), {"podium": queue})
+                systems = Systems(
+                    client,
+                    key,
+                    document.model_dump(mode="json"),
+                    {"podium": queue},
+                    policy_stored=True,
+                )
                 async with (
                     worker_process("cases", "worker", cases_env, workdir) as worker,
                     worker_process("models", "worker", models_env, workdir) as models,

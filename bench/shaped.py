@@ -171,7 +171,7 @@ class ShapedWorkflow:
         order, customer = lookup.order, lookup.customer
         if order is None or customer is None:
             raise ApplicationError(f"order {input.order_id} not found", non_retryable=True)
-        limit = float((input.policy_document.get("limits") or {}).get("auto_refund_limit", 100))
+        limit = input.auto_refund_limit
         evaluation: PolicyEvaluation = await self._call(
             "evaluate_policy",
             EvaluatePolicyInput(
@@ -189,6 +189,7 @@ class ShapedWorkflow:
                     needs_human=triage.needs_human,
                 ),
                 policy=input.policy_document,
+                policy_digest=input.policy_digest,
             ),
             PolicyEvaluation,
         )
@@ -315,14 +316,13 @@ def main() -> None:
     """Podium's worker entry point with only `bench_shaped` registered."""
     import asyncio
 
+    from bench.shaped import shaped_registry as registry
     from core.logging import configure_logging
     from core.settings import Settings
     from worker import run
 
-    # The workflow from its module, not from `__main__` (`python -m bench.shaped`): the worker
-    # then treats its module as it treats a process's (shared code, bytecode), like for like.
-    from bench.shaped import shaped_registry as registry
-
+    # `registry` from the module, not from `__main__` (`python -m bench.shaped`): the worker
+    # then treats its workflow module as it treats a process's (shared code), like for like.
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
     asyncio.run(run(settings, processes=registry()))

@@ -16,7 +16,10 @@ class ShapedInput(BaseModel):
     order_id: str
     message: str
     channel: str = "email"
-    policy_document: dict[str, Any]
+    # The refund policy as Podium's cases carry it: by digest (stored), else the document.
+    policy_document: dict[str, Any] | None = None
+    policy_digest: str | None = None
+    auto_refund_limit: float = 100.0
 
 
 class ShapedResult(BaseModel):

@@ -13,7 +13,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, Table, UniqueConstraint, event, inspect
+from sqlalchemy import (
+    JSON,
+    Column,
+    Index,
+    LargeBinary,
+    Table,
+    Text,
+    UniqueConstraint,
+    event,
+    inspect,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Field, SQLModel, create_engine
@@ -31,6 +41,7 @@ __all__ = [
     "Message",
     "ModelCall",
     "Order",
+    "PolicyVersion",
     "Refund",
     "Ticket",
     "add_missing_columns",
@@ -197,6 +208,21 @@ class Document(SQLModel, table=True):
     size: int
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class PolicyVersion(SQLModel, table=True):
+    """A policy file as cases were started under it, by its digest (the short sha256 of the
+    file's bytes: a row never changes). A case carries the digest, not the document; the
+    `evaluate_policy` activity reads the document here, so a file edited or removed later still
+    decides the cases started under it."""
+
+    __tablename__ = "policy_versions"
+
+    digest: str = Field(primary_key=True, max_length=64)
+    process: str = Field(max_length=64, description="The process whose case stored it first")
+    version: str = Field(max_length=64, description="The file's human label")
+    document: str = Field(sa_column=Column(Text, nullable=False), description="JSON")
+    stored_at: datetime = Field(default_factory=utcnow)
 
 
 def make_engine(url: str) -> Engine:

@@ -43,6 +43,7 @@ from urllib.parse import quote
 
 import structlog
 from pydantic import BaseModel, Field, SerializeAsAny, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -66,6 +67,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.identity import AttemptsExhausted, UnknownVerification
+from activities.policy import PolicyVersions
 from activities.types import EmployeeInfo
 from core import metrics
 from core.decision_tokens import DecisionKey
@@ -637,10 +639,12 @@ class PodiumClient:
             body = body.model_copy(update={"requested_by": requested_by})
         request_hash = request_sha256(body)
         body = await self._store_attachment(body)
+        document = self._policy_document(spec)
         context = CaseContext(
             case_id=case_id,
             requested_by=requested_by or getattr(body, "requested_by", None) or "api",
-            policy_document=self._policy_document(spec),
+            policy_document=document,
+            policy_stored=await self._store_policy(spec, document),
             settings=self._settings.model_dump(mode="json"),
         )
         try:
@@ -826,6 +830,31 @@ class PodiumClient:
         """The process's policy file, validated, for a new case (None without one, or with
         PODIUM_POLICY_AS_CODE=false)."""
         return load_process_policy(spec, self._settings)
+
+    @cached_property
+    def _policy_versions(self) -> PolicyVersions:
+        return PolicyVersions(self._documents.engine())
+
+    async def _store_policy(self, spec: Process, document: dict[str, Any] | None) -> bool:
+        """Store the case's policy under its digest (once per version and process), so the
+        case may carry the digest alone. False when it cannot be stored: the case then
+        carries the whole document, as before, and nothing is lost."""
+        if document is None:
+            return False
+        digest = str(document.get("digest") or "")
+        if self._policy_versions.known(digest):
+            return True
+        try:
+            await asyncio.to_thread(self._policy_versions.save, spec.name, document)
+        except (SQLAlchemyError, ValueError) as err:
+            log.warning(
+                "policy_version_not_stored",
+                process=spec.name,
+                policy_version=digest,
+                error=type(err).__name__,
+            )
+            return False
+        return True
 
     async def upload_document(self, upload: AttachmentUpload) -> DocumentRef:
         """Store a receipt image; a case refers to it by the returned id."""

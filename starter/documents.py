@@ -50,12 +50,20 @@ class DocumentUploads:
         self._engine: Engine | None = None
         self._store: DocumentStore | None = None
 
+    def engine(self) -> Engine:
+        """The database engine, created on first use (with the tables: the API may store a
+        document before a worker ran)."""
+        with self._lock:
+            if self._engine is None:
+                self._engine = make_engine(self._url)
+                create_tables(self._engine)
+            return self._engine
+
     def _documents(self) -> DocumentStore:
+        engine = self.engine()
         with self._lock:
             if self._store is None:
-                self._engine = make_engine(self._url)
-                create_tables(self._engine)  # the API may store a document before a worker ran
-                self._store = DocumentStore(self._engine)
+                self._store = DocumentStore(engine)
             return self._store
 
     async def save(self, upload: AttachmentUpload) -> DocumentRef:

@@ -35,7 +35,7 @@ from activities.intelligence.gateway import ModelGateway
 from activities.intelligence.ledger import ModelLedger
 from activities.intelligence.ocr import ReceiptReader
 from activities.notifications import NotificationActivities
-from activities.policy import evaluate_policy
+from activities.policy import PolicyActivities
 from activities.systems import SystemsOfRecordActivities
 from activities.types import (
     DraftReplyInput,
@@ -157,7 +157,7 @@ def real_system_activities(engine: Engine) -> list[Callable[..., Any]]:
         notifications.notify_approvers,
         audit.record_audit_event,
         DecisionVerifier(DecisionKey.from_settings(Settings(_env_file=None))).verify_decision,  # type: ignore[call-arg]
-        evaluate_policy,
+        PolicyActivities(engine).evaluate_policy,
     ]
 
 

@@ -28,6 +28,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.policy import PolicyVersions
 from core.admission import AdmissionInterceptor
 from core.policy import DEFAULT_POLICY_FILE, load_policy
 from tests.conftest import TEMPORAL_TEST_SERVER, register_search_attributes
@@ -269,6 +270,8 @@ SCENARIOS: dict[str, tuple[str, str | None, str, Scenario, RefundPolicy | None]]
     "low_confidence": ("C-1001", "O-5001", "not sure what to do, O-5001 broke", _approve, None),
     # Patch `refund-policy-v1`: the shipped policy file's rules decide (auto-approve).
     "policy_rules": ("C-1001", "O-5001", "refund O-5001 please", _nothing, None),
+    # The same, the policy by reference: the case carries its digest (table policy_versions).
+    "policy_by_digest": ("C-1001", "O-5001", "refund O-5001 please", _nothing, None),
     # Patch `decisions-checked-on-acceptance`: racing signed decisions by update.
     "racing_decisions": ("C-1002", "O-5004", "refund O-5004", _racing_decisions, None),
     # Patch `audit-activity`.
@@ -276,7 +279,9 @@ SCENARIOS: dict[str, tuple[str, str | None, str, Scenario, RefundPolicy | None]]
     "signals_checked": ("C-1002", "O-5004", "refund O-5004", _signals_checked, None),
 }
 # Scenarios started with the shipped policy file (policies/refund.yaml) on the case.
-POLICY_FILE_SCENARIOS = {"policy_rules"}
+POLICY_FILE_SCENARIOS = {"policy_rules", "policy_by_digest"}
+# Of those, the scenarios whose case names its policy by digest (stored first).
+POLICY_BY_DIGEST_SCENARIOS = {"policy_by_digest"}
 # Receipt scenarios: the fixture image attached to the case, and the orders it names (seeded).
 RECEIPTS: dict[str, tuple[str, dict[str, tuple[str, int, str]]]] = {
     "receipt_ocr": ("cafe_receipt_gbp.png", {"O-7781": ("C-1001", 2_070, "GBP")}),
@@ -303,6 +308,7 @@ OUTCOMES = {
     "receipt_mismatch": RefundOutcome.REJECTED,
     "low_confidence": RefundOutcome.APPROVED,
     "policy_rules": RefundOutcome.AUTO_RESOLVED,
+    "policy_by_digest": RefundOutcome.AUTO_RESOLVED,
     "racing_decisions": RefundOutcome.APPROVED,
     "audited_racing_decisions": RefundOutcome.APPROVED,
     "signals_checked": RefundOutcome.APPROVED,
@@ -339,6 +345,9 @@ async def record(names: list[str] | None = None) -> None:
                     if name in POLICY_FILE_SCENARIOS
                     else None
                 )
+                digest = None
+                if document is not None and name in POLICY_BY_DIGEST_SCENARIOS:
+                    digest = PolicyVersions(engine).save(REFUND.name, document)
                 stack = ExitStack()
                 if name in RECEIPTS:
                     image, orders = RECEIPTS[name]
@@ -357,7 +366,8 @@ async def record(names: list[str] | None = None) -> None:
                                 message=text,
                                 policy=policy or RefundPolicy(),
                                 attachment_id=attachment_id,
-                                policy_document=document,
+                                policy_document=None if digest else document,
+                                policy_digest=digest,
                             ),
                             id=f"{REFUND.case_id_prefix}history-{name}",
                             task_queue=worker.task_queue,

@@ -11,15 +11,20 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
+from activities.policy import PolicyActivities, PolicyVersions
 from activities.types import DraftReplyInput, DraftReplyResult, TriageInput, TriageResult
-from core.db import AuditEvent, ModelCall, create_tables, make_engine
+from core.db import AuditEvent, ModelCall, PolicyVersion, create_tables, make_engine
 from core.policy import DEFAULT_POLICY_FILE, PolicyError, evaluate, load_policy, parse_policy
+from core.settings import Settings
 from starter.cli import create_cli
+from starter.client import PodiumClient
 from tests.helpers import (
     fake_draft,
     fake_triage,
@@ -28,8 +33,14 @@ from tests.helpers import (
     seeded_engine,
 )
 from workflows.contracts import search_attributes as sa
-from workflows.contracts.policy import AutonomyDecision, PolicyFacts
-from workflows.refund.types import RefundCaseInput, RefundCaseResult, RefundOutcome
+from workflows.contracts.case import CaseContext
+from workflows.contracts.policy import AutonomyDecision, EvaluatePolicyInput, PolicyFacts
+from workflows.refund.starting import RefundRequest, prepare
+from workflows.refund.types import (
+    RefundCaseInput,
+    RefundCaseResult,
+    RefundOutcome,
+)
 
 BASE: dict[str, Any] = yaml.safe_load(DEFAULT_POLICY_FILE.read_bytes())
 
@@ -318,7 +329,28 @@ def test_policy_check_reports_version_or_errors(tmp_path: Path) -> None:
 # --- the workflow --------------------------------------------------------------------------------
 
 
-async def test_a_policy_file_decides_a_case(time_env: WorkflowEnvironment, tmp_path: Path) -> None:
+def _refund_input(engine: Engine, document: dict[str, Any], by: str) -> RefundCaseInput:
+    """The case input as the starter prepares it: the policy stored and named by its digest
+    (`by="digest"`), or carried whole, as cases started before policy versions were stored."""
+    stored = by == "digest"
+    if stored:
+        PolicyVersions(engine).save("refund", document)
+    request = RefundRequest(
+        channel="email", customer_id="C-1001", order_id="O-5001", message="refund O-5001 please"
+    )
+    context = CaseContext(
+        case_id="c", requested_by="C-1001", policy_document=document, policy_stored=stored
+    )
+    case_input = prepare(request, context)
+    assert (case_input.policy_document is None) == stored
+    assert (case_input.policy_digest == document["digest"]) == stored
+    return case_input
+
+
+@pytest.mark.parametrize("by", ["digest", "document"])
+async def test_a_policy_file_decides_a_case(
+    time_env: WorkflowEnvironment, tmp_path: Path, by: str
+) -> None:
     engine = seeded_engine(tmp_path, now=await time_env.get_current_time())
     document = load_policy(DEFAULT_POLICY_FILE)
     with ThreadPoolExecutor(max_workers=4) as executor:
@@ -330,13 +362,7 @@ async def test_a_policy_file_decides_a_case(time_env: WorkflowEnvironment, tmp_p
         async with worker:
             handle = await time_env.client.start_workflow(
                 "refund",
-                RefundCaseInput(
-                    channel="email",
-                    customer_id="C-1001",
-                    order_id="O-5001",
-                    message="refund O-5001 please",
-                    policy_document=document.model_dump(mode="json"),
-                ),
+                _refund_input(engine, document.model_dump(mode="json"), by),
                 id=f"refund-test-{uuid.uuid4().hex}",
                 task_queue=worker.task_queue,
                 result_type=RefundCaseResult,
@@ -360,8 +386,9 @@ async def test_a_policy_file_decides_a_case(time_env: WorkflowEnvironment, tmp_p
     engine.dispose()
 
 
+@pytest.mark.parametrize("by", ["digest", "document"])
 async def test_a_policy_file_routes_the_case_models(
-    time_env: WorkflowEnvironment, tmp_path: Path
+    time_env: WorkflowEnvironment, tmp_path: Path, by: str
 ) -> None:
     """`model_routing` in the case's policy reaches the model activities as their chain."""
     seen: dict[str, list[str] | None] = {}
@@ -388,13 +415,7 @@ async def test_a_policy_file_routes_the_case_models(
         async with worker:
             handle = await time_env.client.start_workflow(
                 "refund",
-                RefundCaseInput(
-                    channel="email",
-                    customer_id="C-1001",
-                    order_id="O-5001",
-                    message="refund O-5001 please",
-                    policy_document=document,
-                ),
+                _refund_input(engine, document, by),
                 id=f"refund-test-{uuid.uuid4().hex}",
                 task_queue=worker.task_queue,
                 result_type=RefundCaseResult,
@@ -402,3 +423,104 @@ async def test_a_policy_file_routes_the_case_models(
             await handle.result()
     engine.dispose()
     assert {"intent": ["premium", "embedded"], "draft": ["small"]} == seen
+
+
+def test_a_policy_version_is_stored_once_and_read_by_digest(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'podium.db'}")
+    create_tables(engine)
+    document = load_policy(DEFAULT_POLICY_FILE).model_dump(mode="json")
+    assert document["digest"] == PolicyVersions(engine).save("refund", document)
+    assert document["digest"] == PolicyVersions(engine).save("refund", document)  # a 2nd starter
+    with Session(engine) as session:
+        rows = session.exec(select(PolicyVersion)).all()
+    assert [(document["digest"], "refund")] == [(r.digest, r.process) for r in rows]
+    reader = PolicyVersions(engine)  # another process: nothing cached
+    assert not reader.known(document["digest"])
+    assert document == reader.get(document["digest"])
+    assert reader.known(document["digest"])
+    assert reader.get("0" * 12) is None
+    with pytest.raises(ValueError, match="digest"):
+        reader.save("refund", {**document, "digest": ""})
+    engine.dispose()
+
+
+def test_the_activity_evaluates_a_stored_policy_and_retries_an_unknown_one(
+    tmp_path: Path,
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'podium.db'}")
+    create_tables(engine)
+    document = load_policy(DEFAULT_POLICY_FILE)
+    facts = PolicyFacts(
+        amount=20.0,
+        customer_tier="gold",
+        customer_standing="good",
+        channel="email",
+        intent="refund_request",
+        intent_confidence=0.95,
+        sentiment="neutral",
+        risk="low",
+        eligible=True,
+        late=False,
+        within_return_window=True,
+    )
+    activities = PolicyActivities(engine)
+    inline = activities.evaluate_policy(
+        EvaluatePolicyInput(facts=facts, policy=document.model_dump(mode="json"))
+    )
+    PolicyVersions(engine).save("refund", document.model_dump(mode="json"))
+    by_digest = activities.evaluate_policy(
+        EvaluatePolicyInput(facts=facts, policy_digest=document.digest)
+    )
+    assert inline == by_digest
+    assert document.digest == by_digest.policy_version
+    with pytest.raises(ApplicationError, match="is not stored") as unknown:
+        activities.evaluate_policy(EvaluatePolicyInput(facts=facts, policy_digest="0" * 12))
+    assert "UnknownPolicyVersion" == unknown.value.type
+    assert not unknown.value.non_retryable  # a worker on the wrong database, once fixed
+    for both_or_neither in ({}, {"policy": {}, "policy_digest": "x"}):
+        with pytest.raises(ValueError, match="not both or neither"):
+            EvaluatePolicyInput(facts=facts, **both_or_neither)
+    engine.dispose()
+
+
+async def test_the_starter_stores_the_policy_and_the_case_carries_its_digest(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """`PodiumClient.start` stores the process's policy file under its digest (once) and a
+    refund case starts with the digest and the model routes, not the document."""
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        task_queue=f"policy-ref-{uuid.uuid4().hex}",  # nobody polls it: the start is enough
+        data_dir=tmp_path,
+    )
+    document = load_policy(DEFAULT_POLICY_FILE)
+    podium = PodiumClient(dev_env.client, settings)
+    refs = [
+        await podium.start(
+            "refund",
+            RefundRequest(
+                channel="email", customer_id="C-1001", order_id="O-5001", message="refund please"
+            ),
+            f"policy-ref-{uuid.uuid4().hex}",
+        )
+        for _ in range(2)
+    ]
+    try:
+        for ref in refs:
+            handle = dev_env.client.get_workflow_handle(ref.case_id)
+            started = (await handle.fetch_history()).events[0]
+            payload = started.workflow_execution_started_event_attributes.input.payloads[0]
+            case_input = RefundCaseInput.model_validate_json(payload.data)
+            assert case_input.policy_document is None
+            assert document.digest == case_input.policy_digest
+            assert document.model_routing == case_input.policy_routes
+        engine = make_engine(settings.resolved_database_url)
+        with Session(engine) as session:
+            rows = session.exec(select(PolicyVersion)).all()
+        engine.dispose()
+        assert [(document.digest, "refund")] == [(r.digest, r.process) for r in rows]
+        assert document.model_dump(mode="json") == json.loads(rows[0].document)
+    finally:
+        for ref in refs:
+            await dev_env.client.get_workflow_handle(ref.case_id).terminate("test done")
+        podium.close()

@@ -36,6 +36,8 @@ EXPECTED_PATHS = {
     "low_confidence",
     # Patch `refund-policy-v1`.
     "policy_rules",
+    # The same, the policy by digest (stored in `policy_versions`).
+    "policy_by_digest",
     # Patch `decisions-checked-on-acceptance` (with `signed-decisions`).
     "racing_decisions",
     # Patch `refund-triage-handoff`.
@@ -89,6 +91,7 @@ PATCHED_PATHS = {
     "receipt_mismatch",
     "low_confidence",
     "policy_rules",
+    "policy_by_digest",
     "racing_decisions",
     "triage_unavailable",
     "audited_racing_decisions",

@@ -38,6 +38,11 @@ class CaseContext(BaseModel):
     policy_document: dict[str, Any] | None = Field(
         default=None, description="The process's validated policy file, if it has one"
     )
+    policy_stored: bool = Field(
+        default=False,
+        description="The document is stored under its digest (table `policy_versions`): a "
+        "process may carry the digest alone, which the `evaluate_policy` activity reads",
+    )
     settings: dict[str, Any] = Field(
         default_factory=dict,
         description="The operator's settings (PODIUM_*) as plain values: a process reads its "

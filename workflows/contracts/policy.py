@@ -165,8 +165,20 @@ class PolicyFacts(BaseModel):
 
 
 class EvaluatePolicyInput(BaseModel):
+    """The facts and the policy: by digest (stored by the starter, table `policy_versions`), or
+    the whole document, as cases started before policies were stored carry it."""
+
     facts: PolicyFacts
-    policy: dict[str, object] = Field(description="PolicyDocument, serialized")
+    policy: dict[str, object] | None = Field(
+        default=None, description="PolicyDocument, serialized (older cases)"
+    )
+    policy_digest: str | None = Field(default=None, max_length=64)
+
+    @model_validator(mode="after")
+    def _one_policy(self) -> Self:
+        if (self.policy is None) == (self.policy_digest is None):
+            raise ValueError("give the policy document or its digest, not both or neither")
+        return self
 
 
 class PolicyEvaluation(BaseModel):

@@ -156,7 +156,8 @@ def refund_policy(settings: dict[str, Any]) -> RefundPolicy:
 
 def prepare(request: RefundRequest, context: CaseContext) -> RefundCaseInput:
     """The case input: the request, the settings' knobs and the policy file (whose limits then
-    drive the eligibility rules too). The attachment is stored by the platform beforehand."""
+    drive the eligibility rules too), by digest when the platform stored it. The attachment is
+    stored by the platform beforehand."""
     policy = refund_policy(context.settings)
     document = context.policy_document
     if document is not None:
@@ -168,6 +169,7 @@ def prepare(request: RefundRequest, context: CaseContext) -> RefundCaseInput:
                 "min_intent_confidence": float(limits["min_intent_confidence"]),
             }
         )
+    by_reference = document is not None and context.policy_stored
     return RefundCaseInput(
         channel=request.channel,
         customer_id=request.customer_id,
@@ -176,7 +178,10 @@ def prepare(request: RefundRequest, context: CaseContext) -> RefundCaseInput:
         requested_by=request.requested_by,
         attachment_id=request.attachment_id,
         policy=policy,
-        policy_document=document,
+        # Stored under its digest: the case carries the digest and the model routes alone.
+        policy_document=None if by_reference else document,
+        policy_digest=str(document["digest"]) if by_reference and document else None,
+        policy_routes=dict((document or {}).get("model_routing") or {}) if by_reference else {},
     )
 
 

@@ -103,10 +103,28 @@ class RefundCaseInput(BaseModel):
     # (workflows.contracts.policy.PolicyDocument, serialized; its `digest` is the version). When
     # present its autonomy rules decide; `policy` still gives the eligibility knobs.
     policy_document: dict[str, Any] | None = None
+    # The same policy by reference (cases started once the starter stores policy versions):
+    # its digest, which the `evaluate_policy` activity reads the document by, and the one part
+    # workflow code reads itself, its model routes. A case carries one or the other.
+    policy_digest: str | None = Field(default=None, max_length=64)
+    policy_routes: dict[str, list[str]] = Field(
+        default_factory=dict, description="The policy file's `model_routing`"
+    )
 
     @property
     def requester(self) -> str:
         return self.requested_by or f"{self.channel}:{self.customer_id}"
+
+    @property
+    def has_policy_file(self) -> bool:
+        return self.policy_document is not None or self.policy_digest is not None
+
+    @property
+    def policy_version(self) -> str:
+        """The policy file's digest ('' without one)."""
+        if self.policy_digest is not None:
+            return self.policy_digest
+        return str((self.policy_document or {}).get("digest") or "")
 
 
 class RefundAssessment(BaseModel):

@@ -19,13 +19,13 @@ Versioning: patch `refund-receipt-ocr` guards what receipt OCR added (the receip
 audit record, the needs-human hold, the cost search attribute, the draft's risk): cases started
 before it replay exactly as they ran.
 
-Policy as code (patch `refund-policy-v1`): a case started with a policy file
-(`policy_document`, versioned by its digest) has its autonomy decided by the file's ordered
-rules, evaluated in the `evaluate_policy` activity over the case facts (the eligibility facts
-still come from the refund rules): auto-approve, auto-reject, or a person through the named
-approval chain. The version is stamped on the case (search attribute `PodiumPolicyVersion`,
-audit `detail.policy_version`) and the matching rule's explanation goes to the audit trail,
-the approver and the current details.
+Policy as code (patch `refund-policy-v1`): a case started with a policy file (by its digest,
+`policy_digest`, once the starter stores policy versions; before, the whole `policy_document`)
+has its autonomy decided by the file's ordered rules, evaluated in the `evaluate_policy`
+activity over the case facts (the eligibility facts still come from the refund rules):
+auto-approve, auto-reject, or a person through the named approval chain. The version is
+stamped on the case (search attribute `PodiumPolicyVersion`, audit `detail.policy_version`) and
+the matching rule's explanation goes to the audit trail, the approver and the current details.
 
 A model outage never fails a case: triage retries with backoff for up to 15 minutes, then
 (patch `refund-triage-handoff`) the case goes on without a model's reading, audited as
@@ -410,10 +410,8 @@ class RefundWorkflow:
         )
         self._state.assessment = assessment
         evaluation: PolicyEvaluation | None = None
-        if input.policy_document is not None and workflow.patched(PATCH_POLICY_V1):
-            evaluation = await self._evaluate_policy(
-                input.policy_document, assessment, triage, lookup, receipt, order
-            )
+        if input.has_policy_file and workflow.patched(PATCH_POLICY_V1):
+            evaluation = await self._evaluate_policy(assessment, triage, lookup, receipt, order)
         await self._audit(
             "assessed",
             eligible=assessment.eligible,
@@ -685,7 +683,6 @@ class RefundWorkflow:
 
     async def _evaluate_policy(
         self,
-        document: dict[str, Any],
         assessment: RefundAssessment,
         triage: TriageResult,
         lookup: LookupOrderResult,
@@ -713,7 +710,11 @@ class RefundWorkflow:
         self._policy_facts = facts
         evaluation: PolicyEvaluation = await workflow.execute_activity(
             "evaluate_policy",
-            EvaluatePolicyInput(facts=facts, policy=document),
+            EvaluatePolicyInput(
+                facts=facts,
+                policy=self._input.policy_document,
+                policy_digest=self._input.policy_digest,
+            ),
             result_type=PolicyEvaluation,
             start_to_close_timeout=POLICY_TIMEOUT,
             retry_policy=SYSTEM_RETRY,
@@ -727,17 +728,16 @@ class RefundWorkflow:
     def _model_chain(self, task: str) -> list[str] | None:
         """The models the case's policy file routes `task` to, if it overrides the route."""
         document = self._input.policy_document
-        routing = (document or {}).get("model_routing") or {}
+        routing = (document or {}).get("model_routing") or self._input.policy_routes
         chain = routing.get(task)
         return [str(name) for name in chain] if isinstance(chain, list) and chain else None
 
     def _policy_detail(self, evaluation: PolicyEvaluation | None = None) -> dict[str, Any]:
         """Audit detail of a case under a policy file: nothing for the others."""
-        document = self._input.policy_document
-        if document is None:
+        if not self._input.has_policy_file:
             return {}
         detail: dict[str, Any] = {
-            "policy_version": self._state.policy_version or str(document.get("digest") or "")
+            "policy_version": self._state.policy_version or self._input.policy_version
         }
         if evaluation is not None:
             detail |= {
