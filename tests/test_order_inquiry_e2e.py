@@ -6,7 +6,7 @@ reaches the API and closes the case."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,13 @@ pytestmark = pytest.mark.timeout(180)
 TOKEN = "e2e-carrier-token"
 SECRET = "e2e-carrier-webhook-secret"
 PORTAL = AsCaller("portal@example.com", roles=("service",))
+
+
+def _value(read: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return read()
+
+    return probe
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +99,13 @@ async def test_a_late_order_is_credited_and_the_carriers_delivery_closes_the_cas
         )
         assert 401 == forged.status_code
 
+        # The case shows `watching` before its subscription reaches the carrier: scan once the
+        # carrier knows the subscriber (a scan before it is only seen at the next follow-up).
+        parcel = carrier.shipments["PC1000005008"]
+        subscribed = await eventually(
+            _value(lambda: case_id in parcel.subscribers), bool, timeout=90
+        )
+        assert subscribed, parcel.subscribers
         carrier.scan("PC1000005008", Scan(status=ShipmentStatus.DELIVERED, description="door"))
         case = await eventually(
             lambda: http.get(f"/cases/{case_id}"),
@@ -99,6 +113,7 @@ async def test_a_late_order_is_credited_and_the_carriers_delivery_closes_the_cas
             timeout=90,
         )
         view = case.json()
+        assert "completed" == view["workflow_status"], case.text
         assert ("order_inquiry", "credit_issued") == (view["process"], view["outcome"]), case.text
         assert view["state"]["delivered_at"]
     assert 1 == len(carrier.webhooks_sent)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +23,13 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
+from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.notifications import NotificationActivities
+from activities.types import SendReplyInput, SendReplyResult
 from core.db import AuditEvent, Refund
 from core.settings import Settings
 from starter.client import PodiumClient
@@ -94,8 +98,25 @@ def _rows(engine: Engine, model: Any, case_id: str) -> list[Any]:
 async def test_record_decision_answers_before_the_outcome_and_applies_once(
     dev_env: WorkflowEnvironment, engine: Engine
 ) -> None:
+    # The customer's reply (after the refund) waits until the retry has been answered, so the
+    # retry reaches a case that is still open however loaded the machine is (the real activity
+    # then runs). Sent while the case carries the decision out, the retry is deferred (`CaseBusy`,
+    # sent again by the client's `AdmissionInterceptor`) and then answered with the first result.
+    retried = threading.Event()
+    notifications = NotificationActivities(engine)
+
+    @activity.defn(name="send_reply")
+    def send_reply(input: SendReplyInput) -> SendReplyResult:
+        retried.wait(timeout=60)
+        return notifications.send_reply(input)
+
     with ThreadPoolExecutor(max_workers=4) as executor:
-        activities = [*real_system_activities(engine), fake_triage, fake_draft]
+        activities = [
+            *(a for a in real_system_activities(engine) if a.__name__ != "send_reply"),
+            send_reply,
+            fake_triage,
+            fake_draft,
+        ]
         worker = make_worker(dev_env.client, activities, executor)
         async with worker:
             handle = await _parked(dev_env.client, worker.task_queue)
@@ -107,8 +128,10 @@ async def test_record_decision_answers_before_the_outcome_and_applies_once(
                 retry = await handle.execute_update(
                     "record_decision", decision, result_type=ApprovalDecisionResult
                 )
+                retried.set()
                 result = await handle.result()
             finally:
+                retried.set()
                 with contextlib.suppress(Exception):
                     await handle.terminate("test finished")
             history = await handle.fetch_history()
@@ -118,7 +141,7 @@ async def test_record_decision_answers_before_the_outcome_and_applies_once(
         ack.approver,
     )
     assert ack.outcome is None  # recorded, not yet carried out
-    assert "d-1" == retry.decision_id
+    assert ("d-1", "approved") == (retry.decision_id, retry.outcome)  # the first, carried out
     assert ("approved", "lead@example.com") == (result.outcome.value, result.decided_by)
     assert 1 == len(_rows(engine, Refund, handle.id))
     audit = _rows(engine, AuditEvent, handle.id)
