@@ -172,7 +172,14 @@ class CarrierClient:
         )
         if response is None:
             return WatchShipmentResult(subscribed=False, created=False)
-        return WatchShipmentResult(subscribed=True, created=response.status_code == 201)
+        # Read the parcel once the carrier holds the subscription: whatever happened to it
+        # since the case last looked shows here, anything later comes as an event.
+        parcel = await self.track(order_id=reference, tracking_number=tracking_number)
+        return WatchShipmentResult(
+            subscribed=True,
+            created=response.status_code == 201,
+            tracking=parcel if parcel.found else None,
+        )
 
 
 def _status(value: Any) -> ShipmentStatus:

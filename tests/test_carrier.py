@@ -171,10 +171,22 @@ async def test_a_subscribed_parcel_sends_signed_webhooks() -> None:
                 again = await client.subscribe("PC1000005008", "order_inquiry-1")
                 assert (True, True, False) == (first.subscribed, first.created, again.created)
                 assert not (await client.subscribe("PC0000000000", "x")).subscribed
+                # The subscription reads the parcel as it stands: a scan before it shows there.
+                assert first.tracking is not None
+                assert ("PC1000005008", ShipmentStatus.IN_TRANSIT) == (
+                    first.tracking.tracking_number,
+                    first.tracking.status,
+                )
+                service.scan(
+                    "PC1000005008", Scan(status=ShipmentStatus.DELIVERED, description="door")
+                )
+                late = await client.subscribe("PC1000005008", "order_inquiry-1")
             finally:
                 await client.aclose()
-            service.scan("PC1000005008", Scan(status=ShipmentStatus.DELIVERED, description="door"))
             await service.drain()
+            assert late.tracking is not None
+            assert (ShipmentStatus.DELIVERED, False) == (late.tracking.status, late.created)
+            assert late.tracking.delivered_at is not None
     finally:
         server.should_exit = True
         await task

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,12 @@ from tests.helpers import (
 )
 from worker import workflow_runner
 from workflows.contracts.approval import ApprovalDecisionInput
-from workflows.contracts.carrier import CarrierEvent, ShipmentStatus
+from workflows.contracts.carrier import (
+    CarrierEvent,
+    ShipmentStatus,
+    ShipmentTracking,
+    TrackShipmentInput,
+)
 from workflows.order_inquiry.types import (
     OrderInquiryInput,
     OrderInquiryOutcome,
@@ -106,26 +112,41 @@ async def carrier(now: datetime) -> AsyncIterator[tuple[str, CarrierService]]:
         yield url, service
 
 
-@pytest.fixture
-async def worker(
-    time_env: WorkflowEnvironment, engine: Engine, carrier: tuple[str, CarrierService]
+@asynccontextmanager
+async def order_worker(
+    env: WorkflowEnvironment,
+    engine: Engine,
+    url: str,
+    wrap_track: Callable[[CarrierActivities], Callable[..., Any]] | None = None,
 ) -> AsyncIterator[Worker]:
-    url, _ = carrier
+    """A worker with the real carrier connector on `url` (`wrap_track`: its `track_shipment`
+    in a test's wrapper)."""
     # A short cooldown: the breaker runs on the real clock while the test server skips time.
     client = CarrierClient(url, TOKEN, breakers=CircuitBreakers(threshold=3, cooldown_s=0.2))
+    carrier = CarrierActivities(client)
+    track = wrap_track(carrier) if wrap_track else carrier.track_shipment
     activities = [
         *real_system_activities(engine),
-        *CarrierActivities(client).activities(),
+        track,
+        carrier.watch_shipment,
         *OrderInquiryActivities(engine).activities(),
         CustomerServiceTools(engine).issue_goodwill_credit,
         fake_triage,
         fake_draft,
     ]
     with ThreadPoolExecutor(max_workers=8) as executor:
-        running = make_worker(time_env.client, activities, executor)
+        running = make_worker(env.client, activities, executor)
         async with running:
             yield running
     await client.aclose()
+
+
+@pytest.fixture
+async def worker(
+    time_env: WorkflowEnvironment, engine: Engine, carrier: tuple[str, CarrierService]
+) -> AsyncIterator[Worker]:
+    async with order_worker(time_env, engine, carrier[0]) as running:
+        yield running
 
 
 async def start(
@@ -432,6 +453,41 @@ async def test_a_follow_up_finds_the_parcel_slipped_and_writes_to_the_customer(
     )
     assert "delivery_slipped" in audit_actions(engine, handle.id)
     await replays(handle, "follow_up_slipped")
+
+
+async def test_a_parcel_delivered_before_the_subscription_closes_the_case_at_once(
+    time_env: WorkflowEnvironment, engine: Engine, carrier: tuple[str, CarrierService]
+) -> None:
+    """The carrier scans the parcel delivered right after the case's look, before the case has
+    subscribed: no event will come, and the subscription's reading of the parcel closes the case
+    (before patch `order-inquiry-parcel-read-on-watch`, the follow-up check days later did)."""
+    url, service = carrier
+    looks: list[ShipmentStatus] = []
+
+    def delivered_after_the_first_look(carrier: CarrierActivities) -> Callable[..., Any]:
+        @activity.defn(name="track_shipment")
+        async def track_shipment(input: TrackShipmentInput) -> ShipmentTracking:
+            tracking = await carrier.track_shipment(input)
+            looks.append(tracking.status)
+            if len(looks) == 1:
+                service.scan("PC1000005008", Scan(status=ShipmentStatus.DELIVERED))
+            return tracking
+
+        return track_shipment
+
+    async with order_worker(time_env, engine, url, delivered_after_the_first_look) as worker:
+        handle = await start(time_env, worker, "C-1003", "O-5008")
+        result = await handle.result()
+        await replays(handle, "delivered_before_subscribed")
+    assert (OrderInquiryOutcome.CREDIT_ISSUED, "delivered", 0) == (
+        result.outcome,
+        result.closed_by,
+        result.follow_ups,
+    )
+    assert result.delivered_at is not None
+    assert [ShipmentStatus.IN_TRANSIT] == looks  # one look: no follow-up check was needed
+    assert ["parcel_watched", "delivered", "case_closed"] == audit_actions(engine, handle.id)[-3:]
+    assert [2_500] == credits(engine, handle.id)
 
 
 async def test_a_carrier_outage_is_waited_out_then_the_case_goes_on(

@@ -80,6 +80,7 @@ ORDER_INQUIRY_PATHS = {
     "carrier_outage_recovered",
     "carrier_unavailable",
     "customer_wrote_again",
+    "delivered_before_subscribed",
 }
 # Podium's operations (no processes: `workflows/operations/`, tests/test_operations.py).
 OPERATIONS_PATHS = {

@@ -64,6 +64,12 @@ class WatchShipmentInput(BaseModel):
 class WatchShipmentResult(BaseModel):
     subscribed: bool
     created: bool = Field(description="False when the case was subscribed already")
+    tracking: ShipmentTracking | None = Field(
+        default=None,
+        description="The parcel as the carrier reports it once the subscription holds (every "
+        "later change comes as an event): a scan between the case's last look and the "
+        "subscription shows here. None when it was not read.",
+    )
 
 
 class CarrierEvent(BaseModel):

@@ -13,12 +13,13 @@ approve credits the proposed amount, or less with request_changes; reject answer
 only) -> draft the reply (`draft_reply`) and send it (`send_reply`) -> audit every step.
 
 Then the case keeps watching the parcel: it subscribes to the carrier's events
-(`watch_shipment`) and sleeps on a durable timer until the date it gave plus
-`followup_slack`; then it tracks again, and when the parcel slipped it writes to the customer
-with the new date (at most `max_followups` times, then a person takes the ticket). The carrier's
-delivered event closes the case: the carrier signs its webhook (HMAC, shared secret), the API
-checks the signature and signals `carrier_event` to the case. No delivery within `watch_limit`:
-a person takes the ticket.
+(`watch_shipment`, which reads the parcel once subscribed: one delivered since the case's look
+closes the case at once, patch `order-inquiry-parcel-read-on-watch`) and sleeps on a durable
+timer until the date it gave plus `followup_slack`; then it tracks again, and when the parcel
+slipped it writes to the customer with the new date (at most `max_followups` times, then a
+person takes the ticket). The carrier's delivered event closes the case: the carrier signs its
+webhook (HMAC, shared secret), the API checks the signature and signals `carrier_event` to the
+case. No delivery within `watch_limit`: a person takes the ticket.
 
 A carrier outage: each tracking call is retried for up to `CARRIER_BUDGET`, fast-failing while
 the connector's circuit is open; then the case waits `carrier_retry_after` on a durable timer and
@@ -142,6 +143,9 @@ CARRIER_RETRY = RetryPolicy(
 REPEAT_WINDOW = timedelta(days=30)
 # A parcel that slipped and has no new estimate is checked again after this long.
 NO_ESTIMATE_RECHECK = timedelta(days=1)
+# Patch: a parcel `watch_shipment` reports delivered (between the case's look and its
+# subscription) closes the case then; before it, the next follow-up check found it.
+PARCEL_READ_ON_WATCH = "order-inquiry-parcel-read-on-watch"
 TEMPLATES = {
     OrderInquiryOutcome.ON_TIME: "order_on_time",
     OrderInquiryOutcome.LATE_ANSWERED: "order_late",
@@ -546,6 +550,20 @@ class OrderInquiryWorkflow:
                 summary=f"Subscribe to the carrier's events on {tracking.tracking_number}",
             )
             await self._audit("parcel_watched", subscribed=watched.subscribed)
+            seen = watched.tracking
+            if (
+                seen is not None
+                and seen.status == ShipmentStatus.DELIVERED
+                and self._delivered_event is None
+                and workflow.patched(PARCEL_READ_ON_WATCH)
+            ):
+                # Delivered between the case's look and its subscription: no event will come.
+                state.tracking = seen
+                state.delivered_at = seen.delivered_at or workflow.now()
+                await self._audit(
+                    "delivered", source="subscription", delivered_at=_iso(state.delivered_at)
+                )
+                return "delivered"
         except ActivityError as err:
             # The follow-up checks still run: only the early news of a delivery is lost.
             state.notes.append(f"no carrier subscription ({_why(err)}); checks continue")
