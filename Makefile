@@ -32,7 +32,7 @@ fmt: $(STAMP)
 # Podium vs a bare workflow running the same activities, like for like, in one run: production
 # configuration (encryption, policy file, audit, decision tokens), interleaved rounds; prints one
 # table and writes results/bench.json (about 10 minutes on 2 cores). Bigger runs:
-# make bench ARGS="--n 100 --rounds 5 --parked 1000 --sample 100" (see bench/README.md).
+# make bench ARGS="--n 100 --rounds 5 --parked 3000 --sample 100" (see bench/README.md).
 bench: $(STAMP)
 	$(BIN)/python -m bench.compare --out results/bench.json $(ARGS)
 

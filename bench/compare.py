@@ -1,6 +1,6 @@
 """`make bench`: Podium against a bare workflow running the same activities, in one run.
 
-    python -m bench.compare [--n 40] [--rounds 3] [--concurrency 10] [--parked 200]
+    python -m bench.compare [--n 40] [--rounds 3] [--concurrency 10] [--parked 1000]
                             [--sample 30] [--warmup 3] [--out results/bench.json] [--json]
 
 Production configuration on both sides: payload encryption on (a throwaway key), the refund
@@ -109,7 +109,7 @@ class Options:
     n: int = 40
     rounds: int = 3
     concurrency: int = 10
-    parked: int = 200
+    parked: int = 1000
     sample: int = 30
     warmup: int = 3
     seed: int = 5
