@@ -60,5 +60,5 @@ def test_the_cache_can_be_sized_in_memory() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.cached_workflows == settings.max_cached_workflows == 2_000
     sized = Settings(_env_file=None, workflow_cache_mib=60)  # type: ignore[call-arg]
-    assert sized.cached_workflows == 60 * 1024 // CACHED_CASE_KIB == 204
+    assert sized.cached_workflows == 60 * 1024 // CACHED_CASE_KIB == 299
     assert Settings(_env_file=None, workflow_cache_mib=0.1).cached_workflows == 1  # type: ignore[call-arg]
