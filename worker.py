@@ -375,6 +375,7 @@ def build_worker(
         activity_executor=executor,
         workflow_runner=workflow_runner(processes),
         max_cached_workflows=settings.cached_workflows,
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.sticky_queue_timeout_s),
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         # `podium_cases_closed_total` and the outcome record of every case (core/case_metrics.py);

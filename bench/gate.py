@@ -331,6 +331,7 @@ def worker_env(
             "PODIUM_DATABASE_URL": database_url,
             "PODIUM_TASK_QUEUE": task_queue,
             "PODIUM_MAX_CACHED_WORKFLOWS": str(settings.max_cached_workflows),
+            "PODIUM_STICKY_QUEUE_TIMEOUT_S": str(settings.sticky_queue_timeout_s),
             "PODIUM_MAX_CONCURRENT_ACTIVITIES": str(settings.max_concurrent_activities),
             "PODIUM_ACTIVITY_THREADS": str(settings.activity_threads),
             "PODIUM_ENCRYPTION": settings.encryption,

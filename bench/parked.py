@@ -64,6 +64,7 @@ class Options:
     parked: int = 10_000
     burst: int = 1_000
     cache: int = 1_000
+    sticky_timeout_s: float = 10.0
     concurrency: int = 40
     seed: int = 13
     timeout_s: float = 7_200.0
@@ -79,7 +80,12 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
     report: dict[str, Any] = report_header("parked")
     with tempfile.TemporaryDirectory(prefix="podium-bench-parked-") as tmp:
         workdir = Path(tmp)
-        settings = production_settings(workdir, run, max_cached_workflows=opts.cache)
+        settings = production_settings(
+            workdir,
+            run,
+            max_cached_workflows=opts.cache,
+            sticky_queue_timeout_s=opts.sticky_timeout_s,
+        )
         database_url = settings.resolved_database_url
         key = DecisionKey.from_settings(settings)
         document = load_policy(policy_path(None, "refund"))
@@ -88,6 +94,7 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
             "parked": opts.parked,
             "burst": opts.burst,
             "max_cached_workflows": opts.cache,
+            "sticky_queue_timeout_s": opts.sticky_timeout_s,
             "concurrency": opts.concurrency,
             "payload_encryption": "on",
             "policy_file": f"policies/refund.yaml ({document.digest}), carried by digest",
@@ -193,6 +200,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, bool, Path |
     parser.add_argument("--parked", type=int, default=d.parked)
     parser.add_argument("--burst", type=int, default=d.burst)
     parser.add_argument("--cache", type=int, default=d.cache)
+    parser.add_argument(
+        "--sticky-timeout",
+        type=float,
+        default=d.sticky_timeout_s,
+        help="seconds a cached case's task waits for its worker (PODIUM_STICKY_QUEUE_TIMEOUT_S)",
+    )
     parser.add_argument("--concurrency", type=int, default=d.concurrency)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--timeout", type=float, default=d.timeout_s)
@@ -204,6 +217,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, bool, Path |
             parked=args.parked,
             burst=args.burst,
             cache=args.cache,
+            sticky_timeout_s=args.sticky_timeout,
             concurrency=args.concurrency,
             seed=args.seed,
             timeout_s=args.timeout,

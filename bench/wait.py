@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -57,6 +58,9 @@ def worker_options(settings: Any) -> dict[str, Any]:
         "workflows": [WaitWorkflow],
         "workflow_runner": workflow_runner(),
         "max_cached_workflows": settings.max_cached_workflows,
+        "sticky_queue_schedule_to_start_timeout": timedelta(
+            seconds=settings.sticky_queue_timeout_s
+        ),
         "max_concurrent_activities": settings.max_concurrent_activities,
         "graceful_shutdown_timeout": GRACEFUL_SHUTDOWN,
     }

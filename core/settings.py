@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     # A case out of the cache costs the worker nothing while it waits; it replays from its
     # history on its next event (a decision, a timer).
     workflow_cache_mib: float | None = Field(default=None, gt=0)
+    # How long a cached case's next workflow task waits for this worker before any worker may
+    # take it (Temporal's sticky schedule-to-start timeout; then it replays from its history).
+    # Temporal's default, 10 s, is shorter than a burst's backlog on a small worker: every case
+    # would replay. Longer: a dead worker's cached cases wait that long before another takes them.
+    sticky_queue_timeout_s: float = Field(default=10.0, gt=0)
     # Podium's activities are synchronous (thread pool): one slot per thread.
     max_concurrent_activities: int = 32
     activity_threads: int = 32

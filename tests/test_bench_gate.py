@@ -104,6 +104,7 @@ def test_the_baseline_worker_has_podiums_worker_options(monkeypatch: pytest.Monk
         _env_file=None,  # type: ignore[call-arg]
         max_cached_workflows=123,
         max_concurrent_activities=7,
+        sticky_queue_timeout_s=42,
     )
     # No process needs an activity here: the options are what is compared.
     no_activities = Registry(dataclasses.replace(process, activities=()) for process in PROCESSES)
@@ -127,6 +128,7 @@ def test_the_baseline_worker_has_podiums_worker_options(monkeypatch: pytest.Monk
     assert podium == baseline
     assert (123, 7) == (baseline["max_cached_workflows"], baseline["max_concurrent_activities"])
     assert timedelta(seconds=15) == baseline["graceful_shutdown_timeout"]
+    assert timedelta(seconds=42) == baseline["sticky_queue_schedule_to_start_timeout"]
 
 
 def test_the_sample_takes_the_first_and_last_parked_cases() -> None:
