@@ -539,6 +539,7 @@ class OrderInquiryWorkflow:
         state.status = OrderInquiryStatus.WATCHING
         self._publish()
         await self._update_ticket(TicketStatus.OPEN, "Answered; watching the parcel")
+        seen: ShipmentTracking | None = None
         try:
             watched: WatchShipmentResult = await workflow.execute_activity(
                 "watch_shipment",
@@ -551,22 +552,17 @@ class OrderInquiryWorkflow:
             )
             await self._audit("parcel_watched", subscribed=watched.subscribed)
             seen = watched.tracking
-            if (
-                seen is not None
-                and seen.status == ShipmentStatus.DELIVERED
-                and self._delivered_event is None
-                and workflow.patched(PARCEL_READ_ON_WATCH)
-            ):
-                # Delivered between the case's look and its subscription: no event will come.
-                state.tracking = seen
-                state.delivered_at = seen.delivered_at or workflow.now()
-                await self._audit(
-                    "delivered", source="subscription", delivered_at=_iso(state.delivered_at)
-                )
-                return "delivered"
         except ActivityError as err:
             # The follow-up checks still run: only the early news of a delivery is lost.
             state.notes.append(f"no carrier subscription ({_why(err)}); checks continue")
+        if (
+            seen is not None
+            and seen.status == ShipmentStatus.DELIVERED
+            and self._delivered_event is None
+            and workflow.patched(PARCEL_READ_ON_WATCH)
+        ):
+            # Delivered between the case's look and its subscription: no event will come.
+            return await self._delivered(seen, "subscription")
         watch_until = workflow.now() + policy.watch_limit
         while self._delivered_event is None:
             now = workflow.now()
@@ -598,11 +594,7 @@ class OrderInquiryWorkflow:
                 state.promised_delivery = workflow.now() + policy.carrier_retry_after
                 continue
             if latest.status == ShipmentStatus.DELIVERED:
-                state.delivered_at = latest.delivered_at or workflow.now()
-                await self._audit(
-                    "delivered", source="tracking", delivered_at=_iso(state.delivered_at)
-                )
-                return "delivered"
+                return await self._delivered(latest, "tracking")
             if not slipped(state.promised_delivery, latest, workflow.now()):
                 state.promised_delivery = latest.estimated_delivery
                 continue
@@ -637,6 +629,13 @@ class OrderInquiryWorkflow:
             event_id=event.event_id,
             delivered_at=event.occurred_at.isoformat(),
         )
+        return "delivered"
+
+    async def _delivered(self, seen: ShipmentTracking, source: str) -> str:
+        """The carrier reports the parcel delivered (`source`: what the case read it from)."""
+        self._state.tracking = seen
+        self._state.delivered_at = seen.delivered_at or workflow.now()
+        await self._audit("delivered", source=source, delivered_at=_iso(self._state.delivered_at))
         return "delivered"
 
     # --- the carrier ----------------------------------------------------------------------------
