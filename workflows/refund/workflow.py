@@ -423,6 +423,9 @@ class RefundWorkflow:
             policy=input.policy.model_dump(mode="json"),
             **self._policy_detail(evaluation),
         )
+        # A case waiting for a person keeps this frame for days: the step results it no longer
+        # reads are not kept with it (what they told the case is in its state and history).
+        del ticket, triage, receipt, lookup, order
 
         if evaluation is not None:
             reasons = [*assessment.reasons, evaluation.explanation]
