@@ -24,7 +24,12 @@ from sqlalchemy.engine import Engine
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
-from temporalio.worker import Worker, WorkerDeploymentConfig
+from temporalio.worker import (
+    FixedSizeSlotSupplier,
+    Worker,
+    WorkerDeploymentConfig,
+    WorkerTuner,
+)
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.access import AccessActivities
@@ -54,6 +59,13 @@ from core.rollout import promote, replay_check
 from core.scheduling import MODEL_ACTIVITIES, SchedulingInterceptor, model_task_queue
 from core.settings import Settings
 from core.shared_code import share_code
+from core.sticky_cache import (
+    CaseWorkflowRunner,
+    GuardedSlotSupplier,
+    StickyCacheGuard,
+    context_free,
+    reset_stickiness,
+)
 from core.temporal import connect
 from core.tracing import TRACING_PASSTHROUGH
 from workflows.contracts.knowledge import RouteCaseInput, RouteCaseResult
@@ -77,6 +89,7 @@ __all__ = [
     "cache_sandbox_bytecode",
     "case_activities",
     "case_opener",
+    "case_worker_sizing",
     "model_activities",
     "passthrough_modules",
     "priority_policy",
@@ -90,6 +103,9 @@ __all__ = [
 log = structlog.get_logger()
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=15)
+# Temporal's defaults for the slots the cases' worker's tuner also sets.
+LOCAL_ACTIVITY_SLOTS = 100
+NEXUS_SLOTS = 100
 
 
 # Podium's own deterministic modules, imported once per worker instead of once per case: the
@@ -373,16 +389,44 @@ def build_worker(
         workflows=processes.workflows,
         activities=list(activities),
         activity_executor=executor,
-        workflow_runner=workflow_runner(processes),
         max_cached_workflows=settings.cached_workflows,
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.sticky_queue_timeout_s),
-        max_concurrent_activities=settings.max_concurrent_activities,
+        **case_worker_sizing(settings, workflow_runner(processes), client),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         # `podium_cases_closed_total` and the outcome record of every case (core/case_metrics.py);
         # model calls to the models' queue, priorities (core/scheduling.py).
         interceptors=[*case_interceptors(), SchedulingInterceptor(model_queue, priority)],
         **versioning,
     )
+
+
+def case_worker_sizing(
+    settings: Settings, runner: SandboxedWorkflowRunner, client: Client
+) -> dict[str, Any]:
+    """The cases' worker's runner and task slots (core/sticky_cache.py): the sandbox, asked for
+    no payload context the client's converter would ignore; with `sticky_cache_guard` (the
+    default), a cache that holds the cases in motion (built on the worker's event loop)."""
+    lean = context_free(client.data_converter)
+    if not settings.sticky_cache_guard:
+        return {
+            "workflow_runner": CaseWorkflowRunner(runner, context_free=lean),
+            "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
+            "max_concurrent_activities": settings.max_concurrent_activities,
+        }
+    guard = StickyCacheGuard(
+        settings.cached_workflows,
+        patience_s=settings.sticky_cache_patience_s,
+        on_pushed_out=reset_stickiness(client, asyncio.get_running_loop()),
+    )
+    return {
+        "workflow_runner": CaseWorkflowRunner(runner, guard=guard, context_free=lean),
+        "tuner": WorkerTuner.create_composite(
+            workflow_supplier=GuardedSlotSupplier(guard, settings.max_concurrent_workflow_tasks),
+            activity_supplier=FixedSizeSlotSupplier(settings.max_concurrent_activities),
+            local_activity_supplier=FixedSizeSlotSupplier(LOCAL_ACTIVITY_SLOTS),
+            nexus_supplier=FixedSizeSlotSupplier(NEXUS_SLOTS),
+        ),
+    }
 
 
 def build_model_worker(

@@ -332,6 +332,8 @@ def worker_env(
             "PODIUM_TASK_QUEUE": task_queue,
             "PODIUM_MAX_CACHED_WORKFLOWS": str(settings.max_cached_workflows),
             "PODIUM_STICKY_QUEUE_TIMEOUT_S": str(settings.sticky_queue_timeout_s),
+            "PODIUM_STICKY_CACHE_GUARD": str(settings.sticky_cache_guard).lower(),
+            "PODIUM_MAX_CONCURRENT_WORKFLOW_TASKS": str(settings.max_concurrent_workflow_tasks),
             "PODIUM_MAX_CONCURRENT_ACTIVITIES": str(settings.max_concurrent_activities),
             "PODIUM_ACTIVITY_THREADS": str(settings.activity_threads),
             "PODIUM_ENCRYPTION": settings.encryption,

@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import random
+import socket
 import sys
 import tempfile
 import time
@@ -35,6 +36,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from activities.policy import PolicyVersions
 from bench.compare import PARKED_ORDERS, Systems, burst, park
@@ -65,6 +69,7 @@ class Options:
     burst: int = 1_000
     cache: int = 1_000
     sticky_timeout_s: float = 10.0
+    guard: bool = True
     concurrency: int = 40
     seed: int = 13
     timeout_s: float = 7_200.0
@@ -85,6 +90,7 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
             run,
             max_cached_workflows=opts.cache,
             sticky_queue_timeout_s=opts.sticky_timeout_s,
+            sticky_cache_guard=opts.guard,
         )
         database_url = settings.resolved_database_url
         key = DecisionKey.from_settings(settings)
@@ -95,6 +101,7 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
             "burst": opts.burst,
             "max_cached_workflows": opts.cache,
             "sticky_queue_timeout_s": opts.sticky_timeout_s,
+            "sticky_cache_guard": opts.guard,
             "concurrency": opts.concurrency,
             "payload_encryption": "on",
             "policy_file": f"policies/refund.yaml ({document.digest}), carried by digest",
@@ -121,8 +128,15 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
                 base = worker_env(settings, server, database_url, queue, code)
                 base["PODIUM_DECISION_SECRET"] = key.secret
                 base["PODIUM_WORKER_METRICS_PORT"] = "0"
-                cases_env = base | {"PODIUM_WORKER_ROLE": "cases"}
+                # The cases' worker serves its metrics, as in production: the cache's hits,
+                # misses and forced evictions over the burst come from Temporal's own counters.
+                metrics_port = free_port()
+                cases_env = base | {
+                    "PODIUM_WORKER_ROLE": "cases",
+                    "PODIUM_WORKER_METRICS_PORT": str(metrics_port),
+                }
                 models_env = base | {"PODIUM_WORKER_ROLE": "models"}
+                metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
                 check_snapshot(cases_env, workdir, code)
                 client = podium_client(server, settings)
                 systems = Systems(
@@ -155,6 +169,7 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
                     ok = [c.case_id for c in cases if c.case_id not in set(parked.not_parked)]
                     chosen = random.Random(opts.seed).sample(ok, min(opts.burst, len(ok)))
                     progress.say(f"burst: {len(chosen)} decisions at once")
+                    cache_before = await cache_counters(metrics_url)
                     # Each decision may take until the whole burst is done: the figure is the
                     # time until the last outcome, not a per-decision deadline.
                     result = await worker.alive_while(
@@ -165,7 +180,9 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
                         f"burst: all {result['n']} outcomes in {result['wall_s']}s, "
                         f"{len(result['failures'])} failures"
                     )
+                    cache_after = await cache_counters(metrics_url)
                     report["burst"] = result | {
+                        "cache": {k: cache_after[k] - cache_before.get(k, 0) for k in cache_after},
                         "failures": result["failures"][:20],
                         "failure_count": len(result["failures"]),
                         "cases_worker_rss_mib_after": round(worker.rss() / MIB, 1),
@@ -176,6 +193,39 @@ async def run_benchmark(opts: Options, out: TextIO = sys.stderr) -> dict[str, An
             engine.dispose()
     report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
+
+
+CACHE_COUNTERS = {
+    "hits": "temporal_sticky_cache_hit_total",
+    "misses": "temporal_sticky_cache_miss_total",
+    "forced_evictions": "temporal_sticky_cache_total_forced_eviction_total",
+    "workflow_tasks": "temporal_workflow_task_execution_latency_seconds_count",
+    "replays": "temporal_workflow_task_replay_latency_seconds_count",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def cache_counters(url: str) -> dict[str, float]:
+    """Temporal's cache counters of the cases' worker, summed over their labels; {} when its
+    metrics cannot be read (the figures are then left out, the run goes on)."""
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            text = (await http.get(url)).text
+    except httpx.HTTPError:
+        return {}
+    sums = dict.fromkeys(CACHE_COUNTERS, 0.0)
+    names = {v: k for k, v in CACHE_COUNTERS.items()}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = names.get(sample.name)
+            if key is not None:
+                sums[key] += sample.value
+    return sums
 
 
 def render(report: dict[str, Any]) -> str:
@@ -190,6 +240,8 @@ def render(report: dict[str, Any]) -> str:
             f"{b['ack_ms']['p95']} ms, outcome p95 {b['outcome_ms']['p95']} ms; "
             f"{b['failure_count']} failures; {report['refund_rows']} refund rows; cases' worker "
             f"{b['cases_worker_rss_mib_after']} MiB after (peak {b['cases_worker_peak_rss_mib']})",
+            "burst, the cases' worker's cache: "
+            + (", ".join(f"{k} {v:.0f}" for k, v in b["cache"].items()) or "metrics unavailable"),
         ]
     )
 
@@ -206,6 +258,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, bool, Path |
         default=d.sticky_timeout_s,
         help="seconds a cached case's task waits for its worker (PODIUM_STICKY_QUEUE_TIMEOUT_S)",
     )
+    parser.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="Temporal's plain least-recently-used cache (PODIUM_STICKY_CACHE_GUARD=false)",
+    )
     parser.add_argument("--concurrency", type=int, default=d.concurrency)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--timeout", type=float, default=d.timeout_s)
@@ -218,6 +275,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, bool, Path |
             burst=args.burst,
             cache=args.cache,
             sticky_timeout_s=args.sticky_timeout,
+            guard=not args.no_guard,
             concurrency=args.concurrency,
             seed=args.seed,
             timeout_s=args.timeout,

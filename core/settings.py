@@ -115,6 +115,14 @@ class Settings(BaseSettings):
     # Temporal's default, 10 s, is shorter than a burst's backlog on a small worker: every case
     # would replay. Longer: a dead worker's cached cases wait that long before another takes them.
     sticky_queue_timeout_s: float = Field(default=10.0, gt=0)
+    # Hold the cases in motion in the cache (core/sticky_cache.py): while the cache is full and
+    # the cases it would push out still wait on an activity, a task for a case that is not cached
+    # waits (at most `sticky_cache_patience_s` per case in motion) instead of making one of them
+    # replay. Off: Temporal's plain least-recently-used cache.
+    sticky_cache_guard: bool = True
+    sticky_cache_patience_s: float = Field(default=5.0, gt=0)
+    # Workflow tasks one worker runs at once (Temporal's max_concurrent_workflow_tasks).
+    max_concurrent_workflow_tasks: int = Field(default=100, ge=2)
     # Podium's activities are synchronous (thread pool): one slot per thread.
     max_concurrent_activities: int = 32
     activity_threads: int = 32
