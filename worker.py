@@ -62,9 +62,9 @@ from core.shared_code import share_code
 from core.sticky_cache import (
     CaseWorkflowRunner,
     GuardedSlotSupplier,
+    StickinessReset,
     StickyCacheGuard,
     context_free,
-    reset_stickiness,
 )
 from core.temporal import connect
 from core.tracing import TRACING_PASSTHROUGH
@@ -413,11 +413,11 @@ def case_worker_sizing(
             "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
             "max_concurrent_activities": settings.max_concurrent_activities,
         }
+    reset = StickinessReset(client, asyncio.get_running_loop())
     guard = StickyCacheGuard(
-        settings.cached_workflows,
-        patience_s=settings.sticky_cache_patience_s,
-        on_pushed_out=reset_stickiness(client, asyncio.get_running_loop()),
+        settings.cached_workflows, patience_s=settings.sticky_cache_patience_s, on_pushed_out=reset
     )
+    reset.still_out = lambda run_id: not guard.is_cached(run_id)
     return {
         "workflow_runner": CaseWorkflowRunner(runner, guard=guard, context_free=lean),
         "tuner": WorkerTuner.create_composite(

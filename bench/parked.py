@@ -199,8 +199,8 @@ CACHE_COUNTERS = {
     "hits": "temporal_sticky_cache_hit_total",
     "misses": "temporal_sticky_cache_miss_total",
     "forced_evictions": "temporal_sticky_cache_total_forced_eviction_total",
-    "workflow_tasks": "temporal_workflow_task_execution_latency_seconds_count",
-    "replays": "temporal_workflow_task_replay_latency_seconds_count",
+    "workflow_tasks": "temporal_workflow_task_execution_latency_count",
+    "replays": "temporal_workflow_task_replay_latency_count",
 }
 
 

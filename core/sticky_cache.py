@@ -56,12 +56,13 @@ from temporalio.worker import (
 __all__ = [
     "CaseWorkflowRunner",
     "GuardedSlotSupplier",
+    "StickinessReset",
     "StickyCacheGuard",
     "context_free",
-    "reset_stickiness",
 ]
 
 PATIENCE_S = 5.0
+GRACE_S = 1.0
 WAIT_STEP_S = 0.02
 _ENDING_COMMANDS = frozenset(
     {
@@ -91,9 +92,10 @@ class StickyCacheGuard:
         *,
         patience_s: float = PATIENCE_S,
         clock: Callable[[], float] = time.monotonic,
-        on_pushed_out: Callable[[str, str], None] | None = None,
+        on_pushed_out: Callable[[str, str, bool], None] | None = None,
     ) -> None:
-        """`on_pushed_out(workflow_id, run_id)`: a case left the full cache (`reset_stickiness`)."""
+        """`on_pushed_out(workflow_id, run_id, in_motion)`: a case left the full cache
+        (`StickinessReset`)."""
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
@@ -112,11 +114,11 @@ class StickyCacheGuard:
         for job in act.jobs:
             if job.HasField("remove_from_cache"):
                 with self._lock:
-                    self._runs.pop(act.run_id, None)
+                    run = self._runs.pop(act.run_id, None)
                 if job.remove_from_cache.reason == RemoveFromCache.EvictionReason.CACHE_FULL:
                     self.pushed_out += 1
                     if self.on_pushed_out is not None:
-                        self.on_pushed_out(workflow_id, act.run_id)
+                        self.on_pushed_out(workflow_id, act.run_id, bool(run and run.pending))
                 return
         with self._lock:
             run = self._runs.get(act.run_id)
@@ -155,6 +157,10 @@ class StickyCacheGuard:
     def cached(self) -> int:
         with self._lock:
             return len(self._runs)
+
+    def is_cached(self, run_id: str) -> bool:
+        with self._lock:
+            return run_id in self._runs
 
     def admits_intake(self) -> bool:
         """Whether one more poll of the task queue may go out: the cache has room for what the
@@ -320,30 +326,66 @@ class GuardedSlotSupplier(CustomSlotSupplier):
             self.guard.intake_released()
 
 
-def reset_stickiness(client: Client, loop: asyncio.AbstractEventLoop) -> Callable[[str, str], None]:
+class StickinessReset:
     """`on_pushed_out` for a worker on `loop`: tells the server that a case pushed out of the
     cache has left this worker (Temporal's ResetStickyTaskQueue), so its next task (a decision,
     a timer) goes to the task queue itself, where `GuardedSlotSupplier` paces what comes in,
-    instead of to this worker's sticky queue, which is never held back. Best effort: if the call
-    fails, the task still reaches the worker on its sticky queue and replays."""
-    tasks: set[asyncio.Task[None]] = set()
+    instead of to this worker's sticky queue, which is never held back.
 
-    async def reset(workflow_id: str, run_id: str) -> None:
-        # Best effort (see above): on failure the case is unaffected.
-        with contextlib.suppress(RPCError):
-            await client.workflow_service.reset_sticky_task_queue(
+    A quiet case can be pushed out just as its next task reaches the sticky queue (a decision
+    arriving in the same instant); reset then, that task would wait out the sticky queue's
+    timeout before the server moves it. So a quiet case's reset waits `grace_s` and is skipped
+    if the case came back meanwhile (`still_out(run_id)` false): such a task is taken from the
+    sticky queue within moments. A case pushed out in motion (the cache's intake is not the only
+    way in: a quiet case's task on the sticky queue brings it back too) is reset at once: its
+    next step, taken from the sticky queue, would push out the next case in motion, and so on
+    down the cache. Best effort: a failed call leaves the case as Temporal alone would (its task
+    reaches the worker on the sticky queue and it replays)."""
+
+    def __init__(
+        self, client: Client, loop: asyncio.AbstractEventLoop, *, grace_s: float = GRACE_S
+    ) -> None:
+        self._client = client
+        self._loop = loop
+        self.grace_s = grace_s
+        self.still_out: Callable[[str], bool] = lambda run_id: True
+        self._waiting = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.skipped = 0
+
+    def __call__(self, workflow_id: str, run_id: str, in_motion: bool) -> None:
+        self._loop.call_soon_threadsafe(self._wait, workflow_id, run_id, in_motion)
+
+    def _wait(self, workflow_id: str, run_id: str, in_motion: bool) -> None:
+        self._waiting += 1
+        if in_motion:
+            self._start(workflow_id, run_id, check=False)
+        else:
+            self._loop.call_later(self.grace_s, self._start, workflow_id, run_id)
+
+    def _start(self, workflow_id: str, run_id: str, check: bool = True) -> None:
+        self._waiting -= 1
+        if check and not self.still_out(run_id):
+            self.skipped += 1
+            return
+        task = self._loop.create_task(self._reset(workflow_id, run_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reset(self, workflow_id: str, run_id: str) -> None:
+        with contextlib.suppress(RPCError):  # best effort (see above)
+            await self._client.workflow_service.reset_sticky_task_queue(
                 ResetStickyTaskQueueRequest(
-                    namespace=client.namespace,
+                    namespace=self._client.namespace,
                     execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
                 )
             )
 
-    def start(workflow_id: str, run_id: str) -> None:
-        task = loop.create_task(reset(workflow_id, run_id))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    def pushed_out(workflow_id: str, run_id: str) -> None:
-        loop.call_soon_threadsafe(start, workflow_id, run_id)
-
-    return pushed_out
+    async def drain(self) -> None:
+        """Wait for the resets already asked for (on the worker's loop)."""
+        await asyncio.sleep(0)  # let the calls scheduled from workflow threads start
+        while self._waiting or self._tasks:
+            if self._tasks:
+                await asyncio.gather(*self._tasks)
+            else:
+                await asyncio.sleep(self.grace_s / 10)
