@@ -200,7 +200,9 @@ CACHE_COUNTERS = {
     "misses": "temporal_sticky_cache_miss_total",
     "forced_evictions": "temporal_sticky_cache_total_forced_eviction_total",
     "workflow_tasks": "temporal_workflow_task_execution_latency_count",
-    "replays": "temporal_workflow_task_replay_latency_count",
+    "cases_loaded": "podium_cases_loaded_total",
+    "intake_waits": "podium_cache_intake_waits_total",
+    "pushed_out": "podium_cases_pushed_out_total",
 }
 
 

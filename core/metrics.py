@@ -31,6 +31,9 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 __all__ = [
     "BREAKER_OPEN",
+    "CACHE_INTAKE_WAITS",
+    "CASES_LOADED",
+    "CASES_PUSHED_OUT",
     "CASES_STARTED",
     "DECISIONS",
     "HTTP_REQUESTS",
@@ -104,6 +107,24 @@ HTTP_REQUESTS = Counter(
     "podium_http_requests",
     "HTTP requests answered by the API, by route template and status class",
     ["method", "route", "status"],
+    registry=REGISTRY,
+)
+
+# --- the cases' worker's sticky cache (core/sticky_cache.py) ---------------------------------
+CASES_LOADED = Counter(
+    "podium_cases_loaded",
+    "Cases instantiated in the cases' worker's cache: new, or replayed from their history",
+    registry=REGISTRY,
+)
+CACHE_INTAKE_WAITS = Counter(
+    "podium_cache_intake_waits",
+    "Polls of the task queue held back because the full cache would push out a case in motion",
+    registry=REGISTRY,
+)
+CASES_PUSHED_OUT = Counter(
+    "podium_cases_pushed_out",
+    "Cases pushed out of the full cache, by whether they waited on an activity",
+    ["in_motion"],
     registry=REGISTRY,
 )
 

@@ -53,6 +53,8 @@ from temporalio.worker import (
     WorkflowRunner,
 )
 
+from core.metrics import CACHE_INTAKE_WAITS, CASES_LOADED, CASES_PUSHED_OUT
+
 __all__ = [
     "CaseWorkflowRunner",
     "GuardedSlotSupplier",
@@ -116,9 +118,11 @@ class StickyCacheGuard:
                 with self._lock:
                     run = self._runs.pop(act.run_id, None)
                 if job.remove_from_cache.reason == RemoveFromCache.EvictionReason.CACHE_FULL:
+                    in_motion = bool(run and run.pending)
                     self.pushed_out += 1
+                    CASES_PUSHED_OUT.labels(in_motion=str(in_motion).lower()).inc()
                     if self.on_pushed_out is not None:
-                        self.on_pushed_out(workflow_id, act.run_id, bool(run and run.pending))
+                        self.on_pushed_out(workflow_id, act.run_id, in_motion)
                 return
         with self._lock:
             run = self._runs.get(act.run_id)
@@ -264,6 +268,7 @@ class CaseWorkflowRunner(WorkflowRunner):
         self.inner.prepare_workflow(defn)
 
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
+        CASES_LOADED.inc()
         return _CaseInstance(self.inner.create_instance(det), self.guard, self.context_free)
 
     def set_worker_level_failure_exception_types(
@@ -309,6 +314,7 @@ class GuardedSlotSupplier(CustomSlotSupplier):
             await asyncio.sleep(WAIT_STEP_S)
         if waited and intake:
             self.guard.waits += 1
+            CACHE_INTAKE_WAITS.inc()
         return _Permit(intake)
 
     def try_reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit | None:
