@@ -1,6 +1,6 @@
 """The cases' worker with many cases parked, then a burst of decisions on them.
 
-    python -m bench.parked [--parked 10000] [--burst 1000] [--cache 1000] [--concurrency 40]
+    python -m bench.parked [--parked 10000] [--burst 1000] [--cache 100] [--concurrency 40]
                            [--out results/parked.json] [--json]
 
 Production shape, as `podium up` runs it: a Temporal dev server and database of its own
@@ -14,7 +14,10 @@ payload encryption on, the refund policy file on every case, audit, decision tok
    (`PODIUM_MAX_CACHED_WORKFLOWS`), the others are evicted and replay on their next event;
 2. the cases' worker's RSS when idle, before and after (the models' worker's apart);
 3. `--burst` of them decided at once (the `record_decision` update, signed decisions): the time
-   until every one has its outcome (refund issued), every acknowledgement and outcome latency.
+   until every one has its outcome (refund issued), every acknowledgement and outcome latency,
+   and what the cases' worker's cache did meanwhile (from its metrics endpoint: Temporal's
+   sticky cache hits, misses and forced evictions, the cases it loaded and pushed out, the
+   polls its guard held back; `--no-guard` for Temporal's plain cache).
 
 A report, not an assertion; exit 1 when a case did not park or did not end approved with a
 refund.
@@ -67,7 +70,7 @@ BURST_TIMEOUT_S = 1_200.0
 class Options:
     parked: int = 10_000
     burst: int = 1_000
-    cache: int = 1_000
+    cache: int = 100
     sticky_timeout_s: float = 10.0
     guard: bool = True
     concurrency: int = 40
