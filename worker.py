@@ -413,11 +413,17 @@ def case_worker_sizing(
             "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
             "max_concurrent_activities": settings.max_concurrent_activities,
         }
-    reset = StickinessReset(client, asyncio.get_running_loop())
+    # The resets run on the worker's event loop (a worker is built on it; without one, as in a
+    # synchronous check of the options, cases pushed out just keep their stickiness).
+    try:
+        reset: StickinessReset | None = StickinessReset(client, asyncio.get_running_loop())
+    except RuntimeError:
+        reset = None
     guard = StickyCacheGuard(
         settings.cached_workflows, patience_s=settings.sticky_cache_patience_s, on_pushed_out=reset
     )
-    reset.still_out = lambda run_id: not guard.is_cached(run_id)
+    if reset is not None:
+        reset.still_out = lambda run_id: not guard.is_cached(run_id)
     return {
         "workflow_runner": CaseWorkflowRunner(runner, guard=guard, context_free=lean),
         "tuner": WorkerTuner.create_composite(

@@ -45,29 +45,28 @@ class WaitWorkflow:
         return self._decision.resolved_action == ApprovalAction.APPROVE
 
 
-def worker_options(settings: Any) -> dict[str, Any]:
+def worker_options(settings: Any, client: Client) -> dict[str, Any]:
     """`Worker` keyword arguments (minus the client): `worker.build_worker`'s, for bench_wait.
 
     Imported from `worker.py` so they never drift; that loads Podium's modules into this
     process (not its models: nothing here loads them), as in Podium's own worker.
     """
-    from worker import GRACEFUL_SHUTDOWN, workflow_runner
+    from worker import GRACEFUL_SHUTDOWN, case_worker_sizing, workflow_runner
 
     return {
         "task_queue": settings.task_queue,
         "workflows": [WaitWorkflow],
-        "workflow_runner": workflow_runner(),
         "max_cached_workflows": settings.max_cached_workflows,
         "sticky_queue_schedule_to_start_timeout": timedelta(
             seconds=settings.sticky_queue_timeout_s
         ),
-        "max_concurrent_activities": settings.max_concurrent_activities,
+        **case_worker_sizing(settings, workflow_runner(), client),
         "graceful_shutdown_timeout": GRACEFUL_SHUTDOWN,
     }
 
 
 def build_wait_worker(client: Client, settings: Any) -> Worker:
-    return Worker(client, **worker_options(settings))
+    return Worker(client, **worker_options(settings, client))
 
 
 async def _serve() -> None:

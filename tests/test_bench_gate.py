@@ -14,14 +14,18 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import FixedSizeSlotSupplier, WorkerTuner
 
 import worker
 from bench import wait
 from bench.gate import expected_cached, render_table, sample_groups
 from core.settings import Settings
+from core.sticky_cache import CaseWorkflowRunner, GuardedSlotSupplier
 from workflows.registry import PROCESSES, Registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,27 +112,47 @@ def test_the_baseline_worker_has_podiums_worker_options(monkeypatch: pytest.Monk
     )
     # No process needs an activity here: the options are what is compared.
     no_activities = Registry(dataclasses.replace(process, activities=()) for process in PROCESSES)
+    client = SimpleNamespace(data_converter=pydantic_data_converter)
     worker.build_worker(
-        object(),  # type: ignore[arg-type]
+        client,  # type: ignore[arg-type]
         settings,
         activities=[],
         executor=None,  # type: ignore[arg-type]
         processes=no_activities,
     )
     podium = built[0]
-    baseline = wait.worker_options(settings)
+    baseline = wait.worker_options(settings, client)  # type: ignore[arg-type]
     for options in (podium, baseline):
         runner = options.pop("workflow_runner")
-        options["passthrough"] = set(runner.restrictions.passthrough_modules)
+        assert isinstance(runner, CaseWorkflowRunner) and runner.context_free
+        options["passthrough"] = set(runner.inner.restrictions.passthrough_modules)
+        options["guard"] = (runner.guard.capacity, runner.guard.patience_s)
+        options["tuner"] = sizing(options.pop("tuner"))
     assert [wait.WaitWorkflow] == baseline.pop("workflows")
     # Podium's own work, not a worker setting: its workflows, activities and the interceptors
     # that count and record each case's close (measured as Podium's, as its workflow code is).
     for key in ("workflows", "activities", "activity_executor", "interceptors"):
         podium.pop(key)
     assert podium == baseline
-    assert (123, 7) == (baseline["max_cached_workflows"], baseline["max_concurrent_activities"])
+    assert 123 == baseline["max_cached_workflows"] == baseline["guard"][0]
+    assert 7 == baseline["tuner"][1]  # activity slots: max_concurrent_activities
     assert timedelta(seconds=15) == baseline["graceful_shutdown_timeout"]
     assert timedelta(seconds=42) == baseline["sticky_queue_schedule_to_start_timeout"]
+
+
+def sizing(tuner: WorkerTuner) -> tuple[Any, ...]:
+    """A tuner's slot counts: workflow (the guarded supplier's), activity, local activity."""
+    workflow = tuner._get_workflow_task_slot_supplier()
+    assert isinstance(workflow, GuardedSlotSupplier)
+    slots = [
+        s.num_slots
+        for s in (
+            tuner._get_activity_task_slot_supplier(),
+            tuner._get_local_activity_task_slot_supplier(),
+        )
+        if isinstance(s, FixedSizeSlotSupplier)
+    ]
+    return (workflow.slots, *slots)
 
 
 def test_the_sample_takes_the_first_and_last_parked_cases() -> None:

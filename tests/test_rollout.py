@@ -14,11 +14,13 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
@@ -115,7 +117,7 @@ def test_the_worker_joins_its_deployment_when_named(monkeypatch: pytest.MonkeyPa
     for fields in ({}, {"deployment_name": "podium", "build_id": "2026-12-03.1"}):
         settings = Settings(_env_file=None, **fields)  # type: ignore[call-arg]
         worker.build_worker(
-            object(),  # type: ignore[arg-type]
+            SimpleNamespace(data_converter=pydantic_data_converter),  # type: ignore[arg-type]
             settings,
             activities=[],
             executor=None,  # type: ignore[arg-type]
