@@ -205,6 +205,32 @@ class CountingRunner(UnsandboxedWorkflowRunner):
         return super().create_instance(det)
 
 
+def guarded_worker(
+    client: Client,
+    queue: str,
+    workflow_class: type,
+    runner: CountingRunner,
+    guard: StickyCacheGuard,
+    sticky_timeout: timedelta,
+) -> Worker:
+    """A worker caching two cases, `guard` holding the cases in motion, `runner` counting."""
+    return Worker(
+        client,
+        task_queue=queue,
+        workflows=[workflow_class],
+        activities=[sticky_cache_step],
+        workflow_runner=CaseWorkflowRunner(runner, guard=guard, context_free=True),
+        max_cached_workflows=2,
+        sticky_queue_schedule_to_start_timeout=sticky_timeout,
+        tuner=WorkerTuner.create_composite(
+            workflow_supplier=GuardedSlotSupplier(guard, 10),
+            activity_supplier=FixedSizeSlotSupplier(20),
+            local_activity_supplier=FixedSizeSlotSupplier(5),
+            nexus_supplier=FixedSizeSlotSupplier(5),
+        ),
+    )
+
+
 async def test_cases_in_motion_stay_cached_when_more_arrive_than_the_cache_holds(
     dev_env: WorkflowEnvironment,
 ) -> None:
@@ -216,21 +242,7 @@ async def test_cases_in_motion_stay_cached_when_more_arrive_than_the_cache_holds
     counting = CountingRunner()
     # Patience beyond any machine's hiccup: on this test's scale only a case's own end frees it.
     guard = StickyCacheGuard(2, patience_s=3_600)
-    worker = Worker(
-        client,
-        task_queue=queue,
-        workflows=[Chain],
-        activities=[sticky_cache_step],
-        workflow_runner=CaseWorkflowRunner(counting, guard=guard, context_free=True),
-        max_cached_workflows=2,
-        sticky_queue_schedule_to_start_timeout=timedelta(minutes=10),
-        tuner=WorkerTuner.create_composite(
-            workflow_supplier=GuardedSlotSupplier(guard, 10),
-            activity_supplier=FixedSizeSlotSupplier(20),
-            local_activity_supplier=FixedSizeSlotSupplier(5),
-            nexus_supplier=FixedSizeSlotSupplier(5),
-        ),
-    )
+    worker = guarded_worker(client, queue, Chain, counting, guard, timedelta(minutes=10))
     async with worker:
         handles = [
             await client.start_workflow(
@@ -280,21 +292,7 @@ async def test_parked_cases_woken_at_once_replay_once_each(dev_env: WorkflowEnvi
     reset = StickinessReset(client, asyncio.get_running_loop())
     guard = StickyCacheGuard(2, patience_s=3_600, on_pushed_out=reset)
     reset.still_out = lambda run_id: not guard.is_cached(run_id)
-    worker = Worker(
-        client,
-        task_queue=queue,
-        workflows=[Parked],
-        activities=[sticky_cache_step],
-        workflow_runner=CaseWorkflowRunner(counting, guard=guard, context_free=True),
-        max_cached_workflows=2,
-        sticky_queue_schedule_to_start_timeout=timedelta(seconds=15),
-        tuner=WorkerTuner.create_composite(
-            workflow_supplier=GuardedSlotSupplier(guard, 10),
-            activity_supplier=FixedSizeSlotSupplier(20),
-            local_activity_supplier=FixedSizeSlotSupplier(5),
-            nexus_supplier=FixedSizeSlotSupplier(5),
-        ),
-    )
+    worker = guarded_worker(client, queue, Parked, counting, guard, timedelta(seconds=15))
     async with worker:
         handles = []
         for i in range(10):
